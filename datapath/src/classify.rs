@@ -1,0 +1,132 @@
+//! Telling datagrams apart on the shared UDP socket.
+//!
+//! WireGuard, STUN (ICE checks, binding requests to STUN servers, TURN control)
+//! and TURN ChannelData all arrive on the one socket. The first byte alone is
+//! ambiguous: WireGuard message types 1..=4 fall inside STUN's 0..=3 range. The
+//! rule below decides without it:
+//!
+//! 1. STUN (RFC 8489 §5): at least 20 bytes, top two bits of byte 0 clear, the
+//!    magic cookie `21 12 A4 42` at bytes 4..8, and a length field (bytes 2..4)
+//!    that equals the rest of the datagram and is a multiple of 4. No WireGuard
+//!    message can pass: bytes 1..4 of every WireGuard message are zero, so its
+//!    "length field" is 0, which would need a 20-byte datagram, and the shortest
+//!    WireGuard message (a keepalive) is 32 bytes.
+//! 2. TURN ChannelData (RFC 8656 §12.4): byte 0 in 0x40..=0x7F (channel numbers
+//!    0x4000..=0x7FFF), length field at bytes 2..4 not larger than the rest. Only
+//!    meaningful from a TURN server, which the caller checks.
+//! 3. Everything else goes to WireGuard, whose own parser checks type and exact
+//!    sizes.
+
+/// What a datagram on the shared socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramKind {
+    /// A STUN message: an ICE connectivity check, a STUN server reply or TURN control.
+    Stun,
+    /// TURN ChannelData framing around a relayed datagram.
+    ChannelData,
+    /// Anything else: handed to WireGuard, which validates it.
+    WireGuard,
+}
+
+/// STUN magic cookie (RFC 8489 §5).
+pub const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+
+/// Size of the STUN message header.
+const STUN_HEADER_LEN: usize = 20;
+
+/// Size of the ChannelData header.
+const CHANNEL_DATA_HEADER_LEN: usize = 4;
+
+/// Classifies one datagram. Never panics, whatever the bytes.
+#[inline]
+pub fn classify(datagram: &[u8]) -> DatagramKind {
+    if is_stun(datagram) {
+        DatagramKind::Stun
+    } else if is_channel_data(datagram) {
+        DatagramKind::ChannelData
+    } else {
+        DatagramKind::WireGuard
+    }
+}
+
+#[inline]
+fn is_stun(d: &[u8]) -> bool {
+    if d.len() < STUN_HEADER_LEN || d[0] & 0xC0 != 0 || d[4..8] != STUN_MAGIC_COOKIE {
+        return false;
+    }
+    let length = usize::from(u16::from_be_bytes([d[2], d[3]]));
+    length == d.len() - STUN_HEADER_LEN && length.is_multiple_of(4)
+}
+
+#[inline]
+fn is_channel_data(d: &[u8]) -> bool {
+    if d.len() < CHANNEL_DATA_HEADER_LEN || !(0x40..=0x7F).contains(&d[0]) {
+        return false;
+    }
+    let length = usize::from(u16::from_be_bytes([d[2], d[3]]));
+    length <= d.len() - CHANNEL_DATA_HEADER_LEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A STUN Binding request with no attributes (RFC 5769-style header).
+    static STUN_BINDING_REQUEST: [u8; 20] = [
+        0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 0xB7, 0xE7, 0xA7, 0x01, 0xBC, 0x34, 0xD6,
+        0x86, 0xFA, 0x87, 0xDF, 0xAE,
+    ];
+
+    /// A ChannelData frame on channel 0x4000 carrying 4 bytes.
+    static CHANNEL_DATA: [u8; 8] = [0x40, 0x00, 0x00, 0x04, 0xDE, 0xAD, 0xBE, 0xEF];
+
+    fn wireguard(kind: u8, len: usize) -> Vec<u8> {
+        let mut d = vec![0xA5; len];
+        d[0] = kind;
+        d[1..4].fill(0);
+        d
+    }
+
+    #[test]
+    fn a_stun_binding_request_is_stun() {
+        assert_eq!(classify(&STUN_BINDING_REQUEST), DatagramKind::Stun);
+    }
+
+    #[test]
+    fn stun_with_a_wrong_length_field_is_not_stun() {
+        let mut d = STUN_BINDING_REQUEST.to_vec();
+        d.extend_from_slice(&[0; 4]);
+        assert_eq!(classify(&d), DatagramKind::WireGuard);
+    }
+
+    #[test]
+    fn channel_data_is_channel_data() {
+        assert_eq!(classify(&CHANNEL_DATA), DatagramKind::ChannelData);
+    }
+
+    #[test]
+    fn every_wireguard_message_type_is_wireguard() {
+        for (kind, len) in [(1, 148), (2, 92), (3, 64), (4, 32), (4, 1452)] {
+            assert_eq!(
+                classify(&wireguard(kind, len)),
+                DatagramKind::WireGuard,
+                "type {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn wireguard_with_a_cookie_shaped_sender_index_stays_wireguard() {
+        let mut d = wireguard(1, 148);
+        d[4..8].copy_from_slice(&STUN_MAGIC_COOKIE);
+        assert_eq!(classify(&d), DatagramKind::WireGuard);
+    }
+
+    #[test]
+    fn short_and_empty_datagrams_do_not_panic() {
+        for len in 0..24 {
+            let _ = classify(&vec![0x40; len]);
+            let _ = classify(&vec![0x00; len]);
+        }
+    }
+}

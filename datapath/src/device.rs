@@ -1,0 +1,380 @@
+//! The running datapath: a TUN device, the UDP socket and the threads that
+//! move packets between them through the [`Engine`].
+//!
+//! Threads (one job each):
+//! - `wice-tun-rx`: reads TUN, encrypts, sends on UDP (see `tx`);
+//! - `wice-udp-rx`: receives UDP batches, decrypts, writes TUN (see `rx`);
+//!   STUN/TURN datagrams leave here for the control plane;
+//! - `wice-timers`: WireGuard timers every 250 ms, rate-limiter reset every second.
+//!
+//! One TUN reader only: several readers reorder a flow's packets, which costs
+//! TCP far more than the parallelism gains (design notes §4).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tun_rs::{DeviceBuilder, SyncDevice};
+
+use crate::MAX_DATAGRAM;
+use crate::classify::DatagramKind;
+use crate::counters::DropCounters;
+use crate::engine::Engine;
+use crate::rx::InboundSink;
+use crate::tx::Outbound;
+use crate::udp::{RecvBatch, UdpSocket};
+
+/// How often WireGuard's timers run; boringtun expects roughly 4 Hz.
+const TIMER_TICK: Duration = Duration::from_millis(250);
+
+/// How long a blocked reader waits before checking whether to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// STUN/TURN datagrams waiting for the control plane. Control traffic is a few
+/// packets per second per peer; a full queue means the control plane is stuck,
+/// and dropping (counted) is better than stalling WireGuard.
+const CONTROL_QUEUE: usize = 1024;
+
+/// TUN transmit queue length; the kernel default of 500 drops under bursts.
+const TUN_TX_QUEUE_LEN: u32 = 5000;
+
+/// Settings for [`Device::create`].
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// TUN interface name.
+    pub name: String,
+    /// TUN MTU.
+    pub mtu: u16,
+    /// UDP port; 0 picks a free one.
+    pub listen_port: u16,
+    /// The device's X25519 private key.
+    pub private_key: [u8; 32],
+}
+
+/// Why the device could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// Creating the TUN interface failed.
+    #[error("cannot create TUN interface {name}: {source}")]
+    Tun {
+        /// Interface name.
+        name: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Binding the UDP socket failed.
+    #[error("cannot bind UDP port {port}: {source}")]
+    Udp {
+        /// Requested port.
+        port: u16,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A packet thread could not be spawned.
+    #[error("cannot start datapath thread: {0}")]
+    Thread(io::Error),
+}
+
+/// A STUN or TURN datagram received on the shared socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlDatagram {
+    /// Sender address.
+    pub from: SocketAddr,
+    /// STUN or ChannelData.
+    pub kind: DatagramKind,
+    /// The datagram.
+    pub data: Vec<u8>,
+}
+
+/// A running datapath. Dropping it stops the threads; the TUN interface goes
+/// away with the last descriptor.
+pub struct Device {
+    engine: Arc<Engine>,
+    udp: Arc<UdpSocket>,
+    tun: Arc<SyncDevice>,
+    listen_port: u16,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    control_rx: Option<Receiver<ControlDatagram>>,
+}
+
+impl Device {
+    /// Creates the TUN interface (down, no addresses: the caller configures
+    /// the system), binds the socket and starts the packet threads.
+    pub fn create(config: &DeviceConfig) -> Result<Self, DeviceError> {
+        let tun = DeviceBuilder::new()
+            .name(&config.name)
+            .mtu(config.mtu)
+            .tx_queue_len(TUN_TX_QUEUE_LEN)
+            .build_sync()
+            .map_err(|source| DeviceError::Tun {
+                name: config.name.clone(),
+                source,
+            })?;
+        tun.set_nonblocking(true)
+            .map_err(|source| DeviceError::Tun {
+                name: config.name.clone(),
+                source,
+            })?;
+        let udp = UdpSocket::bind(config.listen_port).map_err(|source| DeviceError::Udp {
+            port: config.listen_port,
+            source,
+        })?;
+        let listen_port = udp.local_port().map_err(|source| DeviceError::Udp {
+            port: config.listen_port,
+            source,
+        })?;
+        Self::start(
+            Arc::new(Engine::new(config.private_key)),
+            tun,
+            udp,
+            listen_port,
+        )
+    }
+
+    fn start(
+        engine: Arc<Engine>,
+        tun: SyncDevice,
+        udp: UdpSocket,
+        listen_port: u16,
+    ) -> Result<Self, DeviceError> {
+        let tun = Arc::new(tun);
+        let udp = Arc::new(udp);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (control_tx, control_rx) = sync_channel(CONTROL_QUEUE);
+        let mut device = Self {
+            engine,
+            udp,
+            tun,
+            listen_port,
+            stop,
+            threads: Vec::new(),
+            control_rx: Some(control_rx),
+        };
+        let tun_rx = TunReader {
+            engine: device.engine.clone(),
+            tun: device.tun.clone(),
+            udp: device.udp.clone(),
+            stop: device.stop.clone(),
+        };
+        device.spawn("wice-tun-rx", move || tun_rx.run())?;
+        let udp_rx = UdpReader {
+            engine: device.engine.clone(),
+            tun: device.tun.clone(),
+            udp: device.udp.clone(),
+            stop: device.stop.clone(),
+            control: control_tx,
+        };
+        device.spawn("wice-udp-rx", move || udp_rx.run())?;
+        let (engine, udp, stop) = (
+            device.engine.clone(),
+            device.udp.clone(),
+            device.stop.clone(),
+        );
+        device.spawn("wice-timers", move || run_timers(&engine, &udp, &stop))?;
+        Ok(device)
+    }
+
+    fn spawn(
+        &mut self,
+        name: &str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<(), DeviceError> {
+        let handle = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(body)
+            .map_err(DeviceError::Thread)?;
+        self.threads.push(handle);
+        Ok(())
+    }
+
+    /// The engine: peers, endpoints, counters.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The bound UDP port.
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    /// The TUN interface's kernel index.
+    pub fn if_index(&self) -> io::Result<u32> {
+        self.tun.if_index()
+    }
+
+    /// Takes the receiving end of the control queue (STUN/TURN datagrams).
+    /// Until someone takes it, control datagrams are dropped and counted.
+    pub fn take_control_receiver(&mut self) -> Option<Receiver<ControlDatagram>> {
+        self.control_rx.take()
+    }
+
+    /// Sends a control-plane datagram (STUN/TURN) from the shared socket.
+    pub fn send_control(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.udp.send_to(to, datagram)
+    }
+
+    /// Stops the packet threads and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+/// TUN → network.
+struct TunReader {
+    engine: Arc<Engine>,
+    tun: Arc<SyncDevice>,
+    udp: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TunReader {
+    fn run(self) {
+        let mut packet = vec![0u8; MAX_DATAGRAM];
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        while !self.stop.load(Ordering::Relaxed) {
+            let len = match self.tun.recv(&mut packet) {
+                Ok(len) => len,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(err) =
+                        crate::udp::poll_one(self.tun.as_raw_fd(), libc::POLLIN, STOP_POLL)
+                    {
+                        tracing::error!(%err, "TUN poll failed");
+                        return;
+                    }
+                    continue;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    tracing::error!(%err, "TUN read failed; outbound traffic stops");
+                    return;
+                }
+            };
+            let table = self.engine.table();
+            if let Outbound::Send { to, datagram } =
+                self.engine.encapsulate(&table, &packet[..len], &mut out)
+            {
+                drop(table);
+                if let Err(err) = self.udp.send_to(to, datagram) {
+                    tracing::trace!(%err, %to, "UDP send failed");
+                    DropCounters::bump(&self.engine.drops.udp_send_error);
+                }
+            }
+        }
+    }
+}
+
+/// Network → TUN (and control plane).
+struct UdpReader {
+    engine: Arc<Engine>,
+    tun: Arc<SyncDevice>,
+    udp: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    control: SyncSender<ControlDatagram>,
+}
+
+impl UdpReader {
+    fn run(self) {
+        let mut batch = RecvBatch::default();
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        let mut sink = DeviceSink {
+            engine: &self.engine,
+            tun: &self.tun,
+            udp: &self.udp,
+            control: &self.control,
+        };
+        while !self.stop.load(Ordering::Relaxed) {
+            let count = match self.udp.recv_batch(&mut batch) {
+                Ok(0) => {
+                    if let Err(err) = self.udp.wait_readable(STOP_POLL) {
+                        tracing::error!(%err, "UDP poll failed");
+                        return;
+                    }
+                    continue;
+                }
+                Ok(count) => count,
+                Err(err) => {
+                    // ICMP errors (port unreachable) surface here; they are not fatal.
+                    tracing::trace!(%err, "UDP receive error");
+                    continue;
+                }
+            };
+            let table = self.engine.table();
+            batch.for_each(count, |from, datagram| {
+                self.engine
+                    .decapsulate(&table, from, datagram, &mut out, &mut sink);
+            });
+        }
+    }
+}
+
+struct DeviceSink<'a> {
+    engine: &'a Engine,
+    tun: &'a SyncDevice,
+    udp: &'a UdpSocket,
+    control: &'a SyncSender<ControlDatagram>,
+}
+
+impl InboundSink for DeviceSink<'_> {
+    fn write_tun(&mut self, packet: &[u8]) {
+        if self.tun.send(packet).is_err() {
+            DropCounters::bump(&self.engine.drops.tun_write_error);
+        }
+    }
+
+    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if self.udp.send_to(to, datagram).is_err() {
+            DropCounters::bump(&self.engine.drops.udp_send_error);
+        }
+    }
+
+    fn control(&mut self, from: SocketAddr, kind: DatagramKind, datagram: &[u8]) {
+        let message = ControlDatagram {
+            from,
+            kind,
+            data: datagram.to_vec(),
+        };
+        match self.control.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                DropCounters::bump(&self.engine.drops.control_dropped);
+            }
+        }
+    }
+}
+
+fn run_timers(engine: &Engine, udp: &UdpSocket, stop: &AtomicBool) {
+    let mut scratch = vec![0u8; MAX_DATAGRAM];
+    let mut last_reset = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TIMER_TICK);
+        engine.update_timers(&mut scratch, |to, datagram| {
+            if udp.send_to(to, datagram).is_err() {
+                DropCounters::bump(&engine.drops.udp_send_error);
+            }
+        });
+        if last_reset.elapsed() >= Duration::from_secs(1) {
+            engine.reset_rate_limiter();
+            last_reset = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! One WireGuard peer: its tunnel state, current endpoint and counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use boringtun::noise::Tunn;
+use ipnet::IpNet;
+
+/// What the datapath needs to know to talk to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's static X25519 public key.
+    pub public_key: [u8; 32],
+    /// Optional symmetric key mixed into the handshake.
+    pub preshared_key: Option<[u8; 32]>,
+    /// Seconds between keepalives when idle, if any.
+    pub persistent_keepalive: Option<u16>,
+    /// Where to send until the peer is heard from elsewhere.
+    pub endpoint: Option<SocketAddr>,
+    /// Networks the peer may send from, and that are routed to it.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+/// A peer as the packet threads see it.
+///
+/// Both packet directions lock `state` for the few microseconds of one
+/// encapsulate or decapsulate; boringtun's `Tunn` needs `&mut` for both.
+pub struct Peer {
+    /// The peer's static public key.
+    pub public_key: [u8; 32],
+    /// Slot in the peer table; also the top 24 bits of every receiver index we issue.
+    pub(crate) slot: u32,
+    pub(crate) state: Mutex<PeerState>,
+    /// Decrypted packets dropped because their source is not in this peer's allowed IPs.
+    pub(crate) dropped_source: AtomicU64,
+    pub(crate) allowed_ips: Vec<IpNet>,
+}
+
+pub(crate) struct PeerState {
+    pub(crate) tunn: Tunn,
+    pub(crate) endpoint: Option<SocketAddr>,
+}
+
+/// A snapshot of one peer for status output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStats {
+    /// The peer's static public key.
+    pub public_key: [u8; 32],
+    /// Where packets for the peer go now.
+    pub endpoint: Option<SocketAddr>,
+    /// Networks routed to the peer.
+    pub allowed_ips: Vec<IpNet>,
+    /// Time since the last completed handshake, if any.
+    pub last_handshake: Option<Duration>,
+    /// Plaintext bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Plaintext bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Round-trip time of the last handshake, in milliseconds.
+    pub handshake_rtt_ms: Option<u32>,
+    /// Packets dropped because their inner source was not in the peer's allowed IPs.
+    pub dropped_source_not_allowed: u64,
+}
+
+impl Peer {
+    pub(crate) fn new(slot: u32, config: &PeerConfig, tunn: Tunn) -> Self {
+        Self {
+            public_key: config.public_key,
+            slot,
+            state: Mutex::new(PeerState {
+                tunn,
+                endpoint: config.endpoint,
+            }),
+            dropped_source: AtomicU64::new(0),
+            allowed_ips: config.allowed_ips.clone(),
+        }
+    }
+
+    /// Locks the tunnel state. A poisoned lock means a packet thread panicked
+    /// mid-operation; boringtun's state is still consistent between calls, so
+    /// keep going rather than take the whole tunnel down.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PeerState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the peer's statistics.
+    pub fn stats(&self) -> PeerStats {
+        let state = self.lock();
+        let (last_handshake, tx_bytes, rx_bytes, _loss, rtt) = state.tunn.stats();
+        PeerStats {
+            public_key: self.public_key,
+            endpoint: state.endpoint,
+            allowed_ips: self.allowed_ips.clone(),
+            last_handshake,
+            tx_bytes: tx_bytes as u64,
+            rx_bytes: rx_bytes as u64,
+            handshake_rtt_ms: rtt,
+            dropped_source_not_allowed: self.dropped_source.load(Ordering::Relaxed),
+        }
+    }
+}

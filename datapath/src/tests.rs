@@ -1,0 +1,269 @@
+//! Two engines wired back to back in memory: the whole packet path without
+//! TUN, sockets or root.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+use crate::classify::DatagramKind;
+use crate::tx::Outbound;
+use crate::{Engine, MAX_DATAGRAM, PeerConfig, rx::InboundSink};
+
+/// Collects what one inbound datagram produced.
+#[derive(Default)]
+struct Recorder {
+    tun: Vec<Vec<u8>>,
+    udp: Vec<(SocketAddr, Vec<u8>)>,
+    control: Vec<(SocketAddr, DatagramKind)>,
+}
+
+impl InboundSink for Recorder {
+    fn write_tun(&mut self, packet: &[u8]) {
+        self.tun.push(packet.to_vec());
+    }
+    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.udp.push((to, datagram.to_vec()));
+    }
+    fn control(&mut self, from: SocketAddr, kind: DatagramKind, _datagram: &[u8]) {
+        self.control.push((from, kind));
+    }
+}
+
+struct Node {
+    engine: Engine,
+    addr: SocketAddr,
+    public: [u8; 32],
+}
+
+fn node(seed: u8, port: u16) -> Node {
+    let private = [seed; 32];
+    let public = PublicKey::from(&StaticSecret::from(private)).to_bytes();
+    Node {
+        engine: Engine::new(private),
+        addr: SocketAddr::from(([192, 0, 2, seed], port)),
+        public,
+    }
+}
+
+fn peer_of(other: &Node, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
+    PeerConfig {
+        public_key: other.public,
+        preshared_key: None,
+        persistent_keepalive: None,
+        endpoint,
+        allowed_ips: vec![allowed.parse().expect("test network")],
+    }
+}
+
+/// A minimal IPv4/UDP packet from `src` to `dst` (checksums are not checked on this path).
+fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let total = 28 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+/// Delivers datagrams between the two nodes until both are quiet; returns what reached each TUN.
+fn exchange(
+    a: &Node,
+    b: &Node,
+    first: (SocketAddr, Vec<u8>),
+    from_a: bool,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let (mut tun_a, mut tun_b) = (Vec::new(), Vec::new());
+    let mut in_flight = vec![(from_a, first.1)];
+    for _ in 0..32 {
+        let Some((sent_by_a, datagram)) = in_flight.pop() else {
+            break;
+        };
+        let (receiver, sender_addr, tun) = if sent_by_a {
+            (b, a.addr, &mut tun_b)
+        } else {
+            (a, b.addr, &mut tun_a)
+        };
+        let mut rec = Recorder::default();
+        receiver.engine.decapsulate(
+            &receiver.engine.table(),
+            sender_addr,
+            &datagram,
+            &mut out,
+            &mut rec,
+        );
+        tun.extend(rec.tun);
+        in_flight.extend(rec.udp.into_iter().map(|(_, d)| (!sent_by_a, d)));
+    }
+    (tun_a, tun_b)
+}
+
+fn send(n: &Node, packet: &[u8]) -> Option<(SocketAddr, Vec<u8>)> {
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    match n.engine.encapsulate(&n.engine.table(), packet, &mut out) {
+        Outbound::Send { to, datagram } => Some((to, datagram.to_vec())),
+        Outbound::Queued | Outbound::Dropped => None,
+    }
+}
+
+fn pair() -> (Node, Node) {
+    let a = node(1, 1000);
+    let b = node(2, 2000);
+    a.engine
+        .add_peer(&peer_of(&b, "10.0.0.2/32", Some(b.addr)))
+        .expect("add b");
+    b.engine
+        .add_peer(&peer_of(&a, "10.0.0.1/32", Some(a.addr)))
+        .expect("add a");
+    (a, b)
+}
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+#[test]
+fn first_packet_triggers_a_handshake_then_is_delivered() {
+    let (a, b) = pair();
+    let packet = ipv4_packet(A_IP, B_IP, b"hello");
+    let initiation = send(&a, &packet).expect("handshake initiation goes out");
+    assert_eq!(initiation.0, b.addr);
+    assert_eq!(initiation.1.len(), 148);
+    let (_, at_b) = exchange(&a, &b, initiation, true);
+    assert_eq!(
+        at_b,
+        vec![packet],
+        "the queued packet arrives once the handshake completes"
+    );
+    assert!(b.engine.peer_stats()[0].last_handshake.is_some());
+}
+
+#[test]
+fn data_flows_both_ways_after_the_handshake() {
+    let (a, b) = pair();
+    let hello = ipv4_packet(A_IP, B_IP, b"hello");
+    let initiation = send(&a, &hello).expect("initiation");
+    exchange(&a, &b, initiation, true);
+    let reply = ipv4_packet(B_IP, A_IP, b"world");
+    let data = send(&b, &reply).expect("b has a session");
+    assert_eq!(data.0, a.addr);
+    let (at_a, _) = exchange(&a, &b, data, false);
+    assert_eq!(at_a, vec![reply]);
+}
+
+#[test]
+fn a_packet_with_a_forged_inner_source_is_dropped_and_counted() {
+    let (a, b) = pair();
+    let initiation = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
+    exchange(&a, &b, initiation, true);
+    // b's TUN hands it a packet claiming to come from an address a never gave b.
+    let forged = ipv4_packet(Ipv4Addr::new(10, 0, 0, 99), A_IP, b"forged");
+    let datagram = send(&b, &forged).expect("b encrypts whatever its TUN gives it");
+    let (at_a, _) = exchange(&a, &b, datagram, false);
+    assert!(at_a.is_empty());
+    assert_eq!(a.engine.drops.snapshot().source_not_allowed, 1);
+    assert_eq!(a.engine.peer_stats()[0].dropped_source_not_allowed, 1);
+}
+
+#[test]
+fn an_authenticated_packet_from_a_new_address_moves_the_endpoint() {
+    let (a, mut b) = pair();
+    let initiation = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
+    exchange(&a, &b, initiation, true);
+    b.addr = SocketAddr::from(([198, 51, 100, 9], 4444));
+    let data = send(&b, &ipv4_packet(B_IP, A_IP, b"from the new place")).expect("data");
+    exchange(&a, &b, data, false);
+    assert_eq!(a.engine.peer_stats()[0].endpoint, Some(b.addr));
+    let next = send(&a, &ipv4_packet(A_IP, B_IP, b"follow")).expect("data");
+    assert_eq!(next.0, b.addr);
+}
+
+#[test]
+fn garbage_and_replays_are_dropped_and_counted() {
+    let (a, b) = pair();
+    let initiation = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
+    exchange(&a, &b, initiation, true);
+    let data = send(&a, &ipv4_packet(A_IP, B_IP, b"once")).expect("data");
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut rec = Recorder::default();
+    b.engine
+        .decapsulate(&b.engine.table(), a.addr, &data.1, &mut out, &mut rec);
+    b.engine
+        .decapsulate(&b.engine.table(), a.addr, &data.1, &mut out, &mut rec);
+    assert_eq!(rec.tun.len(), 1, "the replay is not delivered");
+    let mut tampered = send(&a, &ipv4_packet(A_IP, B_IP, b"twice"))
+        .expect("data")
+        .1;
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    b.engine
+        .decapsulate(&b.engine.table(), a.addr, &tampered, &mut out, &mut rec);
+    for junk in [&[][..], &[4, 0, 0, 0][..], &[1; 148][..], &[9; 300][..]] {
+        b.engine
+            .decapsulate(&b.engine.table(), a.addr, junk, &mut out, &mut rec);
+    }
+    assert_eq!(rec.tun.len(), 1);
+    let drops = b.engine.drops.snapshot();
+    assert_eq!(drops.replayed, 1, "{drops:?}");
+    assert_eq!(drops.decrypt_failed, 1, "{drops:?}");
+    assert_eq!(drops.invalid_packet, 4, "{drops:?}");
+}
+
+#[test]
+fn stun_is_handed_to_the_control_plane_not_wireguard() {
+    let (_, b) = pair();
+    let mut stun = vec![0u8; 20];
+    stun[1] = 1;
+    stun[4..8].copy_from_slice(&crate::classify::STUN_MAGIC_COOKIE);
+    let from = SocketAddr::from(([192, 0, 2, 50], 3478));
+    let mut rec = Recorder::default();
+    b.engine.decapsulate(
+        &b.engine.table(),
+        from,
+        &stun,
+        &mut vec![0u8; MAX_DATAGRAM],
+        &mut rec,
+    );
+    assert_eq!(rec.control, vec![(from, DatagramKind::Stun)]);
+    assert_eq!(b.engine.drops.snapshot(), Default::default());
+}
+
+#[test]
+fn a_destination_outside_every_allowed_ip_is_dropped_as_no_route() {
+    let (a, _) = pair();
+    assert_eq!(
+        send(&a, &ipv4_packet(A_IP, Ipv4Addr::new(10, 9, 9, 9), b"?")),
+        None
+    );
+    assert_eq!(a.engine.drops.snapshot().no_route, 1);
+    let _ = IpAddr::V4(A_IP);
+}
+
+#[test]
+fn a_handshake_from_an_unknown_key_is_dropped() {
+    let (a, _) = pair();
+    let stranger = node(3, 3000);
+    stranger
+        .engine
+        .add_peer(&peer_of(&a, "10.0.0.1/32", Some(a.addr)))
+        .expect("add a");
+    let initiation = send(
+        &stranger,
+        &ipv4_packet(Ipv4Addr::new(10, 0, 0, 3), A_IP, b"hi"),
+    )
+    .expect("init");
+    let mut rec = Recorder::default();
+    a.engine.decapsulate(
+        &a.engine.table(),
+        stranger.addr,
+        &initiation.1,
+        &mut vec![0u8; MAX_DATAGRAM],
+        &mut rec,
+    );
+    assert!(rec.udp.is_empty(), "no response to a stranger");
+    assert_eq!(a.engine.drops.snapshot().unknown_peer, 1);
+}

@@ -1,0 +1,209 @@
+//! The one UDP socket: WireGuard, STUN and TURN all use it.
+//!
+//! Dual-stack (`[::]:port` with `IPV6_V6ONLY` off) so one socket reaches IPv4
+//! and IPv6 peers; IPv4 addresses travel as v4-mapped IPv6 on the wire API and
+//! are normalised back at this boundary. Receives are `recvmmsg` batches with
+//! UDP GRO when the kernel offers it (quinn-udp does both).
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Datagrams per `recvmmsg`: quinn-udp's own batch limit on Linux.
+pub const RECV_BATCH: usize = 32;
+
+/// Bytes per receive buffer: a full GRO super-datagram (64 KiB) fits.
+pub const RECV_BUFFER: usize = 65_536;
+
+/// Socket buffer size forced past `net.core.rmem_max`. The 208 KiB default
+/// overflows under load and userspace WireGuard then drops ~10 % of packets;
+/// 7 MiB is what wireguard-go asks for.
+const SOCKET_BUFFER: usize = 7 << 20;
+
+/// The shared UDP socket.
+pub struct UdpSocket {
+    socket: StdUdpSocket,
+    state: UdpSocketState,
+    dual_stack: bool,
+}
+
+/// Reusable receive buffers and metadata for one batch.
+pub struct RecvBatch {
+    storage: Vec<u8>,
+    meta: [RecvMeta; RECV_BATCH],
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self {
+            storage: vec![0; RECV_BATCH * RECV_BUFFER],
+            meta: [RecvMeta::default(); RECV_BATCH],
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Calls `each(from, datagram)` for every datagram of the last `count`
+    /// received buffers, splitting GRO super-datagrams at their stride.
+    pub fn for_each(&self, count: usize, mut each: impl FnMut(SocketAddr, &[u8])) {
+        for (meta, buffer) in self.meta[..count]
+            .iter()
+            .zip(self.storage.chunks(RECV_BUFFER))
+        {
+            let from = unmap(meta.addr);
+            let stride = meta.stride.max(1);
+            for datagram in buffer[..meta.len].chunks(stride) {
+                each(from, datagram);
+            }
+        }
+    }
+}
+
+impl UdpSocket {
+    /// Binds `port` on every address (0 picks a free port), dual-stack when the
+    /// host has IPv6, IPv4 only otherwise.
+    pub fn bind(port: u16) -> io::Result<Self> {
+        let (socket, dual_stack) = match Self::bind_dual_stack(port) {
+            Ok(socket) => (socket, true),
+            Err(err) => {
+                tracing::debug!(%err, "no IPv6 socket; using IPv4 only");
+                let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+                socket.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+                (socket, false)
+            }
+        };
+        force_buffer(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
+        force_buffer(&socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
+        let socket: StdUdpSocket = socket.into();
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        Ok(Self {
+            socket,
+            state,
+            dual_stack,
+        })
+    }
+
+    fn bind_dual_stack(port: u16) -> io::Result<Socket> {
+        let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_only_v6(false)?;
+        socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        Ok(socket)
+    }
+
+    /// The bound port.
+    pub fn local_port(&self) -> io::Result<u16> {
+        Ok(self.socket.local_addr()?.port())
+    }
+
+    /// Sends one datagram, waiting for buffer space rather than dropping it.
+    pub fn send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        let destination = if self.dual_stack { map_v4(to) } else { to };
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents: datagram,
+            segment_size: None,
+            src_ip: None,
+        };
+        loop {
+            match self.state.send(UdpSockRef::from(&self.socket), &transmit) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    poll_one(
+                        self.socket.as_raw_fd(),
+                        libc::POLLOUT,
+                        Duration::from_millis(100),
+                    )?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Receives one batch without blocking; `Ok(0)` when nothing is waiting.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let mut chunks = batch.storage.chunks_mut(RECV_BUFFER);
+        let mut slices: [IoSliceMut<'_>; RECV_BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        match self
+            .state
+            .recv(UdpSockRef::from(&self.socket), &mut slices, &mut batch.meta)
+        {
+            Ok(count) => Ok(count),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Waits until a datagram is waiting or `timeout` passes.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        poll_one(self.socket.as_raw_fd(), libc::POLLIN, timeout)
+    }
+}
+
+/// Waits for `events` on one descriptor. `Ok(false)` on timeout or signal.
+pub(crate) fn poll_one(fd: i32, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd on the stack, count 1.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+    if ready < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(err)
+        };
+    }
+    Ok(ready > 0)
+}
+
+/// Sets a socket buffer past the sysctl limit when allowed (root), else as
+/// large as the limit permits.
+fn force_buffer(socket: &Socket, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
+    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
+    for option in [force, plain] {
+        // SAFETY: setsockopt with a c_int value of the right length on a valid socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
+/// IPv4 addresses as v4-mapped IPv6, for a dual-stack socket.
+fn map_v4(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        v6 @ SocketAddr::V6(_) => v6,
+    }
+}
+
+/// v4-mapped IPv6 back to IPv4, so endpoints compare and print as users wrote them.
+pub fn unmap(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => SocketAddr::V6(v6),
+        },
+        v4 @ SocketAddr::V4(_) => v4,
+    }
+}

@@ -1,0 +1,1 @@
+//! wice wire messages. Empty until the signaling layer lands.

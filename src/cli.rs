@@ -1,0 +1,61 @@
+//! Command-line interface.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// wice: a userspace mesh VPN over WireGuard.
+#[derive(Debug, Parser)]
+#[command(name = "wice", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new private key (base64), like `wg genkey`.
+    Genkey,
+    /// Read a private key on stdin, print its public key, like `wg pubkey`.
+    Pubkey,
+    /// Run a node in the foreground until SIGINT/SIGTERM.
+    Up {
+        /// The node's config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Validate the config and exit without touching the system.
+        #[arg(long)]
+        check: bool,
+        /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+        #[arg(long, default_value = "info", value_name = "LEVEL")]
+        log_level: String,
+    },
+    /// Show a running node's peers.
+    Status {
+        /// Interface name; the socket is /run/wice/NAME.sock.
+        #[arg(
+            short,
+            long,
+            value_name = "NAME",
+            default_value = "wice0",
+            conflicts_with = "socket"
+        )]
+        interface: String,
+        /// Control socket path (for nodes with a custom control_socket).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print JSON (stable field names) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Reads a key from stdin for `wice pubkey`, refusing absurd input sizes.
+pub fn read_stdin_key() -> std::io::Result<String> {
+    let mut text = String::new();
+    std::io::stdin().take(1024).read_to_string(&mut text)?;
+    Ok(text)
+}

@@ -1,0 +1,7 @@
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod keys;
+pub mod status;
+pub mod system;

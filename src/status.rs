@@ -1,0 +1,173 @@
+//! What `wice status` shows. The JSON field names are a stable interface:
+//! scripts and tests read them. Add fields; do not rename or remove them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use wice_datapath::{Engine, PeerStats};
+
+use crate::keys::PublicKey;
+
+/// After this long without a handshake a WireGuard session is dead
+/// (REJECT_AFTER_TIME, WireGuard paper §6.1).
+const SESSION_LIFETIME: Duration = Duration::from_secs(180);
+
+/// The whole node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// TUN interface name.
+    pub interface: String,
+    /// This node's public key, base64.
+    pub public_key: String,
+    /// UDP port in use.
+    pub listen_port: u16,
+    /// One entry per configured peer.
+    pub peers: Vec<PeerStatus>,
+    /// Device-wide drop counters by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// Peer public key, base64.
+    pub public_key: String,
+    /// `connected` (a handshake in the last 180 s) or `waiting` (none yet, or it expired).
+    pub state: String,
+    /// How the endpoint was found: `static` (configured or learned from the peer's packets).
+    /// ICE adds `host`, `srflx`, `prflx`, `relay`.
+    pub path: String,
+    /// Where packets for the peer go now, `ip:port`.
+    pub endpoint: Option<String>,
+    /// Networks routed to the peer.
+    pub allowed_ips: Vec<String>,
+    /// Seconds since the last handshake, if any.
+    pub last_handshake_secs: Option<u64>,
+    /// Plaintext bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Plaintext bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Round-trip time of the last handshake, milliseconds.
+    pub handshake_rtt_ms: Option<u32>,
+    /// Packets from the peer dropped because their source was not in its allowed IPs.
+    pub dropped_source_not_allowed: u64,
+    /// When not connected: what a person can do about it.
+    pub reason: Option<String>,
+}
+
+impl Status {
+    /// Snapshot of a running engine.
+    pub fn collect(interface: &str, listen_port: u16, engine: &Engine) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            public_key: PublicKey::from_bytes(engine.public_key()).to_base64(),
+            listen_port,
+            peers: engine
+                .peer_stats()
+                .iter()
+                .map(PeerStatus::from_stats)
+                .collect(),
+            drops: engine
+                .drops
+                .snapshot()
+                .fields()
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), *value))
+                .collect(),
+        }
+    }
+}
+
+impl PeerStatus {
+    fn from_stats(stats: &PeerStats) -> Self {
+        let connected = stats
+            .last_handshake
+            .is_some_and(|age| age < SESSION_LIFETIME);
+        let reason = match (connected, stats.endpoint, stats.last_handshake) {
+            (true, _, _) => None,
+            (false, None, _) => Some(
+                "no endpoint known: set peer.endpoint or wait for the peer to contact us"
+                    .to_owned(),
+            ),
+            (false, Some(_), None) => Some(
+                "no handshake yet: check that the peer runs and the endpoint is reachable over UDP"
+                    .to_owned(),
+            ),
+            (false, Some(_), Some(_)) => {
+                Some("last handshake expired: the peer stopped answering".to_owned())
+            }
+        };
+        Self {
+            public_key: PublicKey::from_bytes(stats.public_key).to_base64(),
+            state: if connected { "connected" } else { "waiting" }.to_owned(),
+            path: "static".to_owned(),
+            endpoint: stats.endpoint.map(|e| e.to_string()),
+            allowed_ips: stats.allowed_ips.iter().map(ToString::to_string).collect(),
+            last_handshake_secs: stats.last_handshake.map(|d| d.as_secs()),
+            rx_bytes: stats.rx_bytes,
+            tx_bytes: stats.tx_bytes,
+            handshake_rtt_ms: stats.handshake_rtt_ms,
+            dropped_source_not_allowed: stats.dropped_source_not_allowed,
+            reason,
+        }
+    }
+
+    /// The human-readable form used by `wice status` without `--json`.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "peer {}", self.public_key);
+        let _ = writeln!(out, "  state:          {} ({})", self.state, self.path);
+        let _ = writeln!(
+            out,
+            "  endpoint:       {}",
+            self.endpoint.as_deref().unwrap_or("(none)")
+        );
+        let _ = writeln!(out, "  allowed ips:    {}", self.allowed_ips.join(", "));
+        let handshake = self
+            .last_handshake_secs
+            .map_or("never".to_owned(), |s| format!("{s} s ago"));
+        let _ = writeln!(out, "  last handshake: {handshake}");
+        let _ = writeln!(
+            out,
+            "  transfer:       {} B received, {} B sent",
+            self.rx_bytes, self.tx_bytes
+        );
+        if self.dropped_source_not_allowed > 0 {
+            let _ = writeln!(
+                out,
+                "  dropped:        {} packets from sources outside allowed ips",
+                self.dropped_source_not_allowed
+            );
+        }
+        if let Some(reason) = &self.reason {
+            let _ = writeln!(out, "  why not connected: {reason}");
+        }
+    }
+}
+
+impl Status {
+    /// The human-readable form of the whole node.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "interface {}", self.interface);
+        let _ = writeln!(out, "  public key: {}", self.public_key);
+        let _ = writeln!(out, "  listening:  UDP {}", self.listen_port);
+        let dropped: Vec<String> = self
+            .drops
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !dropped.is_empty() {
+            let _ = writeln!(out, "  dropped:    {}", dropped.join(" "));
+        }
+        for peer in &self.peers {
+            out.push('\n');
+            peer.render(&mut out);
+        }
+        out
+    }
+}
