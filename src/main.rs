@@ -1,6 +1,6 @@
 //! The `wice` binary.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -77,11 +77,17 @@ fn print(text: &str) -> Result<(), String> {
 fn init_logging(level: &str) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
-        _ => EnvFilter::try_new(level),
+        // boringtun logs routine session expiry at ERROR; show it only when debugging.
+        _ => {
+            let quiet = !matches!(level, "debug" | "trace");
+            let boringtun = if quiet { "off" } else { level };
+            EnvFilter::try_new(format!("{level},boringtun={boringtun}"))
+        }
     }
     .map_err(|e| format!("bad log level: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     Ok(())
