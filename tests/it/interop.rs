@@ -115,6 +115,7 @@ fn lab() -> Lab {
         wice,
         wg_if,
         _dir: dir,
+        _uapi: RemoveOnDrop(uapi),
     }
 }
 
