@@ -46,8 +46,10 @@ fn connected_pair() -> (Engine, Engine) {
         endpoint: Some(endpoint),
         allowed_ips: vec![ip.parse().expect("network")],
     };
-    a.add_peer(&peer(b.public_key(), "10.0.0.2/32", B_ADDR)).expect("peer b");
-    b.add_peer(&peer(a.public_key(), "10.0.0.1/32", A_ADDR)).expect("peer a");
+    a.add_peer(&peer(b.public_key(), "10.0.0.2/32", B_ADDR))
+        .expect("peer b");
+    b.add_peer(&peer(a.public_key(), "10.0.0.1/32", A_ADDR))
+        .expect("peer a");
     let mut out = vec![0u8; MAX_DATAGRAM];
     let first = ipv4_packet(64);
     let Outbound::Send { datagram, .. } = a.encapsulate(&a.table(), &first, &mut out) else {
@@ -84,15 +86,19 @@ fn encapsulate(c: &mut Criterion) {
     for size in SIZES {
         let packet = ipv4_packet(size);
         group.throughput(Throughput::Bytes(size as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(size), &packet, |bench, packet| {
-            bench.iter(|| {
-                let table = a.table();
-                match a.encapsulate(&table, black_box(packet), &mut out) {
-                    Outbound::Send { datagram, .. } => black_box(datagram.len()),
-                    other => panic!("unexpected {other:?}"),
-                }
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(size),
+            &packet,
+            |bench, packet| {
+                bench.iter(|| {
+                    let table = a.table();
+                    match a.encapsulate(&table, black_box(packet), &mut out) {
+                        Outbound::Send { datagram, .. } => black_box(datagram.len()),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                });
+            },
+        );
     }
     group.finish();
 }
@@ -160,15 +166,20 @@ fn allowed_ips_lookup(c: &mut Criterion) {
             })
             .collect();
         group.throughput(Throughput::Elements(probes.len() as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(peers), &probes, |bench, probes| {
-            bench.iter(|| {
-                let mut found = 0u32;
-                for probe in probes {
-                    found = found.wrapping_add(*table.lookup(black_box(*probe)).expect("present"));
-                }
-                found
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(peers),
+            &probes,
+            |bench, probes| {
+                bench.iter(|| {
+                    let mut found = 0u32;
+                    for probe in probes {
+                        found =
+                            found.wrapping_add(*table.lookup(black_box(*probe)).expect("present"));
+                    }
+                    found
+                });
+            },
+        );
     }
     group.finish();
 }
