@@ -210,7 +210,8 @@ impl Device {
     }
 
     /// Takes the receiving end of the control queue (STUN/TURN datagrams).
-    /// Until someone takes it, control datagrams are dropped and counted.
+    /// Until someone drains it, control datagrams wait in the bounded queue; once it is
+    /// full (or the receiver is dropped) they are dropped and counted as `control_dropped`.
     pub fn take_control_receiver(&mut self) -> Option<Receiver<ControlDatagram>> {
         self.control_rx.take()
     }
