@@ -21,6 +21,12 @@ pub mod udp;
 pub use device::{ControlDatagram, Device, DeviceConfig, DeviceError};
 pub use engine::{Engine, PeerTable, PeerTableError};
 pub use peer::{Peer, PeerConfig, PeerStats};
+pub use rx::{InboundSink, RxBatch};
+pub use tx::{Outbound, TxBatch};
+
+/// Packets per batch on both paths: tun-rs's `IDEAL_BATCH_SIZE`, the most
+/// segments one TSO super-packet splits into, and wireguard-go's figure.
+pub const BATCH_SIZE: usize = 128;
 
 /// Largest datagram or packet the datapath handles: a 64 KiB IP packet plus
 /// WireGuard's 32 bytes of framing, rounded up.

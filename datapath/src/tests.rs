@@ -18,14 +18,21 @@ struct Recorder {
 }
 
 impl InboundSink for Recorder {
-    fn write_tun(&mut self, packet: &[u8]) {
-        self.tun.push(packet.to_vec());
-    }
     fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
         self.udp.push((to, datagram.to_vec()));
     }
     fn control(&mut self, from: SocketAddr, kind: DatagramKind, _datagram: &[u8]) {
         self.control.push((from, kind));
+    }
+}
+
+impl Recorder {
+    /// Feeds one datagram to `engine`, recording what it produced.
+    fn receive(&mut self, engine: &Engine, from: SocketAddr, datagram: &[u8]) {
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        if let Some(len) = engine.decapsulate(&engine.table(), from, datagram, &mut out, self) {
+            self.tun.push(out[..len].to_vec());
+        }
     }
 }
 
@@ -77,7 +84,6 @@ fn exchange(
     first: (SocketAddr, Vec<u8>),
     from_a: bool,
 ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let mut out = vec![0u8; MAX_DATAGRAM];
     let (mut tun_a, mut tun_b) = (Vec::new(), Vec::new());
     let mut in_flight = vec![(from_a, first.1)];
     for _ in 0..32 {
@@ -90,13 +96,7 @@ fn exchange(
             (a, b.addr, &mut tun_a)
         };
         let mut rec = Recorder::default();
-        receiver.engine.decapsulate(
-            &receiver.engine.table(),
-            sender_addr,
-            &datagram,
-            &mut out,
-            &mut rec,
-        );
+        rec.receive(&receiver.engine, sender_addr, &datagram);
         tun.extend(rec.tun);
         in_flight.extend(rec.udp.into_iter().map(|(_, d)| (!sent_by_a, d)));
     }
@@ -188,23 +188,18 @@ fn garbage_and_replays_are_dropped_and_counted() {
     let initiation = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
     exchange(&a, &b, initiation, true);
     let data = send(&a, &ipv4_packet(A_IP, B_IP, b"once")).expect("data");
-    let mut out = vec![0u8; MAX_DATAGRAM];
     let mut rec = Recorder::default();
-    b.engine
-        .decapsulate(&b.engine.table(), a.addr, &data.1, &mut out, &mut rec);
-    b.engine
-        .decapsulate(&b.engine.table(), a.addr, &data.1, &mut out, &mut rec);
+    rec.receive(&b.engine, a.addr, &data.1);
+    rec.receive(&b.engine, a.addr, &data.1);
     assert_eq!(rec.tun.len(), 1, "the replay is not delivered");
     let mut tampered = send(&a, &ipv4_packet(A_IP, B_IP, b"twice"))
         .expect("data")
         .1;
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    b.engine
-        .decapsulate(&b.engine.table(), a.addr, &tampered, &mut out, &mut rec);
+    rec.receive(&b.engine, a.addr, &tampered);
     for junk in [&[][..], &[4, 0, 0, 0][..], &[1; 148][..], &[9; 300][..]] {
-        b.engine
-            .decapsulate(&b.engine.table(), a.addr, junk, &mut out, &mut rec);
+        rec.receive(&b.engine, a.addr, junk);
     }
     assert_eq!(rec.tun.len(), 1);
     let drops = b.engine.drops.snapshot();
@@ -221,13 +216,7 @@ fn stun_is_handed_to_the_control_plane_not_wireguard() {
     stun[4..8].copy_from_slice(&crate::classify::STUN_MAGIC_COOKIE);
     let from = SocketAddr::from(([192, 0, 2, 50], 3478));
     let mut rec = Recorder::default();
-    b.engine.decapsulate(
-        &b.engine.table(),
-        from,
-        &stun,
-        &mut vec![0u8; MAX_DATAGRAM],
-        &mut rec,
-    );
+    rec.receive(&b.engine, from, &stun);
     assert_eq!(rec.control, vec![(from, DatagramKind::Stun)]);
     assert_eq!(b.engine.drops.snapshot(), Default::default());
 }
@@ -257,13 +246,107 @@ fn a_handshake_from_an_unknown_key_is_dropped() {
     )
     .expect("init");
     let mut rec = Recorder::default();
-    a.engine.decapsulate(
-        &a.engine.table(),
-        stranger.addr,
-        &initiation.1,
-        &mut vec![0u8; MAX_DATAGRAM],
-        &mut rec,
-    );
+    rec.receive(&a.engine, stranger.addr, &initiation.1);
     assert!(rec.udp.is_empty(), "no response to a stranger");
     assert_eq!(a.engine.drops.snapshot().unknown_peer, 1);
+}
+
+// --- batches: the GSO/GRO layout ---
+
+fn connected() -> (Node, Node) {
+    let (a, b) = pair();
+    let initiation = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
+    exchange(&a, &b, initiation, true);
+    (a, b)
+}
+
+/// Splits a batch's runs back into datagrams, as the kernel's GSO would.
+fn datagrams_of(batch: &crate::TxBatch) -> Vec<(SocketAddr, Vec<u8>)> {
+    batch
+        .runs()
+        .flat_map(|(to, bytes, size)| bytes.chunks(size).map(move |d| (to, d.to_vec())))
+        .collect()
+}
+
+#[test]
+fn a_tun_batch_to_one_peer_leaves_as_one_gso_run_with_a_short_tail() {
+    let (a, b) = connected();
+    let mut batch = crate::TxBatch::new(64);
+    let mut packets: Vec<Vec<u8>> = (0..10)
+        .map(|i| ipv4_packet(A_IP, B_IP, &[i; 1392]))
+        .collect();
+    packets.push(ipv4_packet(A_IP, B_IP, &[99; 472]));
+    for packet in &packets {
+        assert!(batch.push(&a.engine, &a.engine.table(), packet));
+    }
+    let runs: Vec<_> = batch
+        .runs()
+        .map(|(to, bytes, size)| (to, bytes.len(), size))
+        .collect();
+    assert_eq!(runs, vec![(b.addr, 10 * 1452 + 532, 1452)]);
+    assert_eq!(batch.datagrams(), 11);
+
+    let mut rx = crate::RxBatch::new(10);
+    let mut rec = Recorder::default();
+    for (_, datagram) in datagrams_of(&batch) {
+        assert!(!rx.decapsulate(&b.engine, &b.engine.table(), a.addr, &datagram, &mut rec));
+    }
+    let delivered: Vec<Vec<u8>> = rx
+        .packets()
+        .iter()
+        .map(|slot| slot[10..].to_vec())
+        .collect();
+    assert_eq!(
+        delivered, packets,
+        "every packet arrives intact and in order"
+    );
+}
+
+#[test]
+fn a_larger_datagram_after_a_shorter_one_starts_a_new_run() {
+    let (a, _) = connected();
+    let mut batch = crate::TxBatch::new(64);
+    for len in [100, 100, 50, 100, 200] {
+        batch.push(
+            &a.engine,
+            &a.engine.table(),
+            &ipv4_packet(A_IP, B_IP, &vec![7; len]),
+        );
+    }
+    let shape: Vec<(usize, usize)> = batch
+        .runs()
+        .map(|(_, bytes, size)| (bytes.len(), size))
+        .collect();
+    // 160-byte datagrams: [160, 160, 110] closes on the short one; [160]; [260].
+    assert_eq!(shape, vec![(430, 160), (160, 160), (260, 260)]);
+}
+
+#[test]
+fn without_gso_every_datagram_is_its_own_run() {
+    let (a, _) = connected();
+    let mut batch = crate::TxBatch::new(1);
+    for _ in 0..3 {
+        batch.push(
+            &a.engine,
+            &a.engine.table(),
+            &ipv4_packet(A_IP, B_IP, &[1; 100]),
+        );
+    }
+    assert_eq!(batch.runs().count(), 3);
+}
+
+#[test]
+fn an_rx_batch_reports_full_at_batch_size() {
+    let (a, b) = connected();
+    let mut rx = crate::RxBatch::new(0);
+    let mut rec = Recorder::default();
+    let mut full_at = None;
+    for i in 0..crate::BATCH_SIZE {
+        let (_, datagram) = send(&a, &ipv4_packet(A_IP, B_IP, b"n")).expect("data");
+        if rx.decapsulate(&b.engine, &b.engine.table(), a.addr, &datagram, &mut rec) {
+            full_at = Some(i + 1);
+        }
+    }
+    assert_eq!(full_at, Some(crate::BATCH_SIZE));
+    assert_eq!(rx.len(), crate::BATCH_SIZE);
 }

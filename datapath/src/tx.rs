@@ -1,13 +1,17 @@
-//! Outbound: a packet read from TUN becomes a WireGuard datagram.
+//! Outbound: packets read from TUN become WireGuard datagrams.
 //!
-//! 1. TUN read (in `device`, one reader thread, a batch per wake-up)
+//! 1. TUN read (in `device`, one reader thread): with offload on, one read
+//!    returns a TSO super-packet that tun-rs splits into MTU-sized packets
 //! 2. route: longest-prefix match of the inner destination over allowed IPs
-//! 3. encrypt with the peer's current session (boringtun), or queue the packet
-//!    and emit a handshake initiation when there is none
-//! 4. send to the peer's current endpoint (in `device`)
+//! 3. encrypt with the peer's current session (boringtun) straight into the
+//!    batch's send buffer, or queue the packet and emit a handshake initiation
+//!    when there is none
+//! 4. group: consecutive datagrams of one size to one endpoint form a run
+//!    ([`TxBatch`]), which leaves in one `sendmsg` with UDP GSO (in `device`)
 //!
-//! Stages 2 and 3 run here, under one read lock of the peer table per batch and
-//! the peer's own lock for the encryption itself.
+//! Stages 2–4 run here, under one read lock of the peer table per batch and
+//! the peer's own lock for each encryption. One thread does all of it, in TUN
+//! order, so a peer's packets leave in the order they arrived.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -45,6 +49,110 @@ pub fn inner_destination(packet: &[u8]) -> Option<IpAddr> {
             Some(IpAddr::V6(Ipv6Addr::from(b)))
         }
         _ => None,
+    }
+}
+
+/// Most datagrams one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
+/// Most bytes one GSO send may carry: a UDP datagram's 16-bit length, less
+/// the UDP and IPv6 headers.
+const MAX_GSO_BYTES: usize = 65_535 - 8 - 40;
+
+/// Send-buffer size of a [`TxBatch`]: a full TUN batch of 1420-byte packets
+/// (128 × 1452) fits with room to spare.
+const TX_BUFFER: usize = 256 * 1024;
+
+/// A run of datagrams in a [`TxBatch`]: same destination, same size (the last
+/// may be shorter), contiguous in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    to: SocketAddr,
+    start: usize,
+    end: usize,
+    segment_size: usize,
+    count: usize,
+    /// A shorter datagram ended the run; GSO allows only the last to be short.
+    closed: bool,
+}
+
+/// Datagrams encrypted from one TUN batch, laid out for UDP GSO. Reused
+/// across batches: no allocation per packet.
+pub struct TxBatch {
+    buf: Vec<u8>,
+    len: usize,
+    runs: Vec<Run>,
+    max_segments: usize,
+}
+
+impl TxBatch {
+    /// An empty batch whose runs hold at most `max_segments` datagrams
+    /// (1 disables grouping, for sockets without GSO).
+    pub fn new(max_segments: usize) -> Self {
+        Self {
+            buf: vec![0; TX_BUFFER],
+            len: 0,
+            runs: Vec::with_capacity(crate::BATCH_SIZE),
+            max_segments: max_segments.clamp(1, MAX_GSO_SEGMENTS),
+        }
+    }
+
+    /// Routes and encrypts one packet into the batch. Returns `false` without
+    /// touching the packet when the buffer is full: send the batch, clear it and
+    /// push again.
+    pub fn push(&mut self, engine: &Engine, table: &PeerTable, packet: &[u8]) -> bool {
+        let room = (packet.len() + 32).max(148);
+        if self.len + room > self.buf.len() {
+            return false;
+        }
+        let Outbound::Send { to, datagram } =
+            engine.encapsulate(table, packet, &mut self.buf[self.len..self.len + room])
+        else {
+            return true;
+        };
+        let size = datagram.len();
+        let start = self.len;
+        self.len += size;
+        match self.runs.last_mut() {
+            Some(run)
+                if run.to == to
+                    && !run.closed
+                    && size <= run.segment_size
+                    && run.count < self.max_segments
+                    && run.end - run.start + size <= MAX_GSO_BYTES =>
+            {
+                run.end = self.len;
+                run.count += 1;
+                run.closed = size < run.segment_size;
+            }
+            _ => self.runs.push(Run {
+                to,
+                start,
+                end: self.len,
+                segment_size: size,
+                count: 1,
+                closed: false,
+            }),
+        }
+        true
+    }
+
+    /// The runs to send: `(destination, datagrams back to back, segment size)`.
+    pub fn runs(&self) -> impl Iterator<Item = (SocketAddr, &[u8], usize)> {
+        self.runs
+            .iter()
+            .map(|run| (run.to, &self.buf[run.start..run.end], run.segment_size))
+    }
+
+    /// Number of datagrams in the batch.
+    pub fn datagrams(&self) -> usize {
+        self.runs.iter().map(|run| run.count).sum()
+    }
+
+    /// Empties the batch for reuse.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.runs.clear();
     }
 }
 

@@ -123,6 +123,64 @@ impl UdpSocket {
         }
     }
 
+    /// Sends `contents` as datagrams of `segment_size` bytes (the last may be
+    /// shorter) to one destination: one `sendmsg` with UDP GSO when the kernel
+    /// offers it, else one per datagram. If the kernel turns out to reject GSO
+    /// at run time, the same bytes go out one datagram at a time and GSO stays off.
+    pub fn send_segments(
+        &self,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: usize,
+    ) -> io::Result<()> {
+        if contents.len() <= segment_size {
+            return self.send_to(to, contents);
+        }
+        if self.state.max_gso_segments() > 1 {
+            let transmit = Transmit {
+                destination: if self.dual_stack { map_v4(to) } else { to },
+                ecn: None,
+                contents,
+                segment_size: Some(segment_size),
+                src_ip: None,
+            };
+            loop {
+                match self
+                    .state
+                    .try_send(UdpSockRef::from(&self.socket), &transmit)
+                {
+                    Ok(()) => return Ok(()),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        poll_one(
+                            self.socket.as_raw_fd(),
+                            libc::POLLOUT,
+                            Duration::from_millis(100),
+                        )?;
+                    }
+                    Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                        tracing::debug!(%err, "UDP GSO refused; sending datagrams one by one");
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        for datagram in contents.chunks(segment_size) {
+            self.send_to(to, datagram)?;
+        }
+        Ok(())
+    }
+
+    /// How many datagrams one GSO send may carry (1 without GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// How many datagrams one GRO receive may coalesce (1 without GRO).
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
     /// Receives one batch without blocking; `Ok(0)` when nothing is waiting.
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         let mut chunks = batch.storage.chunks_mut(RECV_BUFFER);
