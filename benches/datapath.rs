@@ -265,7 +265,7 @@ fn whole_loop(c: &mut Criterion) {
 }
 
 fn classification(c: &mut Criterion) {
-    let mut stun = vec![0u8; 20];
+    let mut stun = [0u8; 20];
     stun[1] = 1;
     stun[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
     let mut wireguard = vec![0xA5u8; 1452];

@@ -55,10 +55,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v iperf3 >/dev/null || { echo "iperf3 is required" >&2; exit 1; }
 
-install_crate() { # crate -> prints binary path or nothing
-  local bin="$PEERS_DIR/bin/$1"
+install_crate() { # crate binary -> prints the binary's path, or nothing
+  local bin="$PEERS_DIR/bin/$2"
   if [ ! -x "$bin" ]; then
-    echo "installing $1 from crates.io into $PEERS_DIR (once)..." >&2
+    echo "installing $1 from crates.io into $PEERS_DIR (once; takes minutes)..." >&2
     cargo install --quiet --locked --root "$PEERS_DIR" "$1" >&2 || true
   fi
   [ -x "$bin" ] && echo "$bin"
@@ -177,7 +177,8 @@ for impl in $ONLY; do
         measure wireguard-go 10.77.0.2 && ran+=(wireguard-go)
       else echo "wireguard-go: not installed (apt-get install wireguard-go); skipped"; fi ;;
     boringtun-cli|gotatun-cli)
-      if bin=$(install_crate "$impl"); then
+      binary=$impl; [ "$impl" = gotatun-cli ] && binary=gotatun
+      if bin=$(install_crate "$impl" "$binary"); then
         start_uapi "$bin" -f --disable-drop-privileges
         measure "$impl" 10.77.0.2 && ran+=("$impl")
       else echo "$impl: could not be installed from crates.io; skipped"; fi ;;

@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,36 @@ pub enum Command {
         /// Print JSON (stable field names) instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the gRPC signaling server in the foreground until SIGINT/SIGTERM.
+    ///
+    /// A stateless fan-out by recipient key: envelopes go to the current subscribers of
+    /// their recipient and are never stored. Subscribers must prove they hold the key.
+    Signal {
+        /// Address to listen on, like `0.0.0.0:8443` or `[::]:8443`.
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// TLS certificate chain (PEM); serves grpcs:// with --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Envelopes queued per subscriber; a slow one loses its oldest beyond this.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        queue_len: usize,
+        /// Envelopes (and subscription attempts) per second allowed per connection.
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        rate_limit: u32,
+        /// Burst allowed per connection above the rate.
+        #[arg(long, default_value_t = 2000, value_name = "N")]
+        burst: u32,
+        /// Seconds between counter log lines.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        stats_interval: u64,
+        /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+        #[arg(long, default_value = "info", value_name = "LEVEL")]
+        log_level: String,
     },
 }
 

@@ -15,6 +15,10 @@
 //! endpoint = "198.51.100.7:51820"         # optional; host names are resolved at load
 //! persistent_keepalive = 25               # optional, seconds; 0 means off
 //! preshared_key = "<base64>"              # optional
+//!
+//! [signaling]                             # optional; without it the mesh is static
+//! backends = ["grpc://198.51.100.1:8443"] # "grpcs://" = TLS; "inprocess" = in-process hub
+//! tls_ca_file = "ca.pem"                  # optional extra CA for grpcs:// servers
 //! ```
 //!
 //! Loading validates everything it can without touching the system: it reads the config file
@@ -41,6 +45,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
+use crate::signaling::{BackendUrl, BackendUrlError};
 
 /// TUN interface name used when the file gives none.
 pub const DEFAULT_INTERFACE_NAME: &str = "wice0";
@@ -65,6 +70,26 @@ pub struct Config {
     pub interface: InterfaceConfig,
     /// The peers, in file order.
     pub peers: Vec<PeerConfig>,
+    /// The `[signaling]` section; empty when the file has none.
+    pub signaling: SignalingConfig,
+}
+
+/// The `[signaling]` section: where session descriptions are exchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignalingConfig {
+    /// The backends, in file order, each listed once. Publishing goes to all of them.
+    pub backends: Vec<BackendUrl>,
+    /// An extra CA certificate for `grpcs://` backends, read at load.
+    pub tls_ca: Option<CaCertificate>,
+}
+
+/// A CA certificate file, already read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaCertificate {
+    /// The file, after resolving a relative path.
+    pub path: PathBuf,
+    /// Its PEM contents.
+    pub pem: Vec<u8>,
 }
 
 /// The `[interface]` section.
@@ -278,6 +303,36 @@ pub enum ConfigErrorKind {
     /// A peer's public key is this node's own.
     #[error("is this node's own public key (from its private key); a node is not its own peer")]
     OwnPublicKey,
+    /// A signaling backend URL that does not parse.
+    #[error("{0}")]
+    InvalidBackend(BackendUrlError),
+    /// The same backend listed twice.
+    #[error(
+        "same backend as signaling.backends[{first}] (line {first_line}); list each backend once"
+    )]
+    DuplicateBackend {
+        /// Index of the first listing.
+        first: usize,
+        /// Its line.
+        first_line: usize,
+    },
+    /// The CA file could not be read.
+    #[error("cannot read {}: {error}", path.display())]
+    CaFileUnreadable {
+        /// The file, after resolving a relative path.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// The CA file holds no PEM certificate.
+    #[error("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
+    CaFileInvalid {
+        /// The file, after resolving a relative path.
+        path: PathBuf,
+    },
+    /// A CA file is given but no backend uses TLS.
+    #[error("is set but no backend uses grpcs://, so it would be ignored")]
+    CaFileUnused,
 }
 
 impl Config {
@@ -305,7 +360,7 @@ impl Config {
             0 => "any free port".to_owned(),
             port => port.to_string(),
         };
-        format!(
+        let mut summary = format!(
             "{}: interface {}, public key {}, listen port {port}, {}, mtu {}, {}",
             self.path.display(),
             interface.name,
@@ -313,7 +368,17 @@ impl Config {
             count(interface.addresses.len(), "address", "addresses"),
             interface.mtu,
             count(self.peers.len(), "peer", "peers"),
-        )
+        );
+        if !self.signaling.backends.is_empty() {
+            let urls: Vec<String> = self
+                .signaling
+                .backends
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            summary.push_str(&format!(", signaling via {}", urls.join(", ")));
+        }
+        summary
     }
 }
 
@@ -329,6 +394,15 @@ struct RawConfig {
     interface: Option<Spanned<RawInterface>>,
     #[serde(default)]
     peer: Vec<Spanned<RawPeer>>,
+    signaling: Option<Spanned<RawSignaling>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawSignaling {
+    #[serde(default)]
+    backends: Vec<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -409,11 +483,64 @@ impl Parser<'_> {
             peers.push(peer);
         }
 
+        let signaling = match raw.signaling {
+            Some(raw_signaling) => self.signaling(raw_signaling.into_inner())?,
+            None => SignalingConfig::default(),
+        };
+
         Ok(Config {
             path: self.path.to_path_buf(),
             interface,
             peers,
+            signaling,
         })
+    }
+
+    fn signaling(&self, raw: RawSignaling) -> Result<SignalingConfig, ConfigError> {
+        let mut backends: Vec<BackendUrl> = Vec::with_capacity(raw.backends.len());
+        let mut lines = Vec::with_capacity(raw.backends.len());
+        for (index, text) in raw.backends.iter().enumerate() {
+            let key = format!("signaling.backends[{index}]");
+            let url = BackendUrl::parse(text.get_ref()).map_err(|e| {
+                self.error(
+                    &text.span(),
+                    key.clone(),
+                    ConfigErrorKind::InvalidBackend(e),
+                )
+            })?;
+            if let Some(first) = backends.iter().position(|other| *other == url) {
+                return Err(self.error(
+                    &text.span(),
+                    key,
+                    ConfigErrorKind::DuplicateBackend {
+                        first,
+                        first_line: lines[first],
+                    },
+                ));
+            }
+            lines.push(self.line(&text.span()));
+            backends.push(url);
+        }
+        let tls_ca = match raw.tls_ca_file {
+            Some(file) => {
+                let key = "signaling.tls_ca_file".to_owned();
+                if file.get_ref().is_empty() {
+                    return Err(self.error(&file.span(), key, ConfigErrorKind::EmptyPath));
+                }
+                let uses_tls = backends
+                    .iter()
+                    .any(|b| matches!(b, BackendUrl::Grpc { tls: true, .. }));
+                if !uses_tls {
+                    return Err(self.error(&file.span(), key, ConfigErrorKind::CaFileUnused));
+                }
+                let path = self.resolve(file.get_ref());
+                let pem =
+                    read_ca_file(&path).map_err(|reason| self.error(&file.span(), key, reason))?;
+                Some(CaCertificate { path, pem })
+            }
+            None => None,
+        };
+        Ok(SignalingConfig { backends, tls_ca })
     }
 
     fn interface(&self, raw: Spanned<RawInterface>) -> Result<InterfaceConfig, ConfigError> {
@@ -850,6 +977,21 @@ fn resolve_endpoint(text: &str) -> Result<SocketAddr, ConfigErrorKind> {
         .ok_or_else(|| unresolvable("no addresses found".to_owned()))
 }
 
+/// Reads a CA certificate file: it must hold at least one PEM certificate.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, ConfigErrorKind> {
+    let pem = std::fs::read(path).map_err(|error| ConfigErrorKind::CaFileUnreadable {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let marker = b"-----BEGIN CERTIFICATE-----";
+    if !pem.windows(marker.len()).any(|w| w == marker) {
+        return Err(ConfigErrorKind::CaFileInvalid {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(pem)
+}
+
 /// Reads a private key file, refusing one that other users can read: the key would already
 /// be exposed, and `wg` warns about the same thing.
 fn read_private_key_file(path: &Path) -> Result<PrivateKey, ConfigErrorKind> {
@@ -972,6 +1114,7 @@ mod tests {
         assert_eq!(interface.mtu, 1420);
         assert_eq!(interface.control_socket, Path::new("/run/wice/wice0.sock"));
         assert!(config.peers.is_empty());
+        assert_eq!(config.signaling, SignalingConfig::default());
     }
 
     #[test]
@@ -1685,6 +1828,142 @@ allowed_ips = ["10.77.0.3/32"]
             Some(3),
             "interface.control_socket",
             "must not be empty",
+        );
+    }
+
+    // ---- signaling ----
+
+    #[test]
+    fn signaling_backends_are_read_in_file_order() {
+        let config = parse_ok(&with_interface(
+            "[signaling]\nbackends = [\"grpc://198.51.100.1:8443\", \"inprocess\", \"grpcs://[2001:db8::1]:443\"]\n",
+        ));
+        assert_eq!(
+            config.signaling.backends,
+            vec![
+                BackendUrl::Grpc {
+                    host: "198.51.100.1".to_owned(),
+                    port: 8443,
+                    tls: false
+                },
+                BackendUrl::InProcess,
+                BackendUrl::Grpc {
+                    host: "2001:db8::1".to_owned(),
+                    port: 443,
+                    tls: true
+                },
+            ]
+        );
+        assert_eq!(config.signaling.tls_ca, None);
+        assert!(
+            config.check_summary().ends_with(
+                ", signaling via grpc://198.51.100.1:8443, inprocess, grpcs://[2001:db8::1]:443"
+            ),
+            "{}",
+            config.check_summary()
+        );
+    }
+
+    #[test]
+    fn an_invalid_backend_url_is_refused_with_its_place_and_the_fix() {
+        let text = with_interface(
+            "[signaling]\nbackends = [\n  \"inprocess\",\n  \"http://198.51.100.1:8443\",\n]\n",
+        );
+        let err = assert_error(
+            &text,
+            Some(6),
+            "signaling.backends[1]",
+            "`http://198.51.100.1:8443` is not a backend; use \"grpc://host:port\"",
+        );
+        assert!(matches!(
+            err.reason,
+            ConfigErrorKind::InvalidBackend(BackendUrlError::UnknownScheme(_))
+        ));
+        assert_error(
+            &with_interface("[signaling]\nbackends = [\"grpc://198.51.100.1\"]\n"),
+            Some(4),
+            "signaling.backends[0]",
+            "needs a port from 1 to 65535",
+        );
+    }
+
+    #[test]
+    fn the_same_backend_listed_twice_is_refused() {
+        let text = with_interface(
+            "[signaling]\nbackends = [\"grpc://198.51.100.1:8443\",\n  \"grpc://198.51.100.1:8443\"]\n",
+        );
+        assert_error(
+            &text,
+            Some(5),
+            "signaling.backends[1]",
+            "same backend as signaling.backends[0] (line 4)",
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_signaling_section_is_refused() {
+        let err = assert_error(
+            &with_interface("[signaling]\nbackend = [\"inprocess\"]\n"),
+            Some(4),
+            "signaling.backend",
+            "unknown key",
+        );
+        assert!(err.to_string().contains("backends"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_ca_file_is_read_from_beside_the_config() {
+        let dir = TempDir::new("ca-ok");
+        dir.write(
+            "ca.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            0o644,
+        );
+        let path = dir.write(
+            "node.toml",
+            &with_interface("[signaling]\nbackends = [\"grpcs://signal.example.org:443\"]\ntls_ca_file = \"ca.pem\"\n"),
+            0o644,
+        );
+        let config = Config::load(&path).unwrap();
+        let ca = config.signaling.tls_ca.unwrap();
+        assert_eq!(ca.path, dir.0.join("ca.pem"));
+        assert!(ca.pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn a_tls_ca_file_that_is_missing_or_not_a_certificate_is_refused() {
+        let dir = TempDir::new("ca-bad");
+        let missing = dir.0.join("absent.pem");
+        let text = |file: &Path| {
+            with_interface(&format!(
+                "[signaling]\nbackends = [\"grpcs://signal.example.org:443\"]\ntls_ca_file = \"{}\"\n",
+                file.display()
+            ))
+        };
+        assert_error(
+            &text(&missing),
+            Some(5),
+            "signaling.tls_ca_file",
+            &format!("cannot read {}", missing.display()),
+        );
+        let garbage = dir.write("garbage.pem", "hello\n", 0o644);
+        assert_error(
+            &text(&garbage),
+            Some(5),
+            "signaling.tls_ca_file",
+            "holds no PEM certificate",
+        );
+    }
+
+    #[test]
+    fn a_tls_ca_file_without_a_grpcs_backend_is_refused_as_unused() {
+        assert_error(
+            &with_interface(
+                "[signaling]\nbackends = [\"grpc://198.51.100.1:8443\"]\ntls_ca_file = \"ca.pem\"\n",
+            ),
+            Some(5),
+            "signaling.tls_ca_file",
+            "no backend uses grpcs://",
         );
     }
 

@@ -3,5 +3,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod keys;
+pub mod signaling;
 pub mod status;
 pub mod system;

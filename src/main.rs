@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 use wice::cli::{Cli, Command, read_stdin_key};
 use wice::config::Config;
 use wice::keys::PrivateKey;
+use wice::signaling::server::{ServerConfig, SignalingServer, TlsIdentity};
 use wice::{control, daemon};
 
 fn main() -> ExitCode {
@@ -66,7 +67,75 @@ fn run(cli: Cli) -> Result<(), String> {
                 print(status.render().trim_end())
             }
         }
+        Command::Signal {
+            listen,
+            tls_cert,
+            tls_key,
+            queue_len,
+            rate_limit,
+            burst,
+            stats_interval,
+            log_level,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(TlsIdentity {
+                    cert_pem: read_file(&cert, "TLS certificate")?,
+                    key_pem: read_file(&key, "TLS key")?,
+                }),
+                _ => None,
+            };
+            let config = ServerConfig {
+                tls,
+                queue_len,
+                rate_per_second: rate_limit,
+                burst,
+                stats_interval: std::time::Duration::from_secs(stats_interval.max(1)),
+                ..ServerConfig::new(listen)
+            };
+            signal(config, &log_level)
+        }
     }
+}
+
+/// `wice signal`: the signaling server until SIGINT or SIGTERM.
+fn signal(config: ServerConfig, log_level: &str) -> Result<(), String> {
+    init_logging(log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint = signal(SignalKind::interrupt())
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let mut sigterm = signal(SignalKind::terminate())
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let tls = config.tls.is_some();
+        let server = SignalingServer::bind(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            target: "wice::signal",
+            listen = %server.local_addr(),
+            tls,
+            "signaling server listening"
+        );
+        server
+            .serve(async move {
+                let name = tokio::select! {
+                    _ = sigint.recv() => "SIGINT",
+                    _ = sigterm.recv() => "SIGTERM",
+                };
+                tracing::info!(target: "wice::signal", signal = name, "stopping");
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn read_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
 fn print(text: &str) -> Result<(), String> {

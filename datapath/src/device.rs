@@ -40,6 +40,11 @@ use crate::{BATCH_SIZE, MAX_DATAGRAM};
 /// How often WireGuard's timers run; boringtun expects roughly 4 Hz.
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
+/// Times an idle reader yields its core before it sleeps in `poll`. Under
+/// load the next batch is usually microseconds away, and a wake-up from
+/// `poll` costs more than a yield.
+const IDLE_SPINS: u32 = 4;
+
 /// How long a blocked reader waits before checking whether to stop.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -159,6 +164,7 @@ impl Device {
             tun,
             udp,
             listen_port,
+            config.mtu,
         )
     }
 
@@ -167,6 +173,7 @@ impl Device {
         tun: SyncDevice,
         udp: UdpSocket,
         listen_port: u16,
+        mtu: u16,
     ) -> Result<Self, DeviceError> {
         let tun = Arc::new(tun);
         let udp = Arc::new(udp);
@@ -186,6 +193,7 @@ impl Device {
             tun: device.tun.clone(),
             udp: device.udp.clone(),
             stop: device.stop.clone(),
+            mtu,
         };
         device.spawn("wice-tun-rx", move || tun_rx.run())?;
         let udp_rx = UdpReader {
@@ -270,14 +278,18 @@ struct TunReader {
     tun: Arc<SyncDevice>,
     udp: Arc<UdpSocket>,
     stop: Arc<AtomicBool>,
+    mtu: u16,
 }
 
 impl TunReader {
     fn run(self) {
         let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_DATAGRAM];
-        let mut packets = vec![vec![0u8; MAX_DATAGRAM]; BATCH_SIZE];
+        // Split segments and plain packets are at most one MTU: small buffers
+        // keep the whole batch in cache.
+        let mut packets = vec![vec![0u8; usize::from(self.mtu)]; BATCH_SIZE];
         let mut sizes = [0usize; BATCH_SIZE];
         let mut batch = TxBatch::new(self.udp.max_gso_segments());
+        let mut spins = 0;
         while !self.stop.load(Ordering::Relaxed) {
             let count = match self
                 .tun
@@ -285,6 +297,12 @@ impl TunReader {
             {
                 Ok(count) => count,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if spins < IDLE_SPINS {
+                        spins += 1;
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    spins = 0;
                     if let Err(err) =
                         crate::udp::poll_one(self.tun.as_raw_fd(), libc::POLLIN, STOP_POLL)
                     {
@@ -339,6 +357,7 @@ impl UdpReader {
         let mut received = RecvBatch::default();
         let mut batch = RxBatch::new(VIRTIO_NET_HDR_LEN);
         let mut gro = GROTable::default();
+        let mut spins = 0;
         let mut sink = ReplySink {
             engine: &self.engine,
             udp: &self.udp,
@@ -347,6 +366,12 @@ impl UdpReader {
         while !self.stop.load(Ordering::Relaxed) {
             let count = match self.udp.recv_batch(&mut received) {
                 Ok(0) => {
+                    if spins < IDLE_SPINS {
+                        spins += 1;
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    spins = 0;
                     if let Err(err) = self.udp.wait_readable(STOP_POLL) {
                         tracing::error!(%err, "UDP poll failed");
                         return;

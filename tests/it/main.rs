@@ -4,6 +4,8 @@
 //! - `mesh`: wice ↔ wice in network namespaces (root).
 //! - `interop`: wice ↔ wireguard-go configured with `wg` (root).
 //! - `lifecycle`: signals, crashed runs, name clashes (root).
+//! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
+//!   under bad input (loopback only, no root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -17,3 +19,4 @@ mod cli;
 mod interop;
 mod lifecycle;
 mod mesh;
+mod signaling;

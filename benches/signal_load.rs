@@ -1,0 +1,285 @@
+//! Load benchmark of `wice signal` on loopback: fan-out rate, delivery latency and memory per
+//! subscriber, with 1 000 and 10 000 subscribers (each on its own connection, each having
+//! proven its key).
+//!
+//! Run: `cargo bench --bench signal_load` (or `-- 1000` for one size). Not run in CI.
+//!
+//! For each size it starts a fresh `wice signal` (the release binary), subscribes N keys, and:
+//! 1. memory: the server's RSS after the subscriptions minus its RSS before, over N;
+//! 2. throughput: 4 publisher connections send batches of 100 envelopes (each batch a
+//!    multicast to 100 random subscribers) as fast as the server takes them for 5 s; the
+//!    rate is what the subscribers received;
+//! 3. latency: 2 000 envelopes/s for 5 s; each envelope carries its send time, and
+//!    subscribers record when it arrives (p50/p99).
+//!
+//! Client and server share the machine's cores, so the figures are a floor.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use prost::bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use wice::keys::PrivateKey;
+use wice::signaling::challenge;
+use wice_proto::signaling as proto;
+use wice_proto::signaling::signaling_client::SignalingClient;
+
+const ENVELOPE_PAYLOAD: usize = 300;
+const BATCH: usize = 100;
+const PUBLISHERS: usize = 4;
+
+struct Shared {
+    start: Instant,
+    received: AtomicU64,
+    record_latency: AtomicBool,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn connect(port: u16) -> Channel {
+    Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Subscribes one key on its own connection and counts what arrives.
+async fn subscriber(port: u16, key: PrivateKey, shared: Arc<Shared>, ready: mpsc::Sender<()>) {
+    use proto::subscribe_request::Step;
+    use proto::subscribe_response::Event;
+    let mut client = SignalingClient::new(connect(port).await);
+    let (steps, requests) = mpsc::channel(2);
+    let hello = proto::SubscribeRequest {
+        step: Some(Step::Hello(proto::Hello {
+            public_key: Bytes::copy_from_slice(key.public_key().as_bytes()),
+        })),
+    };
+    steps.send(hello).await.expect("hello");
+    let mut stream = client
+        .subscribe(ReceiverStream::new(requests))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let Ok(Some(proto::SubscribeResponse {
+        event: Some(Event::Challenge(c)),
+    })) = stream.message().await
+    else {
+        panic!("no challenge");
+    };
+    let secret = challenge::answer(&key, &c).expect("answer");
+    steps
+        .send(proto::SubscribeRequest {
+            step: Some(Step::Answer(proto::ChallengeAnswer {
+                secret: secret.into(),
+            })),
+        })
+        .await
+        .expect("answer");
+    let _ = stream.message().await.expect("subscribed");
+    ready.send(()).await.expect("ready");
+    while let Ok(Some(response)) = stream.message().await {
+        if let Some(Event::Envelope(bytes)) = response.event {
+            shared.received.fetch_add(1, Ordering::Relaxed);
+            if shared.record_latency.load(Ordering::Relaxed)
+                && let Ok(envelope) = proto::Envelope::decode(bytes)
+                && envelope.ciphertext.len() >= 8
+            {
+                let sent = u64::from_le_bytes(envelope.ciphertext[..8].try_into().expect("8"));
+                let now = shared.start.elapsed().as_micros() as u64;
+                let latency = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
+                shared
+                    .latencies_us
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(latency);
+            }
+        }
+    }
+    drop(steps);
+}
+
+/// An envelope the server will relay: real key lengths, the send time in the ciphertext.
+fn envelope(recipient: &[u8; 32], shared: &Shared) -> Bytes {
+    let mut ciphertext = vec![0u8; ENVELOPE_PAYLOAD];
+    let now = shared.start.elapsed().as_micros() as u64;
+    ciphertext[..8].copy_from_slice(&now.to_le_bytes());
+    Bytes::from(
+        proto::Envelope {
+            sender: Bytes::from_static(&[7u8; 32]),
+            recipient: Bytes::copy_from_slice(recipient),
+            nonce: Bytes::from_static(&[1u8; 24]),
+            ciphertext: Bytes::from(ciphertext),
+        }
+        .encode_to_vec(),
+    )
+}
+
+fn batch(keys: &[[u8; 32]], seed: &mut u64, shared: &Shared, n: usize) -> proto::PublishRequest {
+    proto::PublishRequest {
+        envelopes: (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                envelope(&keys[(*seed % keys.len() as u64) as usize], shared)
+            })
+            .collect(),
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[index]) / 1000.0
+}
+
+async fn run(n: usize) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wice"))
+        .args([
+            "signal",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rate-limit",
+            "10000000",
+            "--burst",
+            "10000000",
+            "--log-level",
+            "warn",
+        ])
+        .spawn()
+        .expect("wice signal");
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        received: AtomicU64::new(0),
+        record_latency: AtomicBool::new(false),
+        latencies_us: Mutex::new(Vec::new()),
+    });
+    let rss_before = rss_kib(pid);
+    let keys: Vec<PrivateKey> = (0..n).map(|_| PrivateKey::generate()).collect();
+    let public: Vec<[u8; 32]> = keys.iter().map(|k| k.public_key().to_bytes()).collect();
+    let (ready_tx, mut ready) = mpsc::channel(n);
+    let subscribe_start = Instant::now();
+    for chunk in keys.chunks(200) {
+        for key in chunk {
+            tokio::spawn(subscriber(
+                port,
+                key.clone(),
+                Arc::clone(&shared),
+                ready_tx.clone(),
+            ));
+        }
+        for _ in chunk {
+            ready.recv().await.expect("subscribed");
+        }
+    }
+    let subscribe_secs = subscribe_start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = rss_kib(pid);
+
+    // Throughput.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let mut client = SignalingClient::new(connect(port).await);
+        let (public, shared, stop) = (public.clone(), Arc::clone(&shared), Arc::clone(&stop));
+        publishers.push(tokio::spawn(async move {
+            let mut seed = 0x9E37_79B9_7F4A_7C15 ^ p as u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client
+                    .publish(batch(&public, &mut seed, &shared, BATCH))
+                    .await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received_start = shared.received.load(Ordering::Relaxed);
+    let measure = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let throughput = (shared.received.load(Ordering::Relaxed) - received_start) as f64
+        / measure.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for publisher in publishers {
+        let _ = publisher.await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Latency at a steady 2 000 envelopes/s.
+    shared.record_latency.store(true, Ordering::Relaxed);
+    let mut client = SignalingClient::new(connect(port).await);
+    let mut seed = 0xDEAD_BEEF_u64;
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..500 {
+        ticker.tick().await;
+        let _ = client.publish(batch(&public, &mut seed, &shared, 20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = std::mem::take(
+        &mut *shared
+            .latencies_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    latencies.sort_unstable();
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+
+    println!(
+        "| {n} | {subscribe_secs:.1} s | {:.1} KiB | {throughput:.0} | {:.2} ms | {:.2} ms | {} |",
+        (rss_after.saturating_sub(rss_before)) as f64 / n as f64,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.len(),
+    );
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1000, 10_000]
+    } else {
+        sizes
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "| subscribers | subscribe all | server RSS per subscriber | envelopes/s fanned out | p50 latency | p99 latency | latency samples |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for n in sizes {
+        runtime.block_on(run(n));
+    }
+}

@@ -1,0 +1,331 @@
+//! The `Backend` trait: how envelopes get from one peer to another.
+//!
+//! What every backend promises, and what it does not:
+//!
+//! - it delivers envelopes between peers addressed by public key, to each current subscriber
+//!   of the recipient key;
+//! - it can deliver to a group: [`Backend::publish`] takes a batch, one envelope per
+//!   recipient (each is sealed to its own recipient);
+//! - it may reorder envelopes, and may deliver one more than once when several backends are
+//!   configured ([`Signaling`](super::Signaling) de-duplicates);
+//! - it drops envelopes for recipients it does not currently know: nothing is queued for a
+//!   peer that subscribes later;
+//! - it stores nothing: it keeps no envelope beyond handing it on.
+//!
+//! Backends never see plaintext, and need not be trusted: the envelope authenticates its
+//! sender, and the worst a backend can do is drop, delay, reorder or replay, which the
+//! receiver's replay window and the ICE layer's retries absorb.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+
+use super::envelope::Envelope;
+use crate::keys::{PrivateKey, PublicKey};
+
+/// A backend's future: boxed so that backends of different types can sit in one list.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// Which kind of backend this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// A hub shared inside one process.
+    InProcess,
+    /// A `wice signal` server over gRPC.
+    Grpc,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InProcess => "inprocess",
+            Self::Grpc => "grpc",
+        })
+    }
+}
+
+/// Why a backend call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot be reached now; it keeps trying in the background where that
+    /// makes sense (subscriptions).
+    #[error("{kind} backend unavailable: {reason}")]
+    Unavailable {
+        /// Which backend.
+        kind: BackendKind,
+        /// What happened.
+        reason: String,
+    },
+    /// The backend refused the request (rate limit, proof of key refused, bad input).
+    #[error("{kind} backend refused: {reason}")]
+    Refused {
+        /// Which backend.
+        kind: BackendKind,
+        /// What it said.
+        reason: String,
+    },
+    /// The backend was closed.
+    #[error("backend closed")]
+    Closed,
+    /// The backend could not be set up (bad URL, bad TLS material).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// An envelope as it came out of a backend.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Index of the backend it came through, as tagged by [`Inbox::for_backend`].
+    pub backend: usize,
+    /// The envelope, not yet opened.
+    pub envelope: Envelope,
+}
+
+/// Where a backend puts the envelopes it receives for a subscribed key.
+///
+/// Bounded: when the receiver falls behind, [`Inbox::deliver`] drops the envelope rather than
+/// buffer without limit (signaling is retried by the layers above).
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Delivery>,
+    backend: usize,
+}
+
+impl Inbox {
+    /// An inbox holding up to `capacity` envelopes, and its receiving end.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { tx, backend: 0 }, rx)
+    }
+
+    /// The same inbox, tagging deliveries with backend index `backend`.
+    pub fn for_backend(&self, backend: usize) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            backend,
+        }
+    }
+
+    /// Hands `envelope` on; false when the inbox is full or its receiver is gone.
+    pub fn deliver(&self, envelope: Envelope) -> bool {
+        self.tx
+            .try_send(Delivery {
+                backend: self.backend,
+                envelope,
+            })
+            .is_ok()
+    }
+
+    /// True when the receiving end has been dropped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the receiving end has been dropped.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+/// A signaling backend. See the module docs for its semantics.
+pub trait Backend: Send + Sync + 'static {
+    /// Which kind of backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Delivers each envelope to the current subscribers of its recipient. Succeeds when the
+    /// backend took the batch, whether or not any recipient was subscribed.
+    fn publish(&self, envelopes: Vec<Envelope>) -> BackendFuture<'_, ()>;
+
+    /// Starts delivering the envelopes addressed to `identity`'s public key into `inbox`,
+    /// until [`Backend::unsubscribe`] or [`Backend::close`]. The private key is used only to
+    /// prove ownership of the mailbox to a server that asks.
+    ///
+    /// Resolves once the subscription is active. A backend that reconnects (gRPC) resolves
+    /// with [`BackendError::Unavailable`] when its first attempt fails, and keeps trying.
+    fn subscribe(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()>;
+
+    /// Stops delivering envelopes for `key`.
+    fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()>;
+
+    /// Ends every subscription and refuses further calls.
+    fn close(&self) -> BackendFuture<'_, ()>;
+}
+
+/// Where a configured backend is, as written in `[signaling] backends`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BackendUrl {
+    /// `inprocess`: the hub shared by every node in this process.
+    InProcess,
+    /// `grpc://host:port` (plain) or `grpcs://host:port` (TLS).
+    Grpc {
+        /// Host name or IP address; IPv6 without brackets.
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// `grpcs://`.
+        tls: bool,
+    },
+}
+
+/// Why a backend URL is not valid; the text follows `key: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendUrlError {
+    /// Not `inprocess`, `grpc://` or `grpcs://`.
+    #[error(
+        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\" or \"inprocess\""
+    )]
+    UnknownScheme(String),
+    /// No host between `://` and the port.
+    #[error("`{0}` has no host")]
+    MissingHost(String),
+    /// No `:port`, or a port that is not 1..=65535.
+    #[error("`{0}` needs a port from 1 to 65535, like grpc://198.51.100.1:8443")]
+    BadPort(String),
+    /// A path, query or user part, which the gRPC backend would ignore.
+    #[error("`{0}` has a path, query or user part; give only scheme://host:port")]
+    ExtraParts(String),
+    /// An IPv6 address without brackets, or a bracketed host that is not IPv6.
+    #[error("`{0}`: write an IPv6 host in brackets, like grpc://[2001:db8::1]:8443")]
+    BadIpv6(String),
+}
+
+impl BackendUrl {
+    /// Parses a backend URL.
+    pub fn parse(text: &str) -> Result<Self, BackendUrlError> {
+        if text == "inprocess" {
+            return Ok(Self::InProcess);
+        }
+        let (rest, tls) = if let Some(rest) = text.strip_prefix("grpcs://") {
+            (rest, true)
+        } else if let Some(rest) = text.strip_prefix("grpc://") {
+            (rest, false)
+        } else {
+            return Err(BackendUrlError::UnknownScheme(text.to_owned()));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(BackendUrlError::ExtraParts(text.to_owned()));
+        }
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| BackendUrlError::BadIpv6(text.to_owned()))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(BackendUrlError::BadIpv6(text.to_owned()));
+            }
+            let port = after
+                .strip_prefix(':')
+                .ok_or_else(|| BackendUrlError::BadPort(text.to_owned()))?;
+            (host, port)
+        } else {
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| BackendUrlError::BadPort(text.to_owned()))?;
+            if host.contains(':') {
+                return Err(BackendUrlError::BadIpv6(text.to_owned()));
+            }
+            (host, port)
+        };
+        if host.is_empty() {
+            return Err(BackendUrlError::MissingHost(text.to_owned()));
+        }
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| BackendUrlError::BadPort(text.to_owned()))?;
+        Ok(Self::Grpc {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+
+    /// The kind of backend this URL names.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Self::InProcess => BackendKind::InProcess,
+            Self::Grpc { .. } => BackendKind::Grpc,
+        }
+    }
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InProcess => f.write_str("inprocess"),
+            Self::Grpc { host, port, tls } => {
+                let scheme = if *tls { "grpcs" } else { "grpc" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_urls_parse_and_print_back() {
+        for text in [
+            "inprocess",
+            "grpc://198.51.100.1:8443",
+            "grpcs://signal.example.org:443",
+            "grpc://[2001:db8::1]:8443",
+        ] {
+            assert_eq!(BackendUrl::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            BackendUrl::parse("grpcs://[::1]:9").unwrap(),
+            BackendUrl::Grpc {
+                host: "::1".to_owned(),
+                port: 9,
+                tls: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_backend_urls_say_what_is_wrong() {
+        fn check(text: &str, expected: fn(String) -> BackendUrlError) {
+            assert_eq!(
+                BackendUrl::parse(text),
+                Err(expected(text.to_owned())),
+                "{text}"
+            );
+        }
+        check("http://198.51.100.1:8443", BackendUrlError::UnknownScheme);
+        check("in-process", BackendUrlError::UnknownScheme);
+        check("grpc://:8443", BackendUrlError::MissingHost);
+        check("grpc://198.51.100.1", BackendUrlError::BadPort);
+        check("grpc://198.51.100.1:0", BackendUrlError::BadPort);
+        check("grpc://198.51.100.1:8443/path", BackendUrlError::ExtraParts);
+        check("grpc://2001:db8::1:8443", BackendUrlError::BadIpv6);
+        check("grpc://[not-v6]:8443", BackendUrlError::BadIpv6);
+    }
+
+    #[test]
+    fn a_full_inbox_drops_instead_of_growing() {
+        let (inbox, mut rx) = Inbox::channel(2);
+        let envelope = super::super::envelope::Envelope {
+            sender: PublicKey::from_bytes([1; 32]),
+            recipient: PublicKey::from_bytes([2; 32]),
+            nonce: [0; 24],
+            ciphertext: prost::bytes::Bytes::new(),
+        };
+        assert!(inbox.deliver(envelope.clone()));
+        assert!(inbox.for_backend(3).deliver(envelope.clone()));
+        assert!(!inbox.deliver(envelope.clone()));
+        assert_eq!(rx.try_recv().unwrap().backend, 0);
+        assert_eq!(rx.try_recv().unwrap().backend, 3);
+        drop(rx);
+        assert!(inbox.is_closed());
+    }
+}

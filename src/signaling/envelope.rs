@@ -1,0 +1,850 @@
+//! Sealing and opening envelopes: crypto_box from the sender's WireGuard key to the
+//! recipient's, with replay protection and a counter for every way an envelope is refused.
+//!
+//! An [`Envelope`] is all a backend sees: sender key, recipient key, a fresh random nonce,
+//! and the ciphertext of a `SealedContent` (the keys again, a counter, the message).
+//! [`Sealer`] makes envelopes; [`Opener`] checks and opens them, in this order:
+//!
+//! 1. size: an envelope over [`MAX_ENVELOPE_LEN`] is refused unread (`Oversized`);
+//! 2. addressing: the recipient must be our key (`WrongRecipient`), and with
+//!    [`SenderPolicy::Only`] the sender must be a configured peer (`UnknownSender`);
+//! 3. authentication: the box must open with the sender's public key and our private key
+//!    (`Truncated` when it cannot even hold the tag, `Tampered` when the tag fails);
+//! 4. content: the plaintext must decode (`Malformed`), name the same sender and recipient
+//!    as the envelope (`Reflected`: XSalsa20-Poly1305 has no associated data, and the key
+//!    A→B equals B→A, so an envelope turned around would otherwise open), carry a counter
+//!    near our clock (`Stale`, `FromTheFuture`) and a known message kind (`Unusable`);
+//! 5. replay: the counter must be new in the sender's [`ReplayWindow`] (`Replayed`,
+//!    `TooOld`). The window moves only after everything above passed.
+//!
+//! Everything here is pure: time comes in as `now: SystemTime`, randomness as an RNG.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crypto_box::aead::{Aead as _, AeadCore as _};
+use crypto_box::{Nonce, SalsaBox};
+use prost::Message as _;
+use prost::bytes::Bytes;
+use rand_core::CryptoRngCore;
+use wice_proto::signaling as proto;
+
+use super::message::{MessageError, SignalingMessage};
+use super::replay::{ReplayError, ReplayWindow};
+use crate::keys::{KEY_LEN, PrivateKey, PublicKey};
+
+/// Largest encoded envelope sealed, accepted or relayed: 64 KiB, a hundred times a full
+/// session description, small enough that a flood of them costs little memory.
+pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
+/// Length of a crypto_box nonce.
+pub const NONCE_LEN: usize = 24;
+/// Length of the Poly1305 tag at the front of every ciphertext.
+pub const TAG_LEN: usize = 16;
+/// How far a sender's clock (its counter) may be from ours, either way, before its content
+/// is refused. Without this bound a receiver that just started (empty replay windows) would
+/// accept a recording of any old envelope.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
+/// Most senders whose replay windows an [`Opener`] keeps with [`SenderPolicy::AnyKey`]; when
+/// full, the sender heard from least recently (by counter) is forgotten.
+pub const MAX_TRACKED_SENDERS: usize = 4096;
+/// Most precomputed shared keys a [`Sealer`] or [`Opener`] caches.
+const MAX_CACHED_BOXES: usize = 1024;
+
+/// What a backend carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Who sealed it (claimed until it opens).
+    pub sender: PublicKey,
+    /// Whose key it is sealed to.
+    pub recipient: PublicKey,
+    /// The crypto_box nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// The sealed `SealedContent`, tag included.
+    pub ciphertext: Bytes,
+}
+
+/// Why bytes are not an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Longer than [`MAX_ENVELOPE_LEN`].
+    #[error("{len} bytes; an envelope is at most {MAX_ENVELOPE_LEN}")]
+    Oversized {
+        /// Its length.
+        len: usize,
+    },
+    /// Not protobuf, or cut short.
+    #[error("not a protobuf envelope: {0}")]
+    Malformed(String),
+    /// A key field that is not 32 bytes.
+    #[error("{field} is {len} bytes; a key is 32")]
+    BadKeyLength {
+        /// `sender` or `recipient`.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A nonce that is not 24 bytes.
+    #[error("nonce is {len} bytes; a nonce is 24")]
+    BadNonceLength {
+        /// Its length.
+        len: usize,
+    },
+}
+
+impl Envelope {
+    /// Parses an encoded envelope, refusing oversized input before decoding it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(EnvelopeError::Oversized { len: bytes.len() });
+        }
+        let raw =
+            proto::Envelope::decode(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        Self::from_proto(raw)
+    }
+
+    /// Checks the field lengths of a decoded envelope.
+    pub fn from_proto(raw: proto::Envelope) -> Result<Self, EnvelopeError> {
+        let key = |field, bytes: &[u8]| {
+            <[u8; KEY_LEN]>::try_from(bytes)
+                .map(PublicKey::from_bytes)
+                .map_err(|_| EnvelopeError::BadKeyLength {
+                    field,
+                    len: bytes.len(),
+                })
+        };
+        let sender = key("sender", &raw.sender)?;
+        let recipient = key("recipient", &raw.recipient)?;
+        let nonce = <[u8; NONCE_LEN]>::try_from(raw.nonce.as_ref()).map_err(|_| {
+            EnvelopeError::BadNonceLength {
+                len: raw.nonce.len(),
+            }
+        })?;
+        Ok(Self {
+            sender,
+            recipient,
+            nonce,
+            ciphertext: raw.ciphertext,
+        })
+    }
+
+    /// The protobuf form.
+    pub fn to_proto(&self) -> proto::Envelope {
+        proto::Envelope {
+            sender: Bytes::copy_from_slice(self.sender.as_bytes()),
+            recipient: Bytes::copy_from_slice(self.recipient.as_bytes()),
+            nonce: Bytes::copy_from_slice(&self.nonce),
+            ciphertext: self.ciphertext.clone(),
+        }
+    }
+
+    /// The encoded envelope, as backends carry it.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(self.to_proto().encode_to_vec())
+    }
+
+    /// Length of [`Envelope::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.to_proto().encoded_len()
+    }
+}
+
+/// Microseconds since the Unix epoch; 0 for times before it.
+pub fn unix_micros(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A bounded cache of precomputed X25519 shared keys, one per peer.
+struct BoxCache {
+    secret: crypto_box::SecretKey,
+    boxes: HashMap<PublicKey, SalsaBox>,
+}
+
+impl BoxCache {
+    fn new(private: &PrivateKey) -> Self {
+        Self {
+            secret: crypto_box::SecretKey::from(private.to_bytes()),
+            boxes: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, peer: &PublicKey) -> &SalsaBox {
+        if self.boxes.len() >= MAX_CACHED_BOXES && !self.boxes.contains_key(peer) {
+            // Peers are few; when an open policy meets many keys, start over rather than
+            // track recency.
+            self.boxes.clear();
+        }
+        self.boxes.entry(*peer).or_insert_with(|| {
+            SalsaBox::new(&crypto_box::PublicKey::from(peer.to_bytes()), &self.secret)
+        })
+    }
+}
+
+/// Why a message could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The message breaks a limit receivers enforce.
+    #[error("message would be refused: {0}")]
+    InvalidMessage(#[from] MessageError),
+    /// The sealed envelope would be larger than [`MAX_ENVELOPE_LEN`].
+    #[error("sealed envelope would be {len} bytes; at most {MAX_ENVELOPE_LEN}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// Seals messages from one node's key.
+pub struct Sealer {
+    public: PublicKey,
+    boxes: BoxCache,
+    last_counter: u64,
+}
+
+impl Sealer {
+    /// A sealer for `private`'s node.
+    pub fn new(private: &PrivateKey) -> Self {
+        Self {
+            public: private.public_key(),
+            boxes: BoxCache::new(private),
+            last_counter: 0,
+        }
+    }
+
+    /// The key envelopes are sealed from.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Seals `message` to `recipient` with a fresh random nonce from `rng`. The counter is
+    /// `now` in microseconds, or one past the last counter if the clock has not moved on.
+    pub fn seal(
+        &mut self,
+        recipient: &PublicKey,
+        message: &SignalingMessage,
+        now: SystemTime,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Envelope, SealError> {
+        message.validate()?;
+        let counter = unix_micros(now).max(self.last_counter.saturating_add(1));
+        let content = proto::SealedContent {
+            sender: Bytes::copy_from_slice(self.public.as_bytes()),
+            recipient: Bytes::copy_from_slice(recipient.as_bytes()),
+            counter,
+            message: Some(message.to_proto()),
+        };
+        let nonce = SalsaBox::generate_nonce(rng);
+        let ciphertext = self
+            .boxes
+            .get(recipient)
+            .encrypt(&nonce, content.encode_to_vec().as_slice())
+            // XSalsa20-Poly1305 fails only on messages beyond 2^38 bytes.
+            .map_err(|_| SealError::TooLarge { len: usize::MAX })?;
+        let envelope = Envelope {
+            sender: self.public,
+            recipient: *recipient,
+            nonce: nonce.into(),
+            ciphertext: Bytes::from(ciphertext),
+        };
+        let len = envelope.encoded_len();
+        if len > MAX_ENVELOPE_LEN {
+            return Err(SealError::TooLarge { len });
+        }
+        self.last_counter = counter;
+        Ok(envelope)
+    }
+}
+
+/// Which senders an [`Opener`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderPolicy {
+    /// Anyone who can seal to our key (discovery, tests).
+    AnyKey,
+    /// Only these keys: a node's configured peers.
+    Only(HashSet<PublicKey>),
+}
+
+impl SenderPolicy {
+    fn allows(&self, sender: &PublicKey) -> bool {
+        match self {
+            Self::AnyKey => true,
+            Self::Only(keys) => keys.contains(sender),
+        }
+    }
+}
+
+/// Why an envelope was refused. Each has a counter in [`OpenCounters`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// Larger than [`MAX_ENVELOPE_LEN`].
+    #[error("envelope of {len} bytes; at most {MAX_ENVELOPE_LEN}")]
+    Oversized {
+        /// Its encoded length.
+        len: usize,
+    },
+    /// Addressed to another key.
+    #[error("addressed to {0}, not to us")]
+    WrongRecipient(PublicKey),
+    /// From a key the policy does not accept.
+    #[error("from {0}, which is not a configured peer")]
+    UnknownSender(PublicKey),
+    /// A ciphertext too short to hold the authentication tag.
+    #[error("ciphertext of {len} bytes cannot hold the 16-byte tag")]
+    Truncated {
+        /// Its length.
+        len: usize,
+    },
+    /// The tag did not verify: changed in transit, or not sealed by the claimed sender.
+    #[error("does not authenticate as sealed by {0}")]
+    Tampered(PublicKey),
+    /// Authentic, but the plaintext is not a `SealedContent`.
+    #[error("authentic but undecodable: {0}")]
+    Malformed(String),
+    /// The sealed keys differ from the envelope's: an envelope turned around or re-addressed.
+    #[error("sealed keys do not match the envelope's (reflected or re-addressed)")]
+    Reflected,
+    /// The counter is more than [`MAX_CLOCK_SKEW`] behind our clock.
+    #[error("counter {counter} is more than {max:?} behind our clock", max = MAX_CLOCK_SKEW)]
+    Stale {
+        /// The sender's counter (µs since the epoch).
+        counter: u64,
+    },
+    /// The counter is more than [`MAX_CLOCK_SKEW`] ahead of our clock.
+    #[error("counter {counter} is more than {max:?} ahead of our clock", max = MAX_CLOCK_SKEW)]
+    FromTheFuture {
+        /// The sender's counter (µs since the epoch).
+        counter: u64,
+    },
+    /// Seen before, or older than the replay window remembers.
+    #[error("replayed: {0}")]
+    Replayed(ReplayError),
+    /// Authentic and fresh, but a message this version cannot use.
+    #[error("unusable message: {0}")]
+    Unusable(MessageError),
+}
+
+/// How many envelopes an [`Opener`] accepted, and refused for each reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenCounters {
+    /// Opened and handed on.
+    pub accepted: u64,
+    /// [`OpenError::Oversized`].
+    pub oversized: u64,
+    /// [`OpenError::WrongRecipient`].
+    pub wrong_recipient: u64,
+    /// [`OpenError::UnknownSender`].
+    pub unknown_sender: u64,
+    /// [`OpenError::Truncated`].
+    pub truncated: u64,
+    /// [`OpenError::Tampered`].
+    pub tampered: u64,
+    /// [`OpenError::Malformed`].
+    pub malformed: u64,
+    /// [`OpenError::Reflected`].
+    pub reflected: u64,
+    /// [`OpenError::Stale`] and [`OpenError::FromTheFuture`].
+    pub clock_skew: u64,
+    /// [`OpenError::Replayed`].
+    pub replayed: u64,
+    /// [`OpenError::Unusable`].
+    pub unusable: u64,
+}
+
+impl OpenCounters {
+    /// Every refusal, whatever the reason.
+    pub fn rejected(&self) -> u64 {
+        self.oversized
+            + self.wrong_recipient
+            + self.unknown_sender
+            + self.truncated
+            + self.tampered
+            + self.malformed
+            + self.reflected
+            + self.clock_skew
+            + self.replayed
+            + self.unusable
+    }
+
+    fn count(&mut self, error: &OpenError) {
+        let counter = match error {
+            OpenError::Oversized { .. } => &mut self.oversized,
+            OpenError::WrongRecipient(_) => &mut self.wrong_recipient,
+            OpenError::UnknownSender(_) => &mut self.unknown_sender,
+            OpenError::Truncated { .. } => &mut self.truncated,
+            OpenError::Tampered(_) => &mut self.tampered,
+            OpenError::Malformed(_) => &mut self.malformed,
+            OpenError::Reflected => &mut self.reflected,
+            OpenError::Stale { .. } | OpenError::FromTheFuture { .. } => &mut self.clock_skew,
+            OpenError::Replayed(_) => &mut self.replayed,
+            OpenError::Unusable(_) => &mut self.unusable,
+        };
+        *counter += 1;
+    }
+}
+
+/// Opens envelopes addressed to one node's key.
+pub struct Opener {
+    public: PublicKey,
+    boxes: BoxCache,
+    policy: SenderPolicy,
+    windows: HashMap<PublicKey, ReplayWindow>,
+    counters: OpenCounters,
+}
+
+impl Opener {
+    /// An opener for `private`'s node accepting senders by `policy`.
+    pub fn new(private: &PrivateKey, policy: SenderPolicy) -> Self {
+        Self {
+            public: private.public_key(),
+            boxes: BoxCache::new(private),
+            policy,
+            windows: HashMap::new(),
+            counters: OpenCounters::default(),
+        }
+    }
+
+    /// Replaces the sender policy (peers added or removed); replay windows of senders no
+    /// longer allowed are dropped.
+    pub fn set_policy(&mut self, policy: SenderPolicy) {
+        self.windows.retain(|sender, _| policy.allows(sender));
+        self.policy = policy;
+    }
+
+    /// What has been accepted and refused so far.
+    pub fn counters(&self) -> OpenCounters {
+        self.counters
+    }
+
+    /// Checks and opens `envelope` (see the module docs for the order of checks), counting
+    /// the outcome. Returns the authenticated sender and its message.
+    pub fn open(
+        &mut self,
+        envelope: &Envelope,
+        now: SystemTime,
+    ) -> Result<(PublicKey, SignalingMessage), OpenError> {
+        let result = self.try_open(envelope, now);
+        match &result {
+            Ok(_) => self.counters.accepted += 1,
+            Err(error) => self.counters.count(error),
+        }
+        result
+    }
+
+    /// Parses encoded envelope bytes, then opens them; bytes that are not an envelope count
+    /// as [`OpenError::Oversized`] or [`OpenError::Malformed`].
+    pub fn open_bytes(
+        &mut self,
+        bytes: &[u8],
+        now: SystemTime,
+    ) -> Result<(PublicKey, SignalingMessage), OpenError> {
+        match Envelope::decode(bytes) {
+            Ok(envelope) => self.open(&envelope, now),
+            Err(error) => {
+                let error = match error {
+                    EnvelopeError::Oversized { len } => OpenError::Oversized { len },
+                    other => OpenError::Malformed(other.to_string()),
+                };
+                self.counters.count(&error);
+                Err(error)
+            }
+        }
+    }
+
+    fn try_open(
+        &mut self,
+        envelope: &Envelope,
+        now: SystemTime,
+    ) -> Result<(PublicKey, SignalingMessage), OpenError> {
+        let len = envelope.encoded_len();
+        if len > MAX_ENVELOPE_LEN {
+            return Err(OpenError::Oversized { len });
+        }
+        if envelope.recipient != self.public {
+            return Err(OpenError::WrongRecipient(envelope.recipient));
+        }
+        let sender = envelope.sender;
+        if !self.policy.allows(&sender) {
+            return Err(OpenError::UnknownSender(sender));
+        }
+        if envelope.ciphertext.len() < TAG_LEN {
+            return Err(OpenError::Truncated {
+                len: envelope.ciphertext.len(),
+            });
+        }
+        let plaintext = self
+            .boxes
+            .get(&sender)
+            .decrypt(
+                Nonce::from_slice(&envelope.nonce),
+                envelope.ciphertext.as_ref(),
+            )
+            .map_err(|_| OpenError::Tampered(sender))?;
+        let content = proto::SealedContent::decode(plaintext.as_slice())
+            .map_err(|e| OpenError::Malformed(e.to_string()))?;
+        if content.sender.as_ref() != sender.as_bytes()
+            || content.recipient.as_ref() != self.public.as_bytes()
+        {
+            return Err(OpenError::Reflected);
+        }
+        let counter = content.counter;
+        let now_micros = unix_micros(now);
+        let skew = u64::try_from(MAX_CLOCK_SKEW.as_micros()).unwrap_or(u64::MAX);
+        if counter < now_micros.saturating_sub(skew) {
+            return Err(OpenError::Stale { counter });
+        }
+        if counter > now_micros.saturating_add(skew) {
+            return Err(OpenError::FromTheFuture { counter });
+        }
+        let message = content
+            .message
+            .ok_or(OpenError::Unusable(MessageError::UnknownKind))
+            .and_then(|m| SignalingMessage::from_proto(m).map_err(OpenError::Unusable));
+        // A replayed envelope must count as replayed even when its message is unusable, so
+        // the window is consulted first; an unusable message still moves it.
+        self.window(&sender)
+            .accept(counter)
+            .map_err(OpenError::Replayed)?;
+        Ok((sender, message?))
+    }
+
+    fn window(&mut self, sender: &PublicKey) -> &mut ReplayWindow {
+        if self.windows.len() >= MAX_TRACKED_SENDERS
+            && !self.windows.contains_key(sender)
+            && let Some(quietest) = self
+                .windows
+                .iter()
+                .min_by_key(|(_, window)| window.highest())
+                .map(|(key, _)| *key)
+        {
+            // Forgetting a window reopens it only for counters within MAX_CLOCK_SKEW of now.
+            self.windows.remove(&quietest);
+        }
+        self.windows.entry(*sender).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::message::tests::sample;
+    use rand_core::OsRng;
+
+    const NOW_SECS: u64 = 1_800_000_000;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW_SECS)
+    }
+
+    fn key(n: u8) -> PrivateKey {
+        PrivateKey::from_bytes([n; 32])
+    }
+
+    struct Pair {
+        alice: Sealer,
+        bob: Opener,
+    }
+
+    fn pair() -> Pair {
+        let bob = key(2);
+        Pair {
+            alice: Sealer::new(&key(1)),
+            bob: Opener::new(&bob, SenderPolicy::AnyKey),
+        }
+    }
+
+    fn seal(alice: &mut Sealer, at: SystemTime) -> Envelope {
+        alice
+            .seal(&key(2).public_key(), &sample(), at, &mut OsRng)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_sealed_message_opens_with_the_senders_key_and_the_same_content() {
+        let mut p = pair();
+        let envelope = seal(&mut p.alice, now());
+        assert_eq!(envelope.sender, key(1).public_key());
+        assert_eq!(envelope.recipient, key(2).public_key());
+        let (sender, message) = p.bob.open(&envelope, now()).unwrap();
+        assert_eq!(sender, key(1).public_key());
+        assert_eq!(message, sample());
+        assert_eq!(
+            p.bob.counters(),
+            OpenCounters {
+                accepted: 1,
+                ..OpenCounters::default()
+            }
+        );
+    }
+
+    #[test]
+    fn the_plaintext_does_not_appear_in_the_envelope() {
+        let mut p = pair();
+        let bytes = seal(&mut p.alice, now()).encode();
+        let needle = b"a-password-of-22-chars";
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+    }
+
+    #[test]
+    fn every_envelope_gets_a_fresh_nonce_and_a_growing_counter() {
+        let mut p = pair();
+        // Same clock reading three times: counters still grow, so none looks replayed.
+        let envelopes: Vec<_> = (0..3).map(|_| seal(&mut p.alice, now())).collect();
+        assert_ne!(envelopes[0].nonce, envelopes[1].nonce);
+        assert_ne!(envelopes[1].nonce, envelopes[2].nonce);
+        for envelope in &envelopes {
+            p.bob.open(envelope, now()).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_envelope_replayed_is_refused_and_counted() {
+        let mut p = pair();
+        let envelope = seal(&mut p.alice, now());
+        p.bob.open(&envelope, now()).unwrap();
+        assert!(matches!(
+            p.bob.open(&envelope, now()),
+            Err(OpenError::Replayed(ReplayError::Replayed(_)))
+        ));
+        assert_eq!(p.bob.counters().replayed, 1);
+        assert_eq!(p.bob.counters().accepted, 1);
+    }
+
+    #[test]
+    fn envelopes_opened_out_of_order_are_all_accepted() {
+        let mut p = pair();
+        let mut envelopes: Vec<_> = (0..10)
+            .map(|i| seal(&mut p.alice, now() + Duration::from_millis(i * 100)))
+            .collect();
+        envelopes.reverse();
+        envelopes.swap(2, 7);
+        for envelope in &envelopes {
+            p.bob
+                .open(envelope, now() + Duration::from_secs(1))
+                .unwrap();
+        }
+        assert_eq!(p.bob.counters().accepted, 10);
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_in_the_ciphertext_or_nonce_is_refused_as_tampered() {
+        let mut p = pair();
+        let envelope = seal(&mut p.alice, now());
+        let mut refused = 0;
+        for i in 0..envelope.ciphertext.len() {
+            let mut bad = envelope.clone();
+            let mut bytes = bad.ciphertext.to_vec();
+            bytes[i] ^= 0x01;
+            bad.ciphertext = Bytes::from(bytes);
+            assert!(matches!(
+                p.bob.open(&bad, now()),
+                Err(OpenError::Tampered(_))
+            ));
+            refused += 1;
+        }
+        let mut bad = envelope.clone();
+        bad.nonce[0] ^= 0x80;
+        assert!(matches!(
+            p.bob.open(&bad, now()),
+            Err(OpenError::Tampered(_))
+        ));
+        assert_eq!(p.bob.counters().tampered, refused + 1);
+        // The original still opens: the forgeries did not move the replay window.
+        p.bob.open(&envelope, now()).unwrap();
+    }
+
+    #[test]
+    fn an_envelope_claiming_another_sender_does_not_authenticate() {
+        let mut p = pair();
+        let mut envelope = seal(&mut p.alice, now());
+        envelope.sender = key(3).public_key();
+        assert_eq!(
+            p.bob.open(&envelope, now()),
+            Err(OpenError::Tampered(key(3).public_key()))
+        );
+    }
+
+    #[test]
+    fn an_envelope_turned_around_is_refused_as_reflected() {
+        // Alice seals to Bob; an attacker swaps the keys and hands it to Alice "from Bob".
+        // The shared key is the same both ways, so only the sealed copy of the keys tells.
+        let mut alice_sealer = Sealer::new(&key(1));
+        let mut alice_opener = Opener::new(&key(1), SenderPolicy::AnyKey);
+        let mut envelope = seal(&mut alice_sealer, now());
+        std::mem::swap(&mut envelope.sender, &mut envelope.recipient);
+        assert_eq!(
+            alice_opener.open(&envelope, now()),
+            Err(OpenError::Reflected)
+        );
+        assert_eq!(alice_opener.counters().reflected, 1);
+    }
+
+    #[test]
+    fn an_envelope_for_another_key_is_refused_before_decryption() {
+        let mut p = pair();
+        let envelope = p
+            .alice
+            .seal(&key(3).public_key(), &sample(), now(), &mut OsRng)
+            .unwrap();
+        assert_eq!(
+            p.bob.open(&envelope, now()),
+            Err(OpenError::WrongRecipient(key(3).public_key()))
+        );
+        assert_eq!(p.bob.counters().wrong_recipient, 1);
+    }
+
+    #[test]
+    fn a_sender_outside_the_configured_peers_is_refused() {
+        let mut alice = Sealer::new(&key(1));
+        let mut bob = Opener::new(
+            &key(2),
+            SenderPolicy::Only([key(4).public_key()].into_iter().collect()),
+        );
+        let envelope = seal(&mut alice, now());
+        assert_eq!(
+            bob.open(&envelope, now()),
+            Err(OpenError::UnknownSender(key(1).public_key()))
+        );
+        assert_eq!(bob.counters().unknown_sender, 1);
+        bob.set_policy(SenderPolicy::Only(
+            [key(1).public_key()].into_iter().collect(),
+        ));
+        bob.open(&envelope, now()).unwrap();
+    }
+
+    #[test]
+    fn a_truncated_envelope_is_refused_and_counted() {
+        let mut p = pair();
+        let envelope = seal(&mut p.alice, now());
+        // Cut below the tag: cannot be checked at all.
+        let mut short = envelope.clone();
+        short.ciphertext = envelope.ciphertext.slice(..TAG_LEN - 1);
+        assert_eq!(
+            p.bob.open(&short, now()),
+            Err(OpenError::Truncated { len: 15 })
+        );
+        // Cut by one byte: the tag no longer matches.
+        let mut cut = envelope.clone();
+        cut.ciphertext = envelope.ciphertext.slice(..envelope.ciphertext.len() - 1);
+        assert!(matches!(
+            p.bob.open(&cut, now()),
+            Err(OpenError::Tampered(_))
+        ));
+        // The encoded bytes cut anywhere: never an envelope that opens.
+        let bytes = envelope.encode();
+        for end in 0..bytes.len() {
+            assert!(
+                p.bob.open_bytes(&bytes[..end], now()).is_err(),
+                "cut at {end}"
+            );
+        }
+        let c = p.bob.counters();
+        // Cuts inside the ciphertext field decode to envelopes too short for the tag.
+        assert!(c.truncated >= 2, "{c:?}");
+        assert_eq!(c.accepted, 0);
+        assert_eq!(c.rejected(), 2 + bytes.len() as u64);
+        p.bob.open_bytes(&bytes, now()).unwrap();
+    }
+
+    #[test]
+    fn an_oversized_envelope_is_refused_unread_and_counted() {
+        let mut p = pair();
+        let mut envelope = seal(&mut p.alice, now());
+        envelope.ciphertext = Bytes::from(vec![0u8; MAX_ENVELOPE_LEN]);
+        assert!(matches!(
+            p.bob.open(&envelope, now()),
+            Err(OpenError::Oversized { .. })
+        ));
+        let bytes = vec![0u8; MAX_ENVELOPE_LEN + 1];
+        assert_eq!(
+            p.bob.open_bytes(&bytes, now()),
+            Err(OpenError::Oversized {
+                len: MAX_ENVELOPE_LEN + 1
+            })
+        );
+        assert_eq!(p.bob.counters().oversized, 2);
+    }
+
+    #[test]
+    fn a_recording_older_than_the_clock_skew_is_refused_even_by_a_fresh_receiver() {
+        let mut p = pair();
+        let envelope = seal(&mut p.alice, now());
+        let much_later = now() + MAX_CLOCK_SKEW + Duration::from_secs(1);
+        assert!(matches!(
+            p.bob.open(&envelope, much_later),
+            Err(OpenError::Stale { .. })
+        ));
+        let much_earlier = now() - MAX_CLOCK_SKEW - Duration::from_secs(1);
+        assert!(matches!(
+            p.bob.open(&envelope, much_earlier),
+            Err(OpenError::FromTheFuture { .. })
+        ));
+        assert_eq!(p.bob.counters().clock_skew, 2);
+    }
+
+    #[test]
+    fn garbage_ciphertext_from_a_real_key_is_tampered_not_a_crash() {
+        let mut p = pair();
+        let envelope = Envelope {
+            sender: key(1).public_key(),
+            recipient: key(2).public_key(),
+            nonce: [7; NONCE_LEN],
+            ciphertext: Bytes::from(vec![0xAB; 300]),
+        };
+        assert!(matches!(
+            p.bob.open(&envelope, now()),
+            Err(OpenError::Tampered(_))
+        ));
+    }
+
+    #[test]
+    fn encoded_envelopes_with_bad_field_lengths_are_malformed() {
+        let mut p = pair();
+        let mut raw = seal(&mut p.alice, now()).to_proto();
+        raw.nonce = raw.nonce.slice(..23);
+        assert_eq!(
+            Envelope::from_proto(raw.clone()),
+            Err(EnvelopeError::BadNonceLength { len: 23 })
+        );
+        raw.sender = raw.sender.slice(..31);
+        let bytes = raw.encode_to_vec();
+        assert!(matches!(
+            p.bob.open_bytes(&bytes, now()),
+            Err(OpenError::Malformed(_))
+        ));
+        assert_eq!(p.bob.counters().malformed, 1);
+    }
+
+    #[test]
+    fn a_message_receivers_would_refuse_is_not_sealed() {
+        let mut alice = Sealer::new(&key(1));
+        let SignalingMessage::SessionDescription(mut sd) = sample();
+        sd.ice_ufrag = "u".repeat(300);
+        assert!(matches!(
+            alice.seal(
+                &key(2).public_key(),
+                &SignalingMessage::SessionDescription(sd),
+                now(),
+                &mut OsRng
+            ),
+            Err(SealError::InvalidMessage(MessageError::FieldTooLong { .. }))
+        ));
+    }
+
+    #[test]
+    fn the_opener_keeps_windows_for_at_most_the_tracked_number_of_senders() {
+        let mut bob = Opener::new(&key(2), SenderPolicy::AnyKey);
+        // Cheap: one envelope from each of many distinct keys.
+        for i in 0..(MAX_TRACKED_SENDERS + 10) {
+            let mut bytes = [0u8; 32];
+            // Byte 0 loses its low bits to clamping, so the index goes after it.
+            bytes[1..9].copy_from_slice(&(i as u64).to_le_bytes());
+            bytes[31] = 0x40;
+            let mut sealer = Sealer::new(&PrivateKey::from_bytes(bytes));
+            let envelope = seal(&mut sealer, now());
+            bob.open(&envelope, now()).unwrap();
+        }
+        assert!(bob.windows.len() <= MAX_TRACKED_SENDERS);
+    }
+}

@@ -1,0 +1,380 @@
+//! The gRPC backend: a client of `wice signal`.
+//!
+//! One HTTP/2 channel per backend, opened lazily and re-opened by tonic after failures.
+//! Each subscription runs in its own task that proves ownership of the key (see
+//! [`super::challenge`]), streams envelopes into the inbox, and when the stream
+//! breaks (server restart, network loss, HTTP/2 keepalive timeout) subscribes again after a
+//! jittered exponential back-off, until unsubscribed or closed. `grpcs://` URLs use TLS
+//! (rustls) with the Mozilla roots plus an optional extra CA.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rand_core::OsRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+use wice_proto::signaling as proto;
+use wice_proto::signaling::signaling_client::SignalingClient;
+
+use super::backend::{Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox};
+use super::backoff::Backoff;
+use super::challenge;
+use super::envelope::{Envelope, MAX_ENVELOPE_LEN};
+use crate::keys::{PrivateKey, PublicKey};
+
+/// How long each step of the key proof may take before the attempt is abandoned.
+pub const AUTH_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message accepted from the server: one envelope and its framing.
+const MAX_RESPONSE_LEN: usize = MAX_ENVELOPE_LEN + 1024;
+
+/// Settings of a [`GrpcBackend`].
+#[derive(Debug, Clone)]
+pub struct GrpcOptions {
+    /// An extra CA certificate (PEM) trusted for `grpcs://`, for private servers.
+    pub ca_certificate_pem: Option<Vec<u8>>,
+    /// Back-off before the first re-subscription; doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout of one publish call.
+    pub publish_timeout: Duration,
+    /// HTTP/2 keepalive ping interval; a server silent for this plus `keepalive_timeout` is
+    /// taken as gone and the subscription is redone.
+    pub keepalive_interval: Duration,
+    /// How long to wait for a keepalive answer.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        Self {
+            ca_certificate_pem: None,
+            backoff_initial: super::backoff::DEFAULT_INITIAL,
+            backoff_max: super::backoff::DEFAULT_MAX,
+            connect_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a [`GrpcBackend`] has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrpcCounters {
+    /// Subscriptions established, first ones and re-subscriptions alike.
+    pub subscriptions_established: u64,
+    /// Subscription attempts or streams that failed.
+    pub subscription_failures: u64,
+    /// Envelopes from the server that did not parse (dropped).
+    pub malformed_envelopes: u64,
+    /// Envelopes dropped because the inbox was full.
+    pub inbox_full: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    established: AtomicU64,
+    failures: AtomicU64,
+    malformed: AtomicU64,
+    inbox_full: AtomicU64,
+}
+
+/// A client of one `wice signal` server.
+pub struct GrpcBackend {
+    url: BackendUrl,
+    client: SignalingClient<Channel>,
+    options: GrpcOptions,
+    subscriptions: Mutex<HashMap<PublicKey, Vec<JoinHandle<()>>>>,
+    closed: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+impl GrpcBackend {
+    /// A backend for `url` (`grpc://` or `grpcs://`). Connects lazily, so this succeeds
+    /// while the server is down; must be called inside a tokio runtime.
+    pub fn new(url: &BackendUrl, options: GrpcOptions) -> Result<Self, BackendError> {
+        let BackendUrl::Grpc { host, port, tls } = url else {
+            return Err(BackendError::Setup(format!(
+                "{url} is not a gRPC backend URL"
+            )));
+        };
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let scheme = if *tls { "https" } else { "http" };
+        let setup = |e: tonic::transport::Error| BackendError::Setup(format!("{url}: {e}"));
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
+            .map_err(setup)?
+            .connect_timeout(options.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(options.keepalive_interval)
+            .keep_alive_timeout(options.keepalive_timeout)
+            .keep_alive_while_idle(true);
+        if *tls {
+            let mut config = ClientTlsConfig::new()
+                .with_webpki_roots()
+                .domain_name(host.clone());
+            if let Some(pem) = &options.ca_certificate_pem {
+                config = config.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(config).map_err(setup)?;
+        }
+        let client = SignalingClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_RESPONSE_LEN);
+        Ok(Self {
+            url: url.clone(),
+            client,
+            options,
+            subscriptions: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            counters: Arc::default(),
+        })
+    }
+
+    /// The server this backend talks to.
+    pub fn url(&self) -> &BackendUrl {
+        &self.url
+    }
+
+    /// What this backend has seen so far.
+    pub fn counters(&self) -> GrpcCounters {
+        GrpcCounters {
+            subscriptions_established: self.counters.established.load(Ordering::Relaxed),
+            subscription_failures: self.counters.failures.load(Ordering::Relaxed),
+            malformed_envelopes: self.counters.malformed.load(Ordering::Relaxed),
+            inbox_full: self.counters.inbox_full.load(Ordering::Relaxed),
+        }
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Vec<JoinHandle<()>>>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn status_error(status: &Status) -> BackendError {
+    let reason = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::ResourceExhausted
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::InvalidArgument
+        | Code::FailedPrecondition => BackendError::Refused {
+            kind: BackendKind::Grpc,
+            reason,
+        },
+        _ => BackendError::Unavailable {
+            kind: BackendKind::Grpc,
+            reason,
+        },
+    }
+}
+
+fn protocol_error(reason: &str) -> BackendError {
+    BackendError::Unavailable {
+        kind: BackendKind::Grpc,
+        reason: reason.to_owned(),
+    }
+}
+
+impl Backend for GrpcBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Grpc
+    }
+
+    fn publish(&self, envelopes: Vec<Envelope>) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(BackendError::Closed);
+            }
+            let request = proto::PublishRequest {
+                envelopes: envelopes.iter().map(Envelope::encode).collect(),
+            };
+            let mut client = self.client.clone();
+            match tokio::time::timeout(self.options.publish_timeout, client.publish(request)).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(status)) => Err(status_error(&status)),
+                Err(_) => Err(protocol_error("publish timed out")),
+            }
+        })
+    }
+
+    fn subscribe(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(BackendError::Closed);
+            }
+            let key = identity.public_key();
+            let (first_tx, first_rx) = oneshot::channel();
+            let task = tokio::spawn(keep_subscribed(
+                self.client.clone(),
+                identity,
+                inbox,
+                Backoff::new(self.options.backoff_initial, self.options.backoff_max),
+                Arc::clone(&self.counters),
+                first_tx,
+            ));
+            self.subscriptions().entry(key).or_default().push(task);
+            first_rx.await.unwrap_or(Err(BackendError::Closed))
+        })
+    }
+
+    fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            for task in self.subscriptions().remove(&key).unwrap_or_default() {
+                task.abort();
+            }
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::Relaxed);
+            for (_, tasks) in self.subscriptions().drain() {
+                for task in tasks {
+                    task.abort();
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Drop for GrpcBackend {
+    fn drop(&mut self) {
+        for (_, tasks) in self.subscriptions().drain() {
+            for task in tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Keeps one key subscribed until the inbox closes or the task is aborted. Reports the
+/// first attempt's outcome on `first`.
+async fn keep_subscribed(
+    mut client: SignalingClient<Channel>,
+    identity: PrivateKey,
+    inbox: Inbox,
+    mut backoff: Backoff,
+    counters: Arc<Counters>,
+    first: oneshot::Sender<Result<(), BackendError>>,
+) {
+    let mut first = Some(first);
+    loop {
+        let outcome = tokio::select! {
+            outcome = subscribe_once(&mut client, &identity, &inbox, &mut backoff, &counters, &mut first) => outcome,
+            () = inbox.closed() => return,
+        };
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+        let error = outcome
+            .err()
+            .unwrap_or_else(|| protocol_error("server ended the stream"));
+        tracing::debug!(key = %identity.public_key(), %error, "signaling subscription lost");
+        if let Some(first) = first.take() {
+            let _ = first.send(Err(error));
+        }
+        let delay = backoff.next_delay(&mut OsRng);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = inbox.closed() => return,
+        }
+    }
+}
+
+/// One subscription: prove the key, then stream envelopes until the stream ends.
+async fn subscribe_once(
+    client: &mut SignalingClient<Channel>,
+    identity: &PrivateKey,
+    inbox: &Inbox,
+    backoff: &mut Backoff,
+    counters: &Counters,
+    first: &mut Option<oneshot::Sender<Result<(), BackendError>>>,
+) -> Result<(), BackendError> {
+    use proto::subscribe_request::Step;
+    use proto::subscribe_response::Event;
+
+    // The request stream stays open (`steps` alive) for as long as the subscription lasts.
+    let (steps, requests) = mpsc::channel(2);
+    let hello = proto::SubscribeRequest {
+        step: Some(Step::Hello(proto::Hello {
+            public_key: prost::bytes::Bytes::copy_from_slice(identity.public_key().as_bytes()),
+        })),
+    };
+    steps
+        .send(hello)
+        .await
+        .map_err(|_| protocol_error("request stream closed"))?;
+    let mut stream = client
+        .subscribe(ReceiverStream::new(requests))
+        .await
+        .map_err(|s| status_error(&s))?
+        .into_inner();
+
+    let mut next = async || match tokio::time::timeout(AUTH_STEP_TIMEOUT, stream.message()).await {
+        Ok(Ok(Some(response))) => Ok(response.event),
+        Ok(Ok(None)) => Err(protocol_error("stream ended during the key proof")),
+        Ok(Err(status)) => Err(status_error(&status)),
+        Err(_) => Err(protocol_error("server silent during the key proof")),
+    };
+    let Some(Event::Challenge(challenge)) = next().await? else {
+        return Err(protocol_error("expected a challenge"));
+    };
+    let secret = challenge::answer(identity, &challenge).map_err(|e| BackendError::Refused {
+        kind: BackendKind::Grpc,
+        reason: e.to_string(),
+    })?;
+    let answer = proto::SubscribeRequest {
+        step: Some(Step::Answer(proto::ChallengeAnswer {
+            secret: secret.into(),
+        })),
+    };
+    steps
+        .send(answer)
+        .await
+        .map_err(|_| protocol_error("request stream closed"))?;
+    let Some(Event::Subscribed(_)) = next().await? else {
+        return Err(protocol_error("expected the subscription to be confirmed"));
+    };
+
+    counters.established.fetch_add(1, Ordering::Relaxed);
+    backoff.reset();
+    if let Some(first) = first.take() {
+        let _ = first.send(Ok(()));
+    }
+
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(response)) => response.event,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(status_error(&status)),
+        };
+        let Some(Event::Envelope(bytes)) = event else {
+            continue;
+        };
+        match Envelope::decode(&bytes) {
+            Ok(envelope) => {
+                if !inbox.deliver(envelope) {
+                    counters.inbox_full.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(error) => {
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%error, "malformed envelope from the signaling server");
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! What `wice signal` counts, logged periodically and at shutdown.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, shared by every connection.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub(super) accepted: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    pub(super) dropped_no_subscriber: AtomicU64,
+    pub(super) dropped_queue_full: AtomicU64,
+    pub(super) rejected_oversized: AtomicU64,
+    pub(super) rejected_malformed: AtomicU64,
+    pub(super) auth_failed: AtomicU64,
+    pub(super) rate_limited: AtomicU64,
+    pub(super) refused_capacity: AtomicU64,
+    pub(super) subscriptions: AtomicU64,
+    pub(super) connections: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Well-formed envelopes taken for fan-out.
+    pub accepted: u64,
+    /// Envelope copies queued to a subscriber.
+    pub delivered: u64,
+    /// Envelopes for a key with no subscriber (dropped: the server stores nothing).
+    pub dropped_no_subscriber: u64,
+    /// Queued envelopes dropped (oldest first) because a subscriber read too slowly.
+    pub dropped_queue_full: u64,
+    /// Envelopes over the size limit.
+    pub rejected_oversized: u64,
+    /// Envelopes that are not protobuf or have wrong field lengths, malformed subscribe
+    /// steps, and batches over the batch limit.
+    pub rejected_malformed: u64,
+    /// Subscriptions whose key proof failed, was missing, or stalled.
+    pub auth_failed: u64,
+    /// Envelopes and subscription attempts refused by the per-connection rate limit.
+    pub rate_limited: u64,
+    /// Connections and subscriptions refused because the server was at its limits.
+    pub refused_capacity: u64,
+    /// Subscriptions active now.
+    pub subscriptions: u64,
+    /// Connections open now.
+    pub connections: u64,
+}
+
+impl ServerCounters {
+    /// Adds `n` to one counter.
+    pub(super) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            accepted: get(&self.accepted),
+            delivered: get(&self.delivered),
+            dropped_no_subscriber: get(&self.dropped_no_subscriber),
+            dropped_queue_full: get(&self.dropped_queue_full),
+            rejected_oversized: get(&self.rejected_oversized),
+            rejected_malformed: get(&self.rejected_malformed),
+            auth_failed: get(&self.auth_failed),
+            rate_limited: get(&self.rate_limited),
+            refused_capacity: get(&self.refused_capacity),
+            subscriptions: get(&self.subscriptions),
+            connections: get(&self.connections),
+        }
+    }
+}
+
+impl fmt::Display for CounterSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} delivered={} dropped_no_subscriber={} dropped_queue_full={} \
+             rejected_oversized={} rejected_malformed={} auth_failed={} rate_limited={} \
+             refused_capacity={} subscriptions={} connections={}",
+            self.accepted,
+            self.delivered,
+            self.dropped_no_subscriber,
+            self.dropped_queue_full,
+            self.rejected_oversized,
+            self.rejected_malformed,
+            self.auth_failed,
+            self.rate_limited,
+            self.refused_capacity,
+            self.subscriptions,
+            self.connections
+        )
+    }
+}

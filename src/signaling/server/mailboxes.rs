@@ -1,0 +1,127 @@
+//! Who is subscribed to which key: the only state `wice signal` has, and it holds no
+//! envelope beyond the subscribers' own bounded queues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use prost::bytes::Bytes;
+
+use super::counters::ServerCounters;
+use super::queue::{Pushed, SubscriberQueue};
+use crate::keys::PublicKey;
+
+/// Why a subscription was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AddError {
+    /// The server is at its subscription limit.
+    Full,
+    /// The server is shutting down.
+    Closing,
+}
+
+/// One subscription of a key.
+struct Subscription {
+    id: u64,
+    queue: Arc<SubscriberQueue>,
+}
+
+/// Subscriptions by key.
+pub(super) struct Mailboxes {
+    by_key: RwLock<HashMap<PublicKey, Vec<Subscription>>>,
+    next_id: AtomicU64,
+    closing: AtomicBool,
+    max_total: u64,
+    max_per_key: usize,
+}
+
+impl Mailboxes {
+    /// No subscriptions yet; at most `max_total` overall and `max_per_key` per key.
+    pub(super) fn new(max_total: u64, max_per_key: usize) -> Self {
+        Self {
+            by_key: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            max_total,
+            max_per_key: max_per_key.max(1),
+        }
+    }
+
+    /// Adds a subscription for `key` (whose ownership was proven). When `key` already has
+    /// `max_per_key` subscriptions, the oldest is ended: it is most likely a connection of
+    /// the same node that died without the server noticing yet.
+    pub(super) fn add(
+        &self,
+        key: PublicKey,
+        queue: Arc<SubscriberQueue>,
+        counters: &ServerCounters,
+    ) -> Result<u64, AddError> {
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(AddError::Closing);
+        }
+        let mut by_key = self.by_key.write().unwrap_or_else(PoisonError::into_inner);
+        if counters.subscriptions.load(Ordering::Relaxed) >= self.max_total {
+            return Err(AddError::Full);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = by_key.entry(key).or_default();
+        if entry.len() >= self.max_per_key {
+            let oldest = entry.remove(0);
+            oldest.queue.close();
+            counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        entry.push(Subscription { id, queue });
+        counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Removes subscription `id` of `key`, if it is still there.
+    pub(super) fn remove(&self, key: &PublicKey, id: u64, counters: &ServerCounters) {
+        let mut by_key = self.by_key.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = by_key.get_mut(key) {
+            let before = entry.len();
+            entry.retain(|subscription| subscription.id != id);
+            if entry.len() < before {
+                counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            }
+            if entry.is_empty() {
+                by_key.remove(key);
+            }
+        }
+    }
+
+    /// Queues `envelope` for every subscriber of `recipient`, counting the outcome. Returns
+    /// true when there was at least one.
+    pub(super) fn deliver(
+        &self,
+        recipient: &PublicKey,
+        envelope: &Bytes,
+        counters: &ServerCounters,
+    ) -> bool {
+        let by_key = self.by_key.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = by_key.get(recipient) else {
+            ServerCounters::add(&counters.dropped_no_subscriber, 1);
+            return false;
+        };
+        for subscription in entry {
+            match subscription.queue.push(envelope.clone()) {
+                Pushed::Queued => ServerCounters::add(&counters.delivered, 1),
+                Pushed::DroppedOldest => {
+                    ServerCounters::add(&counters.delivered, 1);
+                    ServerCounters::add(&counters.dropped_queue_full, 1);
+                }
+                Pushed::Closed => {}
+            }
+        }
+        true
+    }
+
+    /// Refuses new subscriptions and ends every current one (graceful shutdown).
+    pub(super) fn close_all(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        let by_key = self.by_key.read().unwrap_or_else(PoisonError::into_inner);
+        for subscription in by_key.values().flatten() {
+            subscription.queue.close();
+        }
+    }
+}

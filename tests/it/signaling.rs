@@ -1,0 +1,1090 @@
+//! Signaling: the backend conformance suite (every backend), sealing as a receiver sees
+//! it, the key proof, and `wice signal` under bad input. All traffic stays on 127.0.0.1;
+//! nothing needs root.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prost::bytes::{Buf as _, BufMut as _, Bytes};
+use rand_core::OsRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use wice::keys::{PrivateKey, PublicKey};
+use wice::signaling::server::{
+    CounterHandle, CounterSnapshot, ServerConfig, SignalingServer, TlsIdentity,
+};
+use wice::signaling::{
+    Backend, BackendUrl, Candidate, CandidateKind, GrpcBackend, GrpcOptions, InProcessHub,
+    Received, Sealer, SenderPolicy, SessionDescription, Signaling, SignalingMessage, Transport,
+};
+use wice_proto::signaling as proto;
+use wice_proto::signaling::signaling_client::SignalingClient;
+
+use crate::harness::WICE;
+
+// ---- fixtures ----
+
+/// A `wice signal` server running inside the test's runtime.
+struct RunningServer {
+    addr: SocketAddr,
+    counters: CounterHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<CounterSnapshot>,
+}
+
+impl RunningServer {
+    async fn start(config: ServerConfig) -> Self {
+        let server = SignalingServer::bind(config).await.expect("bind");
+        let addr = server.local_addr();
+        let counters = server.counters();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve")
+        });
+        Self {
+            addr,
+            counters,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops gracefully and returns the final counters.
+    async fn stop(mut self) -> CounterSnapshot {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("the server stops within its grace period")
+            .expect("server task")
+    }
+}
+
+fn loopback_config() -> ServerConfig {
+    ServerConfig::new("127.0.0.1:0".parse().expect("addr"))
+}
+
+/// A self-signed certificate for 127.0.0.1, made here: nothing is fetched.
+fn test_certificate() -> TlsIdentity {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    TlsIdentity {
+        cert_pem: certified.cert.pem().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    }
+}
+
+fn quick_reconnect() -> GrpcOptions {
+    GrpcOptions {
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        ..GrpcOptions::default()
+    }
+}
+
+/// The backends the conformance suite runs against.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    InProcess,
+    Grpc,
+    Grpcs,
+}
+
+/// One backend deployment shared by the peers of a test.
+struct World {
+    hub: InProcessHub,
+    server: Option<RunningServer>,
+    url: Option<BackendUrl>,
+    ca: Option<Vec<u8>>,
+}
+
+impl World {
+    async fn new(kind: Kind) -> Self {
+        let (tls, ca) = match kind {
+            Kind::Grpcs => {
+                let identity = test_certificate();
+                let ca = identity.cert_pem.clone();
+                (Some(identity), Some(ca))
+            }
+            _ => (None, None),
+        };
+        let server = match kind {
+            Kind::InProcess => None,
+            Kind::Grpc | Kind::Grpcs => Some(
+                RunningServer::start(ServerConfig {
+                    tls,
+                    ..loopback_config()
+                })
+                .await,
+            ),
+        };
+        let url = server.as_ref().map(|s| BackendUrl::Grpc {
+            host: "127.0.0.1".to_owned(),
+            port: s.addr.port(),
+            tls: matches!(kind, Kind::Grpcs),
+        });
+        Self {
+            hub: InProcessHub::new(),
+            server,
+            url,
+            ca,
+        }
+    }
+
+    fn backend(&self) -> Arc<dyn Backend> {
+        match &self.url {
+            None => Arc::new(self.hub.backend()),
+            Some(url) => Arc::new(
+                GrpcBackend::new(
+                    url,
+                    GrpcOptions {
+                        ca_certificate_pem: self.ca.clone(),
+                        ..quick_reconnect()
+                    },
+                )
+                .expect("backend"),
+            ),
+        }
+    }
+
+    async fn peer(&self) -> Peer {
+        Peer::start(PrivateKey::generate(), vec![self.backend()]).await
+    }
+
+    async fn peers(&self, n: usize) -> Vec<Peer> {
+        let mut peers = Vec::with_capacity(n);
+        for _ in 0..n {
+            peers.push(self.peer().await);
+        }
+        peers
+    }
+
+    /// Envelopes dropped because nobody was subscribed to their recipient.
+    fn dropped_no_subscriber(&self) -> u64 {
+        match &self.server {
+            Some(server) => server.counters.snapshot().dropped_no_subscriber,
+            None => self.hub.counters().dropped_no_subscriber,
+        }
+    }
+}
+
+struct Peer {
+    key: PrivateKey,
+    signaling: Signaling,
+    received: mpsc::Receiver<Received>,
+}
+
+impl Peer {
+    async fn start(key: PrivateKey, backends: Vec<Arc<dyn Backend>>) -> Self {
+        let (signaling, received) =
+            Signaling::start(key.clone(), SenderPolicy::AnyKey, backends).await;
+        Self {
+            key,
+            signaling,
+            received,
+        }
+    }
+
+    fn public(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    async fn publish(&self, to: &[PublicKey], message: &SignalingMessage) {
+        self.signaling.publish(to, message).await.expect("publish");
+    }
+
+    /// The next message, or panic after `within`.
+    async fn next(&mut self, within: Duration) -> Received {
+        tokio::time::timeout(within, self.received.recv())
+            .await
+            .expect("a message in time")
+            .expect("stream open")
+    }
+
+    /// Asserts nothing arrives for `quiet`.
+    async fn assert_nothing_for(&mut self, quiet: Duration) {
+        if let Ok(Some(got)) = tokio::time::timeout(quiet, self.received.recv()).await {
+            panic!("expected nothing, got {got:?} from {}", got.sender);
+        }
+    }
+}
+
+/// A session description that names its sender's index and a sequence number.
+fn description(session_id: u64, version: u64) -> SignalingMessage {
+    SignalingMessage::SessionDescription(SessionDescription {
+        session_id,
+        version,
+        ice_ufrag: "ufrag".to_owned(),
+        ice_pwd: "password-password-pass".to_owned(),
+        candidates: vec![Candidate {
+            kind: CandidateKind::Host,
+            transport: Transport::Udp,
+            address: "192.0.2.10:51820".parse().expect("addr"),
+            priority: 2_130_706_431,
+            foundation: "1".to_owned(),
+            related: None,
+        }],
+        end_of_candidates: false,
+    })
+}
+
+fn session_id(message: &SignalingMessage) -> u64 {
+    match message {
+        SignalingMessage::SessionDescription(sd) => sd.session_id,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+// ---- the conformance suite: each scenario against every backend ----
+
+/// Every peer multicasts one description to all the others; each receives exactly one from
+/// each other peer, attributed to the right sender.
+async fn all_to_all_delivery_reaches_every_peer_with_the_right_sender(kind: Kind) {
+    let world = World::new(kind).await;
+    let mut peers = world.peers(5).await;
+    let keys: Vec<PublicKey> = peers.iter().map(Peer::public).collect();
+    for (i, peer) in peers.iter().enumerate() {
+        let others: Vec<PublicKey> = keys.iter().copied().filter(|k| *k != keys[i]).collect();
+        peer.publish(&others, &description(i as u64, 0)).await;
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let mut from = BTreeMap::new();
+        for _ in 0..keys.len() - 1 {
+            let got = peer.next(WAIT).await;
+            let sender_index = keys
+                .iter()
+                .position(|k| *k == got.sender)
+                .expect("a known sender");
+            assert_eq!(
+                session_id(&got.message),
+                sender_index as u64,
+                "content matches its sender"
+            );
+            assert!(
+                from.insert(sender_index, ()).is_none(),
+                "one message per sender"
+            );
+        }
+        assert!(!from.contains_key(&i), "nobody receives its own message");
+        peer.assert_nothing_for(QUIET).await;
+    }
+}
+
+/// One publish to a group reaches exactly the group.
+async fn a_multicast_reaches_exactly_its_group(kind: Kind) {
+    let world = World::new(kind).await;
+    let mut peers = world.peers(6).await;
+    let group: Vec<PublicKey> = peers[1..4].iter().map(Peer::public).collect();
+    peers[0].publish(&group, &description(42, 1)).await;
+    let sender = peers[0].public();
+    for peer in &mut peers[1..4] {
+        let got = peer.next(WAIT).await;
+        assert_eq!((got.sender, session_id(&got.message)), (sender, 42));
+    }
+    for peer in &mut peers[4..] {
+        peer.assert_nothing_for(QUIET).await;
+    }
+    peers[0].assert_nothing_for(Duration::ZERO).await;
+}
+
+/// Envelopes sealed in one order and published in another are all accepted.
+async fn reordered_envelopes_are_all_accepted(kind: Kind) {
+    let world = World::new(kind).await;
+    let mut bob = world.peer().await;
+    let alice = PrivateKey::generate();
+    let mut sealer = Sealer::new(&alice);
+    let mut envelopes: Vec<_> = (0..12)
+        .map(|i| {
+            sealer
+                .seal(
+                    &bob.public(),
+                    &description(i, i),
+                    SystemTime::now(),
+                    &mut OsRng,
+                )
+                .expect("seal")
+        })
+        .collect();
+    // A fixed shuffle: newest first, then the rest interleaved.
+    envelopes.reverse();
+    envelopes.swap(1, 9);
+    envelopes.swap(3, 6);
+    let backend = world.backend();
+    for chunk in envelopes.chunks(4) {
+        backend.publish(chunk.to_vec()).await.expect("publish");
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..12 {
+        let got = bob.next(WAIT).await;
+        assert_eq!(got.sender, alice.public_key());
+        seen.insert(session_id(&got.message));
+    }
+    assert_eq!(seen, (0..12).collect());
+    assert_eq!(bob.signaling.counters().open.replayed, 0);
+    assert_eq!(bob.signaling.counters().open.accepted, 12);
+}
+
+/// An envelope for a key nobody has subscribed is dropped, not kept for later.
+async fn envelopes_for_unknown_recipients_are_dropped_not_queued(kind: Kind) {
+    let world = World::new(kind).await;
+    let alice = world.peer().await;
+    let late_key = PrivateKey::generate();
+    alice
+        .publish(&[late_key.public_key()], &description(1, 0))
+        .await;
+    // Delivery is asynchronous for gRPC: wait until the drop has been counted.
+    let deadline = Instant::now() + WAIT;
+    while world.dropped_no_subscriber() == 0 {
+        assert!(Instant::now() < deadline, "the envelope was never dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut late = Peer::start(late_key, vec![world.backend()]).await;
+    late.assert_nothing_for(QUIET).await;
+    // The subscription works: a message sent now arrives.
+    alice.publish(&[late.public()], &description(2, 0)).await;
+    assert_eq!(session_id(&late.next(WAIT).await.message), 2);
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod over_inprocess {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::InProcess).await;
+                }
+            )*
+        }
+        mod over_grpc {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Grpc).await;
+                }
+            )*
+        }
+        mod over_grpcs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Grpcs).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    all_to_all_delivery_reaches_every_peer_with_the_right_sender,
+    a_multicast_reaches_exactly_its_group,
+    reordered_envelopes_are_all_accepted,
+    envelopes_for_unknown_recipients_are_dropped_not_queued,
+);
+
+// ---- gRPC: recovery ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grpc_client_recovers_after_the_server_restarts_mid_test() {
+    let server = RunningServer::start(loopback_config()).await;
+    let addr = server.addr;
+    let url = BackendUrl::Grpc {
+        host: "127.0.0.1".to_owned(),
+        port: addr.port(),
+        tls: false,
+    };
+    let backend = || -> Arc<dyn Backend> {
+        Arc::new(GrpcBackend::new(&url, quick_reconnect()).expect("backend"))
+    };
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        peers.push(Peer::start(PrivateKey::generate(), vec![backend()]).await);
+    }
+    let keys: Vec<PublicKey> = peers.iter().map(Peer::public).collect();
+
+    // Before: everyone hears everyone.
+    exchange_until_all_heard(&mut peers, &keys, 0).await;
+
+    // The server goes away and comes back on the same port.
+    let before = server.stop().await;
+    assert!(before.delivered >= 12);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = RunningServer::start(ServerConfig {
+        listen: addr,
+        ..loopback_config()
+    })
+    .await;
+
+    // After: the clients resubscribed by themselves and everyone hears everyone again.
+    exchange_until_all_heard(&mut peers, &keys, 1).await;
+    assert_eq!(server.counters.snapshot().subscriptions, 4);
+    server.stop().await;
+}
+
+/// Each peer multicasts (session `round`) every 200 ms until every peer has heard from all
+/// the others in this round; publishes that fail while the server is away are retried.
+async fn exchange_until_all_heard(peers: &mut [Peer], keys: &[PublicKey], round: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut heard: Vec<BTreeSet<PublicKey>> = vec![BTreeSet::new(); peers.len()];
+    let complete = |heard: &[BTreeSet<PublicKey>]| heard.iter().all(|h| h.len() == keys.len() - 1);
+    while !complete(&heard) {
+        assert!(
+            Instant::now() < deadline,
+            "not everyone recovered: {heard:?}"
+        );
+        for (i, peer) in peers.iter().enumerate() {
+            let others: Vec<PublicKey> = keys.iter().copied().filter(|k| *k != keys[i]).collect();
+            let _ = peer
+                .signaling
+                .publish(&others, &description(round, 0))
+                .await;
+        }
+        let until = Instant::now() + Duration::from_millis(200);
+        for (i, peer) in peers.iter_mut().enumerate() {
+            while let Ok(Some(got)) = tokio::time::timeout(
+                until.saturating_duration_since(Instant::now()),
+                peer.received.recv(),
+            )
+            .await
+            {
+                if session_id(&got.message) == round {
+                    heard[i].insert(got.sender);
+                }
+            }
+        }
+    }
+}
+
+// ---- sealing as a receiver sees it ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_truncated_oversized_and_misaddressed_envelopes_are_refused_and_counted() {
+    let world = World::new(Kind::InProcess).await;
+    let mut bob = world.peer().await;
+    let alice = PrivateKey::generate();
+    let mut sealer = Sealer::new(&alice);
+    let seal = |sealer: &mut Sealer, to: &PublicKey, id| {
+        sealer
+            .seal(to, &description(id, 0), SystemTime::now(), &mut OsRng)
+            .expect("seal")
+    };
+    let injector = world.backend();
+    let good = seal(&mut sealer, &bob.public(), 1);
+
+    let mut tampered = seal(&mut sealer, &bob.public(), 2);
+    let mut bytes = tampered.ciphertext.to_vec();
+    bytes[20] ^= 0x40;
+    tampered.ciphertext = Bytes::from(bytes);
+
+    let mut truncated = seal(&mut sealer, &bob.public(), 3);
+    truncated.ciphertext = truncated.ciphertext.slice(..10);
+
+    let mut oversized = seal(&mut sealer, &bob.public(), 4);
+    oversized.ciphertext = Bytes::from(vec![0u8; 70 * 1024]);
+
+    // Sealed to Carol, re-addressed to Bob: it does not open with Bob's key.
+    let mut wrong_key = seal(&mut sealer, &PrivateKey::generate().public_key(), 5);
+    wrong_key.recipient = bob.public();
+
+    injector
+        .publish(vec![
+            good.clone(),
+            tampered,
+            truncated,
+            oversized,
+            wrong_key,
+            good.clone(),
+        ])
+        .await
+        .expect("publish");
+    let got = bob.next(WAIT).await;
+    assert_eq!(
+        (got.sender, session_id(&got.message)),
+        (alice.public_key(), 1)
+    );
+    bob.assert_nothing_for(QUIET).await;
+    let open = bob.signaling.counters().open;
+    assert_eq!(open.accepted, 1);
+    assert_eq!(
+        open.tampered, 2,
+        "the flipped bit and the re-addressed envelope"
+    );
+    assert_eq!(open.truncated, 1);
+    assert_eq!(open.oversized, 1);
+    assert_eq!(open.replayed, 1);
+    assert_eq!(open.rejected(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_accepts_only_its_peers_refuses_a_stranger() {
+    let world = World::new(Kind::InProcess).await;
+    let friend = world.peer().await;
+    let stranger = world.peer().await;
+    let bob_key = PrivateKey::generate();
+    let (bob, mut received) = Signaling::start(
+        bob_key.clone(),
+        SenderPolicy::Only([friend.public()].into_iter().collect()),
+        vec![world.backend()],
+    )
+    .await;
+    stranger
+        .publish(&[bob_key.public_key()], &description(7, 0))
+        .await;
+    friend
+        .publish(&[bob_key.public_key()], &description(8, 0))
+        .await;
+    let got = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!((got.sender, session_id(&got.message)), (friend.public(), 8));
+    assert_eq!(bob.counters().open.unknown_sender, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_arriving_through_two_backends_is_handed_on_once() {
+    let first = World::new(Kind::InProcess).await;
+    let second = World::new(Kind::Grpc).await;
+    let alice_key = PrivateKey::generate();
+    let bob_key = PrivateKey::generate();
+    let alice = Peer::start(alice_key, vec![first.backend(), second.backend()]).await;
+    let mut bob = Peer::start(bob_key, vec![first.backend(), second.backend()]).await;
+    alice.publish(&[bob.public()], &description(5, 0)).await;
+    assert_eq!(session_id(&bob.next(WAIT).await.message), 5);
+    bob.assert_nothing_for(QUIET).await;
+    let counters = bob.signaling.counters();
+    assert_eq!(counters.duplicates, 1);
+    assert_eq!(counters.open.accepted, 1);
+    assert_eq!(counters.open.replayed, 0);
+}
+
+// ---- the key proof ----
+
+/// A raw client: hello with `key`, then answers the challenge with `answer(challenge)`.
+async fn subscribe_raw(
+    addr: SocketAddr,
+    key: PublicKey,
+    answer: impl FnOnce(&proto::Challenge) -> Vec<u8>,
+) -> Result<tonic::Streaming<proto::SubscribeResponse>, Status> {
+    use proto::subscribe_request::Step;
+    let mut client = SignalingClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let (steps, requests) = mpsc::channel(2);
+    steps
+        .send(proto::SubscribeRequest {
+            step: Some(Step::Hello(proto::Hello {
+                public_key: Bytes::copy_from_slice(key.as_bytes()),
+            })),
+        })
+        .await
+        .expect("hello");
+    let mut stream = client
+        .subscribe(ReceiverStream::new(requests))
+        .await?
+        .into_inner();
+    let Some(proto::SubscribeResponse {
+        event: Some(proto::subscribe_response::Event::Challenge(challenge)),
+    }) = stream.message().await?
+    else {
+        panic!("expected a challenge");
+    };
+    // The server may have given up already (a slow answer): its verdict is in the stream.
+    let _ = steps
+        .send(proto::SubscribeRequest {
+            step: Some(Step::Answer(proto::ChallengeAnswer {
+                secret: answer(&challenge).into(),
+            })),
+        })
+        .await;
+    match stream.message().await? {
+        Some(proto::SubscribeResponse {
+            event: Some(proto::subscribe_response::Event::Subscribed(_)),
+        }) => {
+            // Keep the request side open as long as the stream lives.
+            tokio::spawn(async move {
+                steps.closed().await;
+            });
+            Ok(stream)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_hold_a_key_cannot_subscribe_to_it() {
+    let server = RunningServer::start(loopback_config()).await;
+    let victim = PrivateKey::generate();
+    let attacker = PrivateKey::generate();
+
+    // Guessing the secret fails.
+    let guessed = subscribe_raw(server.addr, victim.public_key(), |_| vec![0u8; 32]).await;
+    assert_eq!(guessed.expect_err("refused").code(), Code::Unauthenticated);
+    // Answering with another key fails: the challenge does not open.
+    let answered = subscribe_raw(server.addr, victim.public_key(), |challenge| {
+        wice::signaling::challenge::answer(&attacker, challenge).unwrap_or_else(|_| vec![1u8; 32])
+    })
+    .await;
+    assert_eq!(answered.expect_err("refused").code(), Code::Unauthenticated);
+    assert_eq!(server.counters.snapshot().auth_failed, 2);
+    assert_eq!(server.counters.snapshot().subscriptions, 0);
+
+    // Nothing sent to the victim reached anyone: there is no subscriber.
+    let sender = Peer::start(
+        PrivateKey::generate(),
+        vec![Arc::new(
+            GrpcBackend::new(
+                &BackendUrl::Grpc {
+                    host: "127.0.0.1".to_owned(),
+                    port: server.addr.port(),
+                    tls: false,
+                },
+                quick_reconnect(),
+            )
+            .expect("backend"),
+        )],
+    )
+    .await;
+    sender
+        .publish(&[victim.public_key()], &description(9, 0))
+        .await;
+    assert_eq!(server.counters.snapshot().delivered, 0);
+
+    // The key holder itself subscribes fine.
+    let mut stream = subscribe_raw(server.addr, victim.public_key(), |challenge| {
+        wice::signaling::challenge::answer(&victim, challenge).expect("our own challenge")
+    })
+    .await
+    .expect("the key holder is let in");
+    sender
+        .publish(&[victim.public_key()], &description(10, 0))
+        .await;
+    let got = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("in time")
+        .expect("ok");
+    assert!(matches!(
+        got,
+        Some(proto::SubscribeResponse {
+            event: Some(proto::subscribe_response::Event::Envelope(_))
+        })
+    ));
+    server.stop().await;
+}
+
+// ---- the server under bad input ----
+
+/// Sends raw bytes as a gRPC message body, whatever they are.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let bytes = src.chunk().to_vec();
+        src.advance(bytes.len());
+        Ok(Some(bytes))
+    }
+}
+
+async fn raw_publish(channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/wice.signaling.v1.Signaling/Publish",
+    );
+    grpc.unary(tonic::Request::new(body), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Bytes that look random enough to be garbage, without an RNG dependency.
+fn garbage(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage() {
+    use std::io::Write as _;
+
+    let server = RunningServer::start(ServerConfig {
+        auth_timeout: Duration::from_millis(300),
+        queue_len: 8,
+        rate_per_second: 100_000,
+        burst: 100_000,
+        ..loopback_config()
+    })
+    .await;
+    let addr = server.addr;
+    let url = BackendUrl::Grpc {
+        host: "127.0.0.1".to_owned(),
+        port: addr.port(),
+        tls: false,
+    };
+    let backend = || -> Arc<dyn Backend> {
+        Arc::new(GrpcBackend::new(&url, quick_reconnect()).expect("backend"))
+    };
+    let alice = Peer::start(PrivateKey::generate(), vec![backend()]).await;
+    let mut bob = Peer::start(PrivateKey::generate(), vec![backend()]).await;
+
+    // 1. Raw TCP garbage, and a connection that stalls halfway through the HTTP/2 preface.
+    let mut raw = std::net::TcpStream::connect(addr).expect("tcp");
+    raw.write_all(&garbage(4096, 1)).expect("garbage");
+    let mut stalled = std::net::TcpStream::connect(addr).expect("tcp");
+    stalled
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .expect("half a preface");
+
+    // 2. Bodies that are not protobuf at all, and envelopes that are not envelopes.
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_lazy();
+    for seed in 0..20 {
+        let _ = raw_publish(channel.clone(), garbage(200, seed)).await;
+    }
+    let mut client = SignalingClient::new(channel.clone());
+    let junk = proto::PublishRequest {
+        envelopes: (0..10)
+            .map(|seed| Bytes::from(garbage(100, seed + 100)))
+            .collect(),
+    };
+    let response = client
+        .publish(junk)
+        .await
+        .expect("a bad envelope fails alone")
+        .into_inner();
+    assert_eq!((response.delivered, response.rejected), (0, 10));
+    let huge = proto::PublishRequest {
+        envelopes: vec![Bytes::from(vec![0u8; 65 * 1024])],
+    };
+    assert_eq!(
+        client
+            .publish(huge)
+            .await
+            .expect("ok")
+            .into_inner()
+            .rejected,
+        1
+    );
+    let too_many = proto::PublishRequest {
+        envelopes: vec![Bytes::from_static(b"x"); 1025],
+    };
+    assert_eq!(
+        client.publish(too_many).await.expect_err("refused").code(),
+        Code::InvalidArgument
+    );
+    let over_limit = proto::PublishRequest {
+        envelopes: vec![Bytes::from(vec![0u8; 60 * 1024]); 80],
+    };
+    assert!(
+        client.publish(over_limit).await.is_err(),
+        "a 4.8 MB request is refused"
+    );
+
+    // 3. A subscriber that says hello and never answers the challenge.
+    let silent_key = PrivateKey::generate().public_key();
+    let silent = tokio::spawn(async move {
+        subscribe_raw(addr, silent_key, |_| {
+            std::thread::sleep(Duration::from_millis(600));
+            vec![0u8; 32]
+        })
+        .await
+    });
+
+    // 4. A subscriber that proves its key and then never reads (a tiny HTTP/2 window).
+    let lazy_key = PrivateKey::generate();
+    let lazy_channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .initial_stream_window_size(1024)
+        .initial_connection_window_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    let lazy = {
+        use proto::subscribe_request::Step;
+        let (steps, requests) = mpsc::channel(2);
+        steps
+            .send(proto::SubscribeRequest {
+                step: Some(Step::Hello(proto::Hello {
+                    public_key: Bytes::copy_from_slice(lazy_key.public_key().as_bytes()),
+                })),
+            })
+            .await
+            .expect("hello");
+        let mut stream = SignalingClient::new(lazy_channel)
+            .subscribe(ReceiverStream::new(requests))
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let Some(proto::SubscribeResponse {
+            event: Some(proto::subscribe_response::Event::Challenge(challenge)),
+        }) = stream.message().await.expect("challenge")
+        else {
+            panic!("expected a challenge");
+        };
+        let secret = wice::signaling::challenge::answer(&lazy_key, &challenge).expect("answer");
+        steps
+            .send(proto::SubscribeRequest {
+                step: Some(Step::Answer(proto::ChallengeAnswer {
+                    secret: secret.into(),
+                })),
+            })
+            .await
+            .expect("answer");
+        (steps, stream)
+    };
+    let mut lazy_sealer = Sealer::new(&PrivateKey::generate());
+    let flood: Vec<_> = (0..400)
+        .map(|i| {
+            lazy_sealer
+                .seal(
+                    &lazy_key.public_key(),
+                    &description(i, 0),
+                    SystemTime::now(),
+                    &mut OsRng,
+                )
+                .expect("seal")
+        })
+        .collect();
+    let flooder = backend();
+    for chunk in flood.chunks(100) {
+        flooder.publish(chunk.to_vec()).await.expect("publish");
+    }
+
+    // Meanwhile the well-formed clients are served.
+    for round in 0..5 {
+        alice.publish(&[bob.public()], &description(round, 0)).await;
+        assert_eq!(session_id(&bob.next(WAIT).await.message), round);
+    }
+
+    let silent_result = silent.await.expect("task");
+    assert_eq!(
+        silent_result.expect_err("too slow").code(),
+        Code::Unauthenticated
+    );
+
+    let counters = server.counters.snapshot();
+    // 10 junk envelopes, the oversized batch, and the bodies that are not protobuf (random
+    // bytes can happen to parse, so not all 20 need count).
+    assert!(counters.rejected_malformed >= 11 + 15, "{counters}");
+    // The 65 KiB envelope and the 4.8 MB request.
+    assert_eq!(counters.rejected_oversized, 2, "{counters}");
+    assert!(counters.auth_failed >= 1, "{counters}");
+    assert!(
+        counters.dropped_queue_full > 0,
+        "the reader that never reads lost its oldest envelopes: {counters}"
+    );
+
+    // A newcomer is still welcome after all that.
+    let mut carol = Peer::start(PrivateKey::generate(), vec![backend()]).await;
+    alice.publish(&[carol.public()], &description(77, 0)).await;
+    assert_eq!(session_id(&carol.next(WAIT).await.message), 77);
+
+    drop((raw, stalled, lazy));
+    let last = server.stop().await;
+    assert!(last.accepted >= 406, "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_over_the_rate_limit_is_refused_and_counted() {
+    let server = RunningServer::start(ServerConfig {
+        rate_per_second: 5,
+        burst: 20,
+        ..loopback_config()
+    })
+    .await;
+    let backend = GrpcBackend::new(
+        &BackendUrl::Grpc {
+            host: "127.0.0.1".to_owned(),
+            port: server.addr.port(),
+            tls: false,
+        },
+        quick_reconnect(),
+    )
+    .expect("backend");
+    let mut sealer = Sealer::new(&PrivateKey::generate());
+    let to = PrivateKey::generate().public_key();
+    let batch = |sealer: &mut Sealer, n: u64| -> Vec<_> {
+        (0..n)
+            .map(|i| {
+                sealer
+                    .seal(&to, &description(i, 0), SystemTime::now(), &mut OsRng)
+                    .expect("seal")
+            })
+            .collect()
+    };
+    backend
+        .publish(batch(&mut sealer, 15))
+        .await
+        .expect("within the burst");
+    let refused = backend
+        .publish(batch(&mut sealer, 15))
+        .await
+        .expect_err("over the burst");
+    assert!(
+        matches!(refused, wice::signaling::BackendError::Refused { .. }),
+        "{refused}"
+    );
+    let counters = server.counters.snapshot();
+    assert_eq!((counters.accepted, counters.rate_limited), (15, 15));
+    server.stop().await;
+}
+
+// ---- the binary ----
+
+#[test]
+fn wice_signal_serves_until_sigterm_and_logs_its_counters() {
+    use std::process::{Command, Stdio};
+
+    // Find a free port, then let the server take it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(WICE)
+        .args([
+            "signal",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--stats-interval",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wice signal");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let url = BackendUrl::Grpc {
+            host: "127.0.0.1".to_owned(),
+            port,
+            tls: false,
+        };
+        let backend = || -> Arc<dyn Backend> {
+            Arc::new(GrpcBackend::new(&url, quick_reconnect()).expect("backend"))
+        };
+        // The server may still be starting: subscriptions retry by themselves, and the
+        // first publishes may fail until it is up.
+        let alice = Peer::start(PrivateKey::generate(), vec![backend()]).await;
+        let mut bob = Peer::start(PrivateKey::generate(), vec![backend()]).await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let _ = alice
+                .signaling
+                .publish(&[bob.public()], &description(1, 0))
+                .await;
+            let heard = tokio::time::timeout(Duration::from_millis(200), bob.received.recv()).await;
+            if let Ok(Some(_)) = heard {
+                break;
+            }
+            assert!(Instant::now() < deadline, "wice signal never came up");
+        }
+        alice.publish(&[bob.public()], &description(2, 0)).await;
+        assert_eq!(session_id(&bob.next(WAIT).await.message), 2);
+    });
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().expect("exit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("signaling server listening"), "{stderr}");
+    assert!(stderr.contains("final counters: accepted="), "{stderr}");
+    assert!(
+        stderr.contains("signal=\"SIGTERM\"") || stderr.contains("signal=SIGTERM"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wice_signal_refuses_a_tls_cert_without_a_key() {
+    let out = std::process::Command::new(WICE)
+        .args([
+            "signal",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent.pem",
+        ])
+        .output()
+        .expect("wice");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}
+
+#[test]
+fn wice_signal_refuses_a_certificate_that_is_not_pem_before_listening() {
+    let dir = std::env::temp_dir().join(format!("wice-signal-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let identity = test_certificate();
+    std::fs::write(dir.join("bad.pem"), "not a certificate\n").expect("write");
+    std::fs::write(dir.join("key.pem"), &identity.key_pem).expect("write");
+    let out = std::process::Command::new(WICE)
+        .args(["signal", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(dir.join("bad.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("key.pem"))
+        .output()
+        .expect("wice");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("wice: TLS certificate or key refused: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
