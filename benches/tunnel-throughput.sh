@@ -163,6 +163,39 @@ except Exception: print("nan")')")
   return 0
 }
 
+# Correctness at full speed: 1 GiB of random bytes through the tunnel over TCP,
+# SHA-256 compared at both ends.
+verify_transfer() { # name target
+  local blob="$work/blob" expected got start end
+  head -c 1073741824 /dev/urandom > "$blob"
+  expected=$(sha256sum "$blob" | cut -d' ' -f1)
+  ip netns exec "$ns_b" python3 -c '
+import hashlib, socket
+s = socket.create_server(("0.0.0.0", 5299)); c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest())' > "$work/received" &
+  local server=$!
+  sleep 0.5
+  start=$(date +%s.%N)
+  ip netns exec "$ns_a" python3 -c '
+import socket, sys
+c = socket.create_connection((sys.argv[1], 5299))
+with open(sys.argv[2], "rb") as f: c.sendfile(f)
+c.shutdown(socket.SHUT_WR); c.recv(1)' "$2" "$blob"
+  wait "$server"
+  end=$(date +%s.%N)
+  read -r bytes got < "$work/received"
+  rm -f "$blob"
+  if [ "$got" = "$expected" ] && [ "$bytes" = 1073741824 ]; then
+    echo "$1: 1 GiB through the tunnel, SHA-256 identical at the far end, $(awk -v s="$start" -v e="$end" 'BEGIN{printf "%.2f", 8.589934592/(e-s)}') Gbit/s"
+  else
+    echo "$1: TRANSFER CORRUPTED OR SHORT: $bytes bytes, sha256 $got, expected $expected"
+  fi
+}
+
 # --- the run -------------------------------------------------------------------
 
 ran=()
@@ -170,7 +203,7 @@ for impl in $ONLY; do
   teardown; lab
   case $impl in
     veth) measure veth 10.0.0.2 && ran+=(veth) ;;
-    wice) start_wice; measure wice 10.77.0.2 && ran+=(wice) ;;
+    wice) start_wice; measure wice 10.77.0.2 && ran+=(wice) && verify_transfer wice 10.77.0.2 ;;
     wireguard-go)
       if command -v wireguard-go >/dev/null; then
         start_uapi "$(command -v wireguard-go)" -f
