@@ -101,26 +101,7 @@ impl UdpSocket {
 
     /// Sends one datagram, waiting for buffer space rather than dropping it.
     pub fn send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
-        let destination = if self.dual_stack { map_v4(to) } else { to };
-        let transmit = Transmit {
-            destination,
-            ecn: None,
-            contents: datagram,
-            segment_size: None,
-            src_ip: None,
-        };
-        loop {
-            match self.state.send(UdpSockRef::from(&self.socket), &transmit) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    poll_one(
-                        self.socket.as_raw_fd(),
-                        libc::POLLOUT,
-                        Duration::from_millis(100),
-                    )?;
-                }
-                other => return other,
-            }
-        }
+        self.transmit(to, datagram, None)
     }
 
     /// Sends `contents` as datagrams of `segment_size` bytes (the last may be
@@ -137,38 +118,49 @@ impl UdpSocket {
             return self.send_to(to, contents);
         }
         if self.state.max_gso_segments() > 1 {
-            let transmit = Transmit {
-                destination: if self.dual_stack { map_v4(to) } else { to },
-                ecn: None,
-                contents,
-                segment_size: Some(segment_size),
-                src_ip: None,
-            };
-            loop {
-                match self
-                    .state
-                    .try_send(UdpSockRef::from(&self.socket), &transmit)
-                {
-                    Ok(()) => return Ok(()),
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        poll_one(
-                            self.socket.as_raw_fd(),
-                            libc::POLLOUT,
-                            Duration::from_millis(100),
-                        )?;
-                    }
-                    Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
-                        tracing::debug!(%err, "UDP GSO refused; sending datagrams one by one");
-                        break;
-                    }
-                    Err(err) => return Err(err),
+            match self.transmit(to, contents, Some(segment_size)) {
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                    tracing::debug!(%err, "UDP GSO refused; sending datagrams one by one");
                 }
+                done => return done,
             }
         }
         for datagram in contents.chunks(segment_size) {
             self.send_to(to, datagram)?;
         }
         Ok(())
+    }
+
+    /// One `sendmsg`, retried when the socket buffer is full: a full buffer
+    /// means wait, not drop.
+    fn transmit(
+        &self,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: if self.dual_stack { map_v4(to) } else { to },
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        loop {
+            match self
+                .state
+                .try_send(UdpSockRef::from(&self.socket), &transmit)
+            {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    poll_one(
+                        self.socket.as_raw_fd(),
+                        libc::POLLOUT,
+                        Duration::from_millis(100),
+                    )?;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// How many datagrams one GSO send may carry (1 without GSO).
