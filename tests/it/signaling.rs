@@ -85,6 +85,15 @@ fn test_certificate() -> TlsIdentity {
     }
 }
 
+/// The URL of a `wice signal` listening on 127.0.0.1.
+fn loopback_url(port: u16, tls: bool) -> BackendUrl {
+    BackendUrl::Grpc {
+        host: "127.0.0.1".to_owned(),
+        port,
+        tls,
+    }
+}
+
 fn quick_reconnect() -> GrpcOptions {
     GrpcOptions {
         backoff_initial: Duration::from_millis(50),
@@ -401,11 +410,7 @@ conformance!(
 async fn every_grpc_client_recovers_after_the_server_restarts_mid_test() {
     let server = RunningServer::start(loopback_config()).await;
     let addr = server.addr;
-    let url = BackendUrl::Grpc {
-        host: "127.0.0.1".to_owned(),
-        port: addr.port(),
-        tls: false,
-    };
+    let url = loopback_url(addr.port(), false);
     let backend = || -> Arc<dyn Backend> {
         Arc::new(GrpcBackend::new(&url, quick_reconnect()).expect("backend"))
     };
@@ -646,15 +651,8 @@ async fn a_client_that_does_not_hold_a_key_cannot_subscribe_to_it() {
     let sender = Peer::start(
         PrivateKey::generate(),
         vec![Arc::new(
-            GrpcBackend::new(
-                &BackendUrl::Grpc {
-                    host: "127.0.0.1".to_owned(),
-                    port: server.addr.port(),
-                    tls: false,
-                },
-                quick_reconnect(),
-            )
-            .expect("backend"),
+            GrpcBackend::new(&loopback_url(server.addr.port(), false), quick_reconnect())
+                .expect("backend"),
         )],
     )
     .await;
@@ -766,11 +764,7 @@ async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage(
     })
     .await;
     let addr = server.addr;
-    let url = BackendUrl::Grpc {
-        host: "127.0.0.1".to_owned(),
-        port: addr.port(),
-        tls: false,
-    };
+    let url = loopback_url(addr.port(), false);
     let backend = || -> Arc<dyn Backend> {
         Arc::new(GrpcBackend::new(&url, quick_reconnect()).expect("backend"))
     };
@@ -943,15 +937,8 @@ async fn a_publisher_over_the_rate_limit_is_refused_and_counted() {
         ..loopback_config()
     })
     .await;
-    let backend = GrpcBackend::new(
-        &BackendUrl::Grpc {
-            host: "127.0.0.1".to_owned(),
-            port: server.addr.port(),
-            tls: false,
-        },
-        quick_reconnect(),
-    )
-    .expect("backend");
+    let backend = GrpcBackend::new(&loopback_url(server.addr.port(), false), quick_reconnect())
+        .expect("backend");
     let mut sealer = Sealer::new(&PrivateKey::generate());
     let to = PrivateKey::generate().public_key();
     let batch = |sealer: &mut Sealer, n: u64| -> Vec<_> {
