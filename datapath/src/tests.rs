@@ -7,7 +7,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 
 use crate::classify::DatagramKind;
 use crate::tx::Outbound;
-use crate::{Engine, MAX_DATAGRAM, PeerConfig, rx::InboundSink};
+use crate::{Endpoint, Engine, MAX_DATAGRAM, PeerConfig, rx::InboundSink};
 
 /// Collects what one inbound datagram produced.
 #[derive(Default)]
@@ -15,14 +15,16 @@ struct Recorder {
     tun: Vec<Vec<u8>>,
     udp: Vec<(SocketAddr, Vec<u8>)>,
     control: Vec<(SocketAddr, DatagramKind)>,
+    control_data: Vec<Vec<u8>>,
 }
 
 impl InboundSink for Recorder {
     fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
         self.udp.push((to, datagram.to_vec()));
     }
-    fn control(&mut self, from: SocketAddr, kind: DatagramKind, _datagram: &[u8]) {
+    fn control(&mut self, from: SocketAddr, kind: DatagramKind, datagram: &[u8]) {
         self.control.push((from, kind));
+        self.control_data.push(datagram.to_vec());
     }
 }
 
@@ -177,7 +179,10 @@ fn an_authenticated_packet_from_a_new_address_moves_the_endpoint() {
     b.addr = SocketAddr::from(([198, 51, 100, 9], 4444));
     let data = send(&b, &ipv4_packet(B_IP, A_IP, b"from the new place")).expect("data");
     exchange(&a, &b, data, false);
-    assert_eq!(a.engine.peer_stats()[0].endpoint, Some(b.addr));
+    assert_eq!(
+        a.engine.peer_stats()[0].endpoint,
+        Some(Endpoint::Direct(b.addr))
+    );
     let next = send(&a, &ipv4_packet(A_IP, B_IP, b"follow")).expect("data");
     assert_eq!(next.0, b.addr);
 }
@@ -350,3 +355,4 @@ fn an_rx_batch_reports_full_at_batch_size() {
     assert_eq!(full_at, Some(crate::BATCH_SIZE));
     assert_eq!(rx.len(), crate::BATCH_SIZE);
 }
+
