@@ -119,7 +119,8 @@ pub struct Device {
     listen_port: u16,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    control_rx: Option<Receiver<ControlDatagram>>,
+    /// Behind a mutex so the device can be shared across threads (`Receiver` is not `Sync`).
+    control_rx: std::sync::Mutex<Option<Receiver<ControlDatagram>>>,
 }
 
 impl Device {
@@ -191,7 +192,7 @@ impl Device {
             listen_port,
             stop,
             threads: Vec::new(),
-            control_rx: Some(control_rx),
+            control_rx: std::sync::Mutex::new(Some(control_rx)),
         };
         let tun_rx = TunReader {
             engine: device.engine.clone(),
@@ -249,8 +250,11 @@ impl Device {
     /// Takes the receiving end of the control queue (STUN/TURN datagrams).
     /// Until someone drains it, control datagrams wait in the bounded queue; once it is
     /// full (or the receiver is dropped) they are dropped and counted as `control_dropped`.
-    pub fn take_control_receiver(&mut self) -> Option<Receiver<ControlDatagram>> {
-        self.control_rx.take()
+    pub fn take_control_receiver(&self) -> Option<Receiver<ControlDatagram>> {
+        self.control_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Sends the peer a handshake initiation now, on its current path (framed
