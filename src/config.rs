@@ -490,6 +490,10 @@ impl Config {
                 .collect();
             summary.push_str(&format!(", signaling via {}", urls.join(", ")));
         }
+        if !self.ice.servers.is_empty() {
+            let urls: Vec<String> = self.ice.servers.iter().map(|s| s.url.to_string()).collect();
+            summary.push_str(&format!(", ICE servers {}", urls.join(", ")));
+        }
         summary
     }
 }
