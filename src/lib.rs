@@ -3,6 +3,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod keys;
+pub mod lab;
 pub mod session;
 pub mod signaling;
 pub mod status;
