@@ -19,7 +19,21 @@
 //! [signaling]                             # optional; without it the mesh is static
 //! backends = ["grpc://198.51.100.1:8443"] # "grpcs://" = TLS; "inprocess" = in-process hub
 //! tls_ca_file = "ca.pem"                  # optional extra CA for grpcs:// servers
+//!
+//! [ice]                                   # optional; for peers without an endpoint
+//! candidate_types = ["host", "srflx", "relay"]  # default: all three
+//!
+//! [[ice.servers]]
+//! urls = ["stun:198.51.100.1:3478"]
+//!
+//! [[ice.servers]]
+//! urls = ["turn:198.51.100.1:3478?transport=udp"]
+//! username = "lab"
+//! credential = "labpass"
 //! ```
+//!
+//! Peers without an `endpoint` find their path with ICE when `[signaling]` lists backends;
+//! peers with one keep it (ICE leaves them alone).
 //!
 //! Loading validates everything it can without touching the system: it reads the config file
 //! and the private key file and resolves endpoint host names, nothing else. Every error names
@@ -44,6 +58,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::ice::{ServerScheme, ServerUrl, ServerUrlError};
 use crate::keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
 use crate::signaling::{BackendUrl, BackendUrlError};
 
@@ -72,6 +87,74 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// The `[signaling]` section; empty when the file has none.
     pub signaling: SignalingConfig,
+    /// The `[ice]` section; no servers and every candidate type when the file has none.
+    pub ice: IceConfig,
+}
+
+/// The `[ice]` section: how paths to peers without a static endpoint are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceConfig {
+    /// STUN and TURN servers, one entry per URL, in file order.
+    pub servers: Vec<IceServer>,
+    /// Which kinds of local candidates to gather.
+    pub candidate_types: CandidateTypes,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            candidate_types: CandidateTypes::ALL,
+        }
+    }
+}
+
+/// One STUN or TURN server, its host resolved at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// The URL as parsed.
+    pub url: ServerUrl,
+    /// Where to send.
+    pub address: SocketAddr,
+    /// TURN long-term credentials; `Some` exactly for `turn:` URLs.
+    pub credentials: Option<TurnCredentials>,
+}
+
+/// TURN long-term credentials (RFC 8489 §9.2).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnCredentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub credential: String,
+}
+
+impl fmt::Debug for TurnCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TurnCredentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which local candidates to gather.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidateTypes {
+    /// Interface addresses.
+    pub host: bool,
+    /// Addresses STUN servers see us at.
+    pub srflx: bool,
+    /// TURN relay allocations.
+    pub relay: bool,
+}
+
+impl CandidateTypes {
+    /// Every type: the default.
+    pub const ALL: Self = Self {
+        host: true,
+        srflx: true,
+        relay: true,
+    };
 }
 
 /// The `[signaling]` section: where session descriptions are exchanged.
@@ -333,6 +416,35 @@ pub enum ConfigErrorKind {
     /// A CA file is given but no backend uses TLS.
     #[error("is set but no backend uses grpcs://, so it would be ignored")]
     CaFileUnused,
+    /// A STUN or TURN URL that does not parse or cannot be used.
+    #[error("{0}")]
+    InvalidServerUrl(ServerUrlError),
+    /// A STUN or TURN server host name that did not resolve.
+    #[error("cannot resolve host `{host}`: {error}")]
+    UnresolvableServer {
+        /// The host name as written.
+        host: String,
+        /// The resolver's answer.
+        error: String,
+    },
+    /// A `turn:` URL without `username` and `credential`.
+    #[error("missing; a turn: URL needs username and credential (TURN long-term credentials)")]
+    MissingTurnCredentials,
+    /// `username`/`credential` on a server with only `stun:` URLs.
+    #[error("is only used by turn: URLs; this server lists none")]
+    UnusedCredentials,
+    /// An `[[ice.servers]]` entry without URLs.
+    #[error("missing; list at least one stun: or turn: URL")]
+    MissingUrls,
+    /// A candidate type that does not exist.
+    #[error("`{0}` is not a candidate type; use host, srflx or relay")]
+    UnknownCandidateType(String),
+    /// An empty `candidate_types`.
+    #[error("must list at least one of host, srflx, relay")]
+    NoCandidateTypes,
+    /// `[ice]` without signaling backends: no peer could use it.
+    #[error("is set but [signaling] lists no backends, so no peer can use ICE")]
+    IceWithoutSignaling,
 }
 
 impl Config {
@@ -395,6 +507,24 @@ struct RawConfig {
     #[serde(default)]
     peer: Vec<Spanned<RawPeer>>,
     signaling: Option<Spanned<RawSignaling>>,
+    ice: Option<Spanned<RawIce>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawIce {
+    #[serde(default)]
+    servers: Vec<Spanned<RawIceServer>>,
+    candidate_types: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawIceServer {
+    #[serde(default)]
+    urls: Vec<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    credential: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -488,11 +618,135 @@ impl Parser<'_> {
             None => SignalingConfig::default(),
         };
 
+        let ice = match raw.ice {
+            Some(raw_ice) => {
+                if signaling.backends.is_empty() {
+                    return Err(self.error(
+                        &raw_ice.span(),
+                        "ice".to_owned(),
+                        ConfigErrorKind::IceWithoutSignaling,
+                    ));
+                }
+                self.ice(raw_ice.into_inner())?
+            }
+            None => IceConfig::default(),
+        };
+
         Ok(Config {
             path: self.path.to_path_buf(),
             interface,
             peers,
             signaling,
+            ice,
+        })
+    }
+
+    fn ice(&self, raw: RawIce) -> Result<IceConfig, ConfigError> {
+        let mut servers = Vec::new();
+        for (index, raw_server) in raw.servers.into_iter().enumerate() {
+            let span = raw_server.span();
+            let raw_server = raw_server.into_inner();
+            let key = |field: &str| format!("ice.servers[{index}].{field}");
+            if raw_server.urls.is_empty() {
+                return Err(self.error(&span, key("urls"), ConfigErrorKind::MissingUrls));
+            }
+            let mut parsed = Vec::with_capacity(raw_server.urls.len());
+            for (n, text) in raw_server.urls.iter().enumerate() {
+                let url_key = format!("ice.servers[{index}].urls[{n}]");
+                let url = ServerUrl::parse(text.get_ref()).map_err(|e| {
+                    self.error(
+                        &text.span(),
+                        url_key.clone(),
+                        ConfigErrorKind::InvalidServerUrl(e),
+                    )
+                })?;
+                let address = resolve_server(&url)
+                    .map_err(|reason| self.error(&text.span(), url_key, reason))?;
+                parsed.push((url, address));
+            }
+            let wants_turn = parsed
+                .iter()
+                .any(|(url, _)| url.scheme == ServerScheme::Turn);
+            let credentials = match (&raw_server.username, &raw_server.credential) {
+                (Some(username), Some(credential)) if wants_turn => Some(TurnCredentials {
+                    username: username.get_ref().clone(),
+                    credential: credential.get_ref().clone(),
+                }),
+                (None, _) | (_, None) if wants_turn => {
+                    let field = if raw_server.username.is_none() {
+                        "username"
+                    } else {
+                        "credential"
+                    };
+                    return Err(self.error(
+                        &span,
+                        key(field),
+                        ConfigErrorKind::MissingTurnCredentials,
+                    ));
+                }
+                (Some(given), _) | (None, Some(given)) => {
+                    let field = if raw_server.username.is_some() {
+                        "username"
+                    } else {
+                        "credential"
+                    };
+                    return Err(self.error(
+                        &given.span(),
+                        key(field),
+                        ConfigErrorKind::UnusedCredentials,
+                    ));
+                }
+                (None, None) => None,
+            };
+            for (url, address) in parsed {
+                let credentials = match url.scheme {
+                    ServerScheme::Turn => credentials.clone(),
+                    ServerScheme::Stun => None,
+                };
+                servers.push(IceServer {
+                    url,
+                    address,
+                    credentials,
+                });
+            }
+        }
+        let candidate_types = match raw.candidate_types {
+            None => CandidateTypes::ALL,
+            Some(list) => {
+                let span = list.span();
+                let list = list.into_inner();
+                if list.is_empty() {
+                    return Err(self.error(
+                        &span,
+                        "ice.candidate_types".to_owned(),
+                        ConfigErrorKind::NoCandidateTypes,
+                    ));
+                }
+                let mut types = CandidateTypes {
+                    host: false,
+                    srflx: false,
+                    relay: false,
+                };
+                for (n, name) in list.iter().enumerate() {
+                    match name.get_ref().as_str() {
+                        "host" => types.host = true,
+                        "srflx" => types.srflx = true,
+                        "relay" => types.relay = true,
+                        other => {
+                            return Err(self.error(
+                                &name.span(),
+                                format!("ice.candidate_types[{n}]"),
+                                ConfigErrorKind::UnknownCandidateType(other.to_owned()),
+                            ));
+                        }
+                    }
+                }
+                types
+            }
+        };
+        Ok(IceConfig {
+            servers,
+            candidate_types,
         })
     }
 
@@ -971,6 +1225,22 @@ fn resolve_endpoint(text: &str) -> Result<SocketAddr, ConfigErrorKind> {
     };
     // The first answer is the resolver's preferred address (RFC 6724 order), as `wg` uses.
     (host, port)
+        .to_socket_addrs()
+        .map_err(|e| unresolvable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unresolvable("no addresses found".to_owned()))
+}
+
+/// Resolves a STUN/TURN server's host to its first address, as endpoints are.
+fn resolve_server(url: &ServerUrl) -> Result<SocketAddr, ConfigErrorKind> {
+    if let Ok(ip) = url.host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, url.port));
+    }
+    let unresolvable = |error: String| ConfigErrorKind::UnresolvableServer {
+        host: url.host.clone(),
+        error,
+    };
+    (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| unresolvable(e.to_string()))?
         .next()

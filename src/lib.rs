@@ -2,6 +2,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod ice;
 pub mod keys;
 pub mod lab;
 pub mod session;

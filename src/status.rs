@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use wice_datapath::{Engine, PeerStats};
 
+use crate::ice::{ControllerCounters, PathKind, PeerIceStatus};
 use crate::keys::PublicKey;
+use crate::session::SessionState;
 
 /// After this long without a handshake a WireGuard session is dead
 /// (REJECT_AFTER_TIME, WireGuard paper §6.1).
@@ -34,10 +36,14 @@ pub struct Status {
 pub struct PeerStatus {
     /// Peer public key, base64.
     pub public_key: String,
-    /// `connected` (a handshake in the last 180 s) or `waiting` (none yet, or it expired).
+    /// Peers with a static endpoint: `connected` (a handshake in the last 180 s) or `waiting`
+    /// (none yet, or it expired). ICE peers: the session state, one of `unknown`, `idle`,
+    /// `new`, `connecting`, `checking`, `connected` (ICE `completed` included), `disconnected`,
+    /// `failed`, `closed`.
     pub state: String,
-    /// How the endpoint was found: `static` (configured or learned from the peer's packets).
-    /// ICE adds `host`, `srflx`, `prflx`, `relay`.
+    /// How the endpoint was found: `static` (configured or learned from the peer's packets);
+    /// for ICE peers the nominated path's type, `host`, `srflx`, `prflx` or `relay`, and
+    /// `none` before one is nominated.
     pub path: String,
     /// Where packets for the peer go now, `ip:port`.
     pub endpoint: Option<String>,
@@ -55,11 +61,49 @@ pub struct PeerStatus {
     pub dropped_source_not_allowed: u64,
     /// When not connected: what a person can do about it.
     pub reason: Option<String>,
+    /// ICE peers: our side of the nominated candidate pair, `ip:port`.
+    #[serde(default)]
+    pub local_candidate: Option<String>,
+    /// ICE peers: the peer's side of the nominated candidate pair, `ip:port`.
+    #[serde(default)]
+    pub remote_candidate: Option<String>,
+    /// ICE peers: our current session id.
+    #[serde(default)]
+    pub session_id: Option<u64>,
+    /// ICE peers: the version of our latest offer in that session.
+    #[serde(default)]
+    pub session_version: Option<u64>,
+    /// ICE peers: how many times a new local session replaced the first.
+    #[serde(default)]
+    pub restarts: Option<u64>,
 }
 
 impl Status {
-    /// Snapshot of a running engine.
-    pub fn collect(interface: &str, listen_port: u16, engine: &Engine) -> Self {
+    /// Snapshot of a running engine, with the ICE view of the peers that use ICE.
+    pub fn collect(
+        interface: &str,
+        listen_port: u16,
+        engine: &Engine,
+        ice: &BTreeMap<PublicKey, PeerIceStatus>,
+        ice_counters: ControllerCounters,
+    ) -> Self {
+        let mut drops: BTreeMap<String, u64> = engine
+            .drops
+            .snapshot()
+            .fields()
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), *value))
+            .collect();
+        drops.insert("ice_unmatched_stun".to_owned(), ice_counters.unmatched_stun);
+        drops.insert(
+            "ice_relayed_wireguard_unbound".to_owned(),
+            ice_counters.relayed_wireguard_unbound,
+        );
+        drops.insert(
+            "ice_unexpected_datagrams".to_owned(),
+            ice_counters.unexpected_datagrams,
+        );
+        drops.insert("ice_unknown_sender".to_owned(), ice_counters.unknown_sender);
         Self {
             interface: interface.to_owned(),
             public_key: PublicKey::from_bytes(engine.public_key()).to_base64(),
@@ -67,15 +111,16 @@ impl Status {
             peers: engine
                 .peer_stats()
                 .iter()
-                .map(PeerStatus::from_stats)
+                .map(|stats| {
+                    let key = PublicKey::from_bytes(stats.public_key);
+                    let mut peer = PeerStatus::from_stats(stats);
+                    if let Some(ice) = ice.get(&key) {
+                        peer.apply_ice(ice);
+                    }
+                    peer
+                })
                 .collect(),
-            drops: engine
-                .drops
-                .snapshot()
-                .fields()
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), *value))
-                .collect(),
+            drops,
         }
     }
 }
@@ -111,7 +156,35 @@ impl PeerStatus {
             handshake_rtt_ms: stats.handshake_rtt_ms,
             dropped_source_not_allowed: stats.dropped_source_not_allowed,
             reason,
+            local_candidate: None,
+            remote_candidate: None,
+            session_id: None,
+            session_version: None,
+            restarts: None,
         }
+    }
+
+    /// Overlays the ICE session's view on a peer without a static endpoint.
+    fn apply_ice(&mut self, ice: &PeerIceStatus) {
+        let handshake_current = self.reason.is_none();
+        self.state = match ice.state {
+            SessionState::Completed => SessionState::Connected.as_str(),
+            state => state.as_str(),
+        }
+        .to_owned();
+        self.path = ice.path.map_or("none", PathKind::as_str).to_owned();
+        self.local_candidate = ice.local_candidate.map(|a| a.to_string());
+        self.remote_candidate = ice.remote_candidate.map(|a| a.to_string());
+        self.session_id = Some(ice.session_id);
+        self.session_version = Some(ice.session_version);
+        self.restarts = Some(ice.restarts);
+        self.reason = match (&ice.reason, handshake_current) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, true) => None,
+            (None, false) => {
+                Some("path found; waiting for the WireGuard handshake over it".to_owned())
+            }
+        };
     }
 
     /// The human-readable form used by `wice status` without `--json`.
@@ -124,6 +197,16 @@ impl PeerStatus {
             "  endpoint:       {}",
             self.endpoint.as_deref().unwrap_or("(none)")
         );
+        if let (Some(local), Some(remote)) = (&self.local_candidate, &self.remote_candidate) {
+            let _ = writeln!(out, "  candidates:     {local} -> {remote}");
+        }
+        if let (Some(id), Some(version)) = (self.session_id, self.session_version) {
+            let restarts = self.restarts.unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  session:        {id:016x} version {version}, {restarts} restarts"
+            );
+        }
         let _ = writeln!(out, "  allowed ips:    {}", self.allowed_ips.join(", "));
         let handshake = self
             .last_handshake_secs

@@ -11,11 +11,16 @@
 //!    message can pass: bytes 1..4 of every WireGuard message are zero, so its
 //!    "length field" is 0, which would need a 20-byte datagram, and the shortest
 //!    WireGuard message (a keepalive) is 32 bytes.
-//! 2. TURN ChannelData (RFC 8656 §12.4): byte 0 in 0x40..=0x7F (channel numbers
-//!    0x4000..=0x7FFF), length field at bytes 2..4 not larger than the rest. Only
-//!    meaningful from a TURN server, which the caller checks.
+//! 2. TURN ChannelData (RFC 8656 §12.4): at least the 4-byte header and byte 0
+//!    in 0x40..=0x7F (channel numbers 0x4000..=0x7FFF; RFC 5766 allowed all of
+//!    them). No WireGuard message starts that way (types 1..=4). Only meaningful
+//!    from a TURN server, which the caller checks before it trusts the header
+//!    ([`crate::endpoint::parse_channel_data`] checks the length field and the
+//!    channel number, so a bad one is counted as ChannelData, not as WireGuard).
 //! 3. Everything else goes to WireGuard, whose own parser checks type and exact
 //!    sizes.
+
+use crate::endpoint::CHANNEL_DATA_HEADER_LEN;
 
 /// What a datagram on the shared socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +38,6 @@ pub const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 
 /// Size of the STUN message header.
 const STUN_HEADER_LEN: usize = 20;
-
-/// Size of the ChannelData header.
-const CHANNEL_DATA_HEADER_LEN: usize = 4;
 
 /// Classifies one datagram. Never panics, whatever the bytes.
 #[inline]
@@ -60,11 +62,7 @@ fn is_stun(d: &[u8]) -> bool {
 
 #[inline]
 fn is_channel_data(d: &[u8]) -> bool {
-    if d.len() < CHANNEL_DATA_HEADER_LEN || !(0x40..=0x7F).contains(&d[0]) {
-        return false;
-    }
-    let length = usize::from(u16::from_be_bytes([d[2], d[3]]));
-    length <= d.len() - CHANNEL_DATA_HEADER_LEN
+    d.len() >= CHANNEL_DATA_HEADER_LEN && (0x40..=0x7F).contains(&d[0])
 }
 
 #[cfg(test)]
@@ -102,6 +100,15 @@ mod tests {
     #[test]
     fn channel_data_is_channel_data() {
         assert_eq!(classify(&CHANNEL_DATA), DatagramKind::ChannelData);
+    }
+
+    #[test]
+    fn channel_data_with_a_bad_length_is_still_channel_data() {
+        // The receiver checks the length against the source; WireGuard never sees it.
+        assert_eq!(
+            classify(&[0x40, 0x00, 0xFF, 0xFF, 1, 0, 0, 0]),
+            DatagramKind::ChannelData
+        );
     }
 
     #[test]

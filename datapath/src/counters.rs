@@ -63,6 +63,10 @@ counters! {
         under_load,
         /// Any other WireGuard protocol error (expired session, wrong state, ...).
         protocol_error,
+        /// ChannelData from an address that is not one of our TURN servers.
+        channel_data_unknown_server,
+        /// ChannelData from a TURN server whose length field or channel number is wrong.
+        channel_data_malformed,
         /// STUN/TURN datagram with no control-plane consumer, or its queue was full.
         control_dropped,
         /// UDP send failed.

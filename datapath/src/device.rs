@@ -5,8 +5,9 @@
 //! - `wice-tun-rx`: reads TUN (TSO super-packets split by tun-rs), encrypts,
 //!   sends runs of datagrams with UDP GSO (see `tx`);
 //! - `wice-udp-rx`: receives `recvmmsg` batches with UDP GRO, decrypts, writes
-//!   TUN with GRO coalescing (see `rx`); STUN/TURN datagrams leave here for the
-//!   control plane;
+//!   TUN with GRO coalescing (see `rx`); relayed WireGuard is unwrapped from
+//!   TURN ChannelData here too; STUN (bare or in ChannelData) leaves here for
+//!   the control plane;
 //! - `wice-timers`: WireGuard timers every 250 ms, rate-limiter reset every second.
 //!
 //! One TUN reader only: several readers reorder a flow's packets, which costs
@@ -31,7 +32,7 @@ use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::classify::DatagramKind;
 use crate::counters::DropCounters;
-use crate::engine::Engine;
+use crate::engine::{Engine, HANDSHAKE_SCRATCH};
 use crate::rx::{InboundSink, RxBatch};
 use crate::tx::TxBatch;
 use crate::udp::{RecvBatch, UdpSocket};
@@ -97,8 +98,12 @@ pub enum DeviceError {
 /// A STUN or TURN datagram received on the shared socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlDatagram {
-    /// Sender address.
+    /// Sender address (plain IPv4 for IPv4 senders, never v4-mapped).
     pub from: SocketAddr,
+    /// The local address it arrived on: the destination IP the kernel reported
+    /// and the listen port, so ICE can match a check to its host candidate.
+    /// `None` if the kernel did not report it. Plain IPv4 for IPv4, like `from`.
+    pub to: Option<SocketAddr>,
     /// STUN or ChannelData.
     pub kind: DatagramKind,
     /// The datagram.
@@ -114,7 +119,8 @@ pub struct Device {
     listen_port: u16,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    control_rx: Option<Receiver<ControlDatagram>>,
+    /// Behind a mutex so the device can be shared across threads (`Receiver` is not `Sync`).
+    control_rx: std::sync::Mutex<Option<Receiver<ControlDatagram>>>,
 }
 
 impl Device {
@@ -186,7 +192,7 @@ impl Device {
             listen_port,
             stop,
             threads: Vec::new(),
-            control_rx: Some(control_rx),
+            control_rx: std::sync::Mutex::new(Some(control_rx)),
         };
         let tun_rx = TunReader {
             engine: device.engine.clone(),
@@ -244,11 +250,36 @@ impl Device {
     /// Takes the receiving end of the control queue (STUN/TURN datagrams).
     /// Until someone drains it, control datagrams wait in the bounded queue; once it is
     /// full (or the receiver is dropped) they are dropped and counted as `control_dropped`.
-    pub fn take_control_receiver(&mut self) -> Option<Receiver<ControlDatagram>> {
-        self.control_rx.take()
+    pub fn take_control_receiver(&self) -> Option<Receiver<ControlDatagram>> {
+        self.control_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
-    /// Sends a control-plane datagram (STUN/TURN) from the shared socket.
+    /// Sends the peer a handshake initiation now, on its current path (framed
+    /// for a relay), unless it has a fresh session or no path; see
+    /// [`Engine::initiate_handshake`]. Call when ICE nominates a path. Returns
+    /// whether an initiation was sent. Blocks only while the socket's send
+    /// buffer is full.
+    pub fn initiate_handshake(&self, public_key: &[u8; 32]) -> bool {
+        let mut scratch = [0u8; HANDSHAKE_SCRATCH];
+        let mut sent = false;
+        self.engine
+            .initiate_handshake(public_key, &mut scratch, |to, datagram| {
+                match self.udp.send_to(to, datagram) {
+                    Ok(()) => sent = true,
+                    Err(err) => {
+                        tracing::debug!(%err, %to, "handshake initiation not sent");
+                        DropCounters::bump(&self.engine.drops.udp_send_error);
+                    }
+                }
+            });
+        sent
+    }
+
+    /// Sends a control-plane datagram (STUN/TURN) from the shared socket, as
+    /// is: the control plane does its own TURN framing.
     pub fn send_control(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
         self.udp.send_to(to, datagram)
     }
@@ -362,6 +393,7 @@ impl UdpReader {
             engine: &self.engine,
             udp: &self.udp,
             control: &self.control,
+            local: None,
         };
         while !self.stop.load(Ordering::Relaxed) {
             let count = match self.udp.recv_batch(&mut received) {
@@ -386,7 +418,8 @@ impl UdpReader {
                 }
             };
             let table = self.engine.table();
-            received.for_each(count, |from, datagram| {
+            received.for_each(count, |from, to, datagram| {
+                sink.local = to;
                 if batch.decapsulate(&self.engine, &table, from, datagram, &mut sink) {
                     self.write_tun(&mut batch, &mut gro);
                 }
@@ -416,6 +449,9 @@ struct ReplySink<'a> {
     engine: &'a Engine,
     udp: &'a UdpSocket,
     control: &'a SyncSender<ControlDatagram>,
+    /// Where the datagram being handled arrived, for [`ControlDatagram::to`];
+    /// set per datagram (a copy, not an allocation).
+    local: Option<SocketAddr>,
 }
 
 impl InboundSink for ReplySink<'_> {
@@ -428,6 +464,7 @@ impl InboundSink for ReplySink<'_> {
     fn control(&mut self, from: SocketAddr, kind: DatagramKind, datagram: &[u8]) {
         let message = ControlDatagram {
             from,
+            to: self.local,
             kind,
             data: datagram.to_vec(),
         };

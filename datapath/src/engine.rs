@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
@@ -14,6 +15,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 
 use crate::allowed_ips::AllowedIps;
 use crate::counters::DropCounters;
+use crate::endpoint::{CHANNEL_DATA_HEADER_LEN, Endpoint};
 use crate::peer::{Peer, PeerConfig, PeerStats};
 
 /// Handshakes per second before the device answers with cookies instead
@@ -22,6 +24,15 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 /// Largest peer slot: receiver indices carry the slot in their top 24 bits.
 const MAX_PEERS: usize = 1 << 24;
+
+/// A session younger than this needs no handshake when the path changes:
+/// WireGuard follows the new endpoint by itself. WireGuard's REKEY_AFTER_TIME;
+/// an older session is about to rekey anyway.
+const FRESH_SESSION: Duration = Duration::from_secs(120);
+
+/// Scratch space [`Engine::initiate_handshake`] needs: a handshake initiation
+/// (148 bytes) behind a ChannelData header.
+pub const HANDSHAKE_SCRATCH: usize = CHANNEL_DATA_HEADER_LEN + 148;
 
 /// Why a peer could not be added.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,12 +49,16 @@ pub enum PeerTableError {
     Full,
 }
 
-/// Peers by slot and by key, and the allowed-IPs routing table.
+/// Peers by slot and by key, the allowed-IPs routing table, and the TURN
+/// servers whose ChannelData the packet threads unwrap.
 #[derive(Default)]
 pub struct PeerTable {
     slots: Vec<Option<Arc<Peer>>>,
     by_key: HashMap<[u8; 32], u32>,
     pub(crate) allowed_ips: AllowedIps<u32>,
+    /// A handful at most (one per configured TURN server): a linear scan per
+    /// ChannelData datagram beats hashing the address.
+    relay_servers: Vec<SocketAddr>,
 }
 
 impl PeerTable {
@@ -54,6 +69,12 @@ impl PeerTable {
 
     pub(crate) fn by_key(&self, key: &[u8; 32]) -> Option<&Arc<Peer>> {
         self.by_key.get(key).and_then(|slot| self.by_slot(*slot))
+    }
+
+    /// Whether ChannelData from `addr` comes from one of our TURN servers.
+    #[inline]
+    pub(crate) fn is_relay_server(&self, addr: SocketAddr) -> bool {
+        self.relay_servers.contains(&addr)
     }
 
     /// Every peer, in slot order.
@@ -157,13 +178,88 @@ impl Engine {
         true
     }
 
-    /// Points a peer's traffic at `endpoint` (a path chosen by ICE, or configuration).
-    /// The WireGuard session is kept: only the destination of the next datagram changes.
+    /// Points a peer's traffic straight at `endpoint`; see [`Engine::set_path`].
     pub fn set_endpoint(&self, public_key: &[u8; 32], endpoint: SocketAddr) -> bool {
+        self.set_path(public_key, Endpoint::Direct(endpoint))
+    }
+
+    /// Points a peer's traffic at `path` (chosen by ICE, or configuration).
+    /// The WireGuard session is kept: only the destination (and framing) of
+    /// the next datagram changes. Returns whether the peer exists.
+    ///
+    /// A relayed path's server should be among [`Engine::set_relay_servers`],
+    /// or the peer's answers (ChannelData from that server) are dropped.
+    pub fn set_path(&self, public_key: &[u8; 32], path: Endpoint) -> bool {
+        let path = match path {
+            Endpoint::Direct(addr) => Endpoint::Direct(crate::udp::unmap(addr)),
+            Endpoint::Relayed { server, channel } => Endpoint::Relayed {
+                server: crate::udp::unmap(server),
+                channel,
+            },
+        };
         let table = self.table();
         match table.by_key(public_key) {
             Some(peer) => {
-                peer.lock().endpoint = Some(endpoint);
+                peer.lock().endpoint = Some(path);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replaces the set of TURN server addresses whose ChannelData the packet
+    /// threads unwrap; ChannelData from any other address is dropped and
+    /// counted. The packet threads see the new set from their next batch.
+    pub fn set_relay_servers(&self, servers: Vec<SocketAddr>) {
+        let mut servers: Vec<SocketAddr> = servers.into_iter().map(crate::udp::unmap).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        self.table_mut().relay_servers = servers;
+    }
+
+    /// Sends a handshake initiation to the peer now, if it has a path and no
+    /// fresh session: call it when ICE nominates a path, so the first
+    /// handshake does not wait for boringtun's 5 s retry (a handshake started
+    /// before any path existed went nowhere). A handshake already in flight is
+    /// restarted on the current path. `scratch` holds at least
+    /// [`HANDSHAKE_SCRATCH`] bytes; `send` gets the wire destination and
+    /// datagram, framed for a relayed path. Returns whether one was sent.
+    pub fn initiate_handshake(
+        &self,
+        public_key: &[u8; 32],
+        scratch: &mut [u8],
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) -> bool {
+        let table = self.table();
+        let Some(peer) = table.by_key(public_key) else {
+            return false;
+        };
+        let mut state = peer.lock();
+        let Some(endpoint) = state.endpoint else {
+            return false;
+        };
+        if state
+            .tunn
+            .time_since_last_handshake()
+            .is_some_and(|age| age < FRESH_SESSION)
+        {
+            return false;
+        }
+        let Some(room) = scratch.get_mut(endpoint.headroom()..) else {
+            return false;
+        };
+        let len = match state.tunn.format_handshake_initiation(room, true) {
+            TunnResult::WriteToNetwork(initiation) => initiation.len(),
+            TunnResult::Err(err) => {
+                tracing::debug!(peer = %crate::short_key(&peer.public_key), ?err, "handshake");
+                return false;
+            }
+            _ => return false,
+        };
+        drop(state);
+        match endpoint.frame(scratch, len) {
+            Some(datagram) => {
+                send(endpoint.destination(), datagram);
                 true
             }
             None => false,
@@ -176,17 +272,25 @@ impl Engine {
     }
 
     /// Runs WireGuard's timers for every peer: handshake retries, rekeys,
-    /// keepalives. Call about every 250 ms. `send` gets each datagram to transmit.
+    /// keepalives. Call about every 250 ms. `send` gets each datagram's wire
+    /// destination and bytes (ChannelData-framed for a relayed peer).
+    /// `scratch` holds [`crate::MAX_DATAGRAM`] bytes.
     pub fn update_timers(&self, scratch: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
         let table = self.table();
         for peer in table.peers() {
             let mut state = peer.lock();
             let endpoint = state.endpoint;
-            match state.tunn.update_timers(scratch) {
+            // WireGuard goes behind the headroom a relayed path's header needs.
+            let offset = endpoint.map_or(0, Endpoint::headroom);
+            match state.tunn.update_timers(&mut scratch[offset..]) {
                 TunnResult::WriteToNetwork(datagram) => {
+                    let len = datagram.len();
                     drop(state);
                     match endpoint {
-                        Some(to) => send(to, datagram),
+                        Some(to) => match to.frame(scratch, len) {
+                            Some(framed) => send(to.destination(), framed),
+                            None => DropCounters::bump(&self.drops.protocol_error),
+                        },
                         None => DropCounters::bump(&self.drops.no_endpoint),
                     }
                 }

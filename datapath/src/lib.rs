@@ -7,11 +7,17 @@
 //! IPs (`rx`). STUN and TURN datagrams leave through a bounded queue to the
 //! control plane, which sends its own through [`Device::send_control`]; WireGuard
 //! data never crosses into the control plane.
+//!
+//! A peer's path is an [`Endpoint`]: its address, or a TURN server and channel.
+//! Relayed WireGuard is framed and unframed as ChannelData on the packet
+//! threads themselves, in place; the control plane only picks the path
+//! ([`Engine::set_path`]) and names the TURN servers ([`Engine::set_relay_servers`]).
 
 pub mod allowed_ips;
 pub mod classify;
 pub mod counters;
 mod device;
+pub mod endpoint;
 mod engine;
 mod peer;
 pub mod rx;
@@ -19,7 +25,8 @@ pub mod tx;
 pub mod udp;
 
 pub use device::{ControlDatagram, Device, DeviceConfig, DeviceError};
-pub use engine::{Engine, PeerTable, PeerTableError};
+pub use endpoint::Endpoint;
+pub use engine::{Engine, HANDSHAKE_SCRATCH, PeerTable, PeerTableError};
 pub use peer::{Peer, PeerConfig, PeerStats};
 pub use rx::{InboundSink, RxBatch};
 pub use tx::{Outbound, TxBatch};
@@ -29,7 +36,7 @@ pub use tx::{Outbound, TxBatch};
 pub const BATCH_SIZE: usize = 128;
 
 /// Largest datagram or packet the datapath handles: a 64 KiB IP packet plus
-/// WireGuard's 32 bytes of framing, rounded up.
+/// WireGuard's 32 bytes of framing and ChannelData's 4, rounded up.
 pub const MAX_DATAGRAM: usize = 65_536 + 64;
 
 /// First 8 characters of a key's base64, for logs.

@@ -8,6 +8,8 @@ use std::time::Duration;
 use boringtun::noise::Tunn;
 use ipnet::IpNet;
 
+use crate::endpoint::Endpoint;
+
 /// What the datapath needs to know to talk to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
@@ -17,7 +19,8 @@ pub struct PeerConfig {
     pub preshared_key: Option<[u8; 32]>,
     /// Seconds between keepalives when idle, if any.
     pub persistent_keepalive: Option<u16>,
-    /// Where to send until the peer is heard from elsewhere.
+    /// Where to send until the peer is heard from elsewhere. Configured
+    /// endpoints are always direct; relayed paths come from ICE ([`crate::Engine::set_path`]).
     pub endpoint: Option<SocketAddr>,
     /// Networks the peer may send from, and that are routed to it.
     pub allowed_ips: Vec<IpNet>,
@@ -40,7 +43,7 @@ pub struct Peer {
 
 pub(crate) struct PeerState {
     pub(crate) tunn: Tunn,
-    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) endpoint: Option<Endpoint>,
 }
 
 /// A snapshot of one peer for status output.
@@ -49,7 +52,7 @@ pub struct PeerStats {
     /// The peer's static public key.
     pub public_key: [u8; 32],
     /// Where packets for the peer go now.
-    pub endpoint: Option<SocketAddr>,
+    pub endpoint: Option<Endpoint>,
     /// Networks routed to the peer.
     pub allowed_ips: Vec<IpNet>,
     /// Time since the last completed handshake, if any.
@@ -71,7 +74,7 @@ impl Peer {
             slot,
             state: Mutex::new(PeerState {
                 tunn,
-                endpoint: config.endpoint,
+                endpoint: config.endpoint.map(Endpoint::Direct),
             }),
             dropped_source: AtomicU64::new(0),
             allowed_ips: config.allowed_ips.clone(),

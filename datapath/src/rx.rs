@@ -2,14 +2,23 @@
 //! the network, or a control message for ICE.
 //!
 //! 1. UDP receive (in `device`, `recvmmsg`/GRO batches)
-//! 2. classify: STUN and TURN ChannelData go to the control plane; the rest is WireGuard
-//! 3. check mac1 and rate-limit handshakes (cookie replies under load)
-//! 4. find the peer: receiver index for responses, cookies and data; the
+//! 2. classify: STUN goes to the control plane; the rest is WireGuard, or
+//!    TURN ChannelData
+//! 3. unwrap ChannelData: only from one of our TURN servers (else dropped and
+//!    counted) and only with a sound header (else dropped and counted). STUN
+//!    inside (ICE checks over the relay) goes to the control plane whole, for
+//!    its TURN client; WireGuard inside carries on from the relayed endpoint
+//!    (server, channel), so replies and roaming go back through the relay.
+//!    The payload is a slice of the datagram: no copy
+//! 4. check mac1 and rate-limit handshakes (cookie replies under load)
+//! 5. find the peer: receiver index for responses, cookies and data; the
 //!    decrypted static key for handshake initiations
-//! 5. decrypt with the peer's session; an authenticated datagram from a new
-//!    address moves the peer's endpoint there (roaming)
-//! 6. cryptokey routing: the inner source must be in that peer's allowed IPs
-//! 7. collect in an [`RxBatch`] and write to TUN (in `device`); with offload on,
+//! 6. decrypt with the peer's session; an authenticated datagram from a new
+//!    endpoint moves the peer there (roaming, direct or relayed). Replies
+//!    (handshake responses, cookies, queued data) are written behind header
+//!    room and framed in place when the sender is relayed
+//! 7. cryptokey routing: the inner source must be in that peer's allowed IPs
+//! 8. collect in an [`RxBatch`] and write to TUN (in `device`); with offload on,
 //!    tun-rs coalesces a flow's consecutive TCP/UDP segments (GRO) into one
 //!    super-packet per write
 //!
@@ -23,14 +32,17 @@ use boringtun::noise::{Packet, TunnResult};
 
 use crate::classify::{DatagramKind, classify};
 use crate::counters::DropCounters;
+use crate::endpoint::{CHANNEL_DATA_HEADER_LEN, Endpoint, parse_channel_data};
 use crate::engine::{Engine, PeerTable};
 use crate::peer::Peer;
 
 /// Where the network-bound results of one inbound datagram go.
 pub trait InboundSink {
-    /// A datagram to send back (handshake response, cookie, queued data).
+    /// A datagram to send back (handshake response, cookie, queued data):
+    /// `to` is the wire destination, `datagram` the wire bytes, already
+    /// ChannelData-framed when the answer goes through a relay.
     fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]);
-    /// A STUN or TURN ChannelData datagram for the control plane.
+    /// A STUN datagram, or TURN ChannelData carrying STUN, for the control plane.
     fn control(&mut self, from: SocketAddr, kind: DatagramKind, datagram: &[u8]);
 }
 
@@ -64,7 +76,7 @@ impl RxBatch {
         }
     }
 
-    /// Stages 2–6 for one datagram; a packet for TUN stays in the batch.
+    /// Stages 2–7 for one datagram; a packet for TUN stays in the batch.
     /// Returns `true` when the batch is full and must be written out.
     pub fn decapsulate(
         &mut self,
@@ -74,7 +86,12 @@ impl RxBatch {
         datagram: &[u8],
         sink: &mut impl InboundSink,
     ) -> bool {
-        if datagram.first() != Some(&DATA_MESSAGE_TYPE) {
+        // Relayed WireGuard data is data too: look past the ChannelData header.
+        let message_type = match datagram.first() {
+            Some(0x40..=0x7F) => datagram.get(CHANNEL_DATA_HEADER_LEN),
+            first => first,
+        };
+        if message_type != Some(&DATA_MESSAGE_TYPE) {
             engine.decapsulate(table, from, datagram, &mut self.scratch, sink);
             return false;
         }
@@ -113,7 +130,7 @@ impl RxBatch {
 }
 
 impl Engine {
-    /// Stages 2–6 for one datagram. `out` must be at least as long as a data
+    /// Stages 2–7 for one datagram. `out` must be at least as long as a data
     /// datagram, and [`crate::MAX_DATAGRAM`] for anything else (answering a
     /// handshake flushes queued packets into it). Returns the length of the packet left at the
     /// start of `out` for TUN, if one passed cryptokey routing.
@@ -127,32 +144,87 @@ impl Engine {
     ) -> Option<usize> {
         // 2. classify
         match classify(datagram) {
-            kind @ (DatagramKind::Stun | DatagramKind::ChannelData) => {
-                sink.control(from, kind, datagram);
-                return None;
+            DatagramKind::Stun => {
+                sink.control(from, DatagramKind::Stun, datagram);
+                None
             }
-            DatagramKind::WireGuard => {}
+            DatagramKind::ChannelData => {
+                // 3. unwrap ChannelData. From anyone but our TURN servers the
+                // header means nothing and nobody asked for it.
+                if !table.is_relay_server(from) {
+                    DropCounters::bump(&self.drops.channel_data_unknown_server);
+                    return None;
+                }
+                let (channel, payload) = match parse_channel_data(datagram) {
+                    Ok(frame) => frame,
+                    Err(err) => {
+                        tracing::trace!(%from, %err, "ChannelData refused");
+                        DropCounters::bump(&self.drops.channel_data_malformed);
+                        return None;
+                    }
+                };
+                if classify(payload) == DatagramKind::Stun {
+                    // An ICE check through the relay: the control plane's TURN
+                    // client decodes the whole frame.
+                    sink.control(from, DatagramKind::ChannelData, datagram);
+                    return None;
+                }
+                let source = Endpoint::Relayed {
+                    server: from,
+                    channel,
+                };
+                self.decapsulate_wireguard(table, source, payload, out, sink)
+            }
+            DatagramKind::WireGuard => {
+                self.decapsulate_wireguard(table, Endpoint::Direct(from), datagram, out, sink)
+            }
         }
+    }
 
-        // 3. mac1 and load check
-        let packet = match self
-            .rate_limiter()
-            .verify_packet(Some(from.ip()), datagram, out)
-        {
-            Ok(packet) => packet,
-            Err(TunnResult::WriteToNetwork(cookie)) => {
-                DropCounters::bump(&self.drops.under_load);
-                sink.send_udp(from, cookie);
-                return None;
-            }
-            Err(TunnResult::Err(err)) => {
-                self.drops.count_wireguard_error(&err);
-                return None;
-            }
-            Err(_) => return None,
+    /// Stages 4–7 for one WireGuard datagram from `source`.
+    fn decapsulate_wireguard(
+        &self,
+        table: &PeerTable,
+        source: Endpoint,
+        datagram: &[u8],
+        out: &mut [u8],
+        sink: &mut impl InboundSink,
+    ) -> Option<usize> {
+        // Where WireGuard writes in `out`. A data message decrypts to a TUN
+        // packet, which must start at `out[0]`, and never produces a reply
+        // (boringtun 0.7.1 answers data with a packet or nothing). Anything else
+        // only produces replies, written behind the room a relayed answer's
+        // ChannelData header needs so framing is in place.
+        let offset = if datagram.first() == Some(&DATA_MESSAGE_TYPE) {
+            0
+        } else {
+            source.headroom()
         };
+        // The sender's IP for cookies: a relayed peer's is its TURN server's,
+        // shared with every peer behind that server.
+        let source_ip = source.destination().ip();
 
-        // 4. which peer
+        // 4. mac1 and load check
+        let packet =
+            match self
+                .rate_limiter()
+                .verify_packet(Some(source_ip), datagram, &mut out[offset..])
+            {
+                Ok(packet) => packet,
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    let len = cookie.len();
+                    DropCounters::bump(&self.drops.under_load);
+                    self.reply(sink, source, out, offset, len);
+                    return None;
+                }
+                Err(TunnResult::Err(err)) => {
+                    self.drops.count_wireguard_error(&err);
+                    return None;
+                }
+                Err(_) => return None,
+            };
+
+        // 5. which peer
         let (peer, authenticates_sender) = match packet {
             Packet::HandshakeInit(ref init) => {
                 let (private, public) = self.keys();
@@ -174,14 +246,16 @@ impl Engine {
             return None;
         };
 
-        // 5. decrypt, roam
+        // 6. decrypt, roam
         let mut state = peer.lock();
-        let result = state.tunn.decapsulate(Some(from.ip()), datagram, out);
+        let result = state
+            .tunn
+            .decapsulate(Some(source_ip), datagram, &mut out[offset..]);
         if !matches!(result, TunnResult::Err(_)) && authenticates_sender {
-            if state.endpoint != Some(from) {
-                tracing::debug!(peer = %crate::short_key(&peer.public_key), %from, "endpoint moved");
+            if state.endpoint != Some(source) {
+                tracing::debug!(peer = %crate::short_key(&peer.public_key), %source, "endpoint moved");
             }
-            state.endpoint = Some(from);
+            state.endpoint = Some(source);
         }
         match result {
             TunnResult::Done => None,
@@ -190,27 +264,53 @@ impl Engine {
                 None
             }
             TunnResult::WriteToNetwork(reply) => {
-                sink.send_udp(from, reply);
+                let len = reply.len();
+                self.reply(sink, source, out, offset, len);
                 // The handshake completed: flush what the peer queued while waiting.
                 while let TunnResult::WriteToNetwork(queued) =
-                    state.tunn.decapsulate(None, &[], out)
+                    state.tunn.decapsulate(None, &[], &mut out[offset..])
                 {
-                    sink.send_udp(from, queued);
+                    let len = queued.len();
+                    self.reply(sink, source, out, offset, len);
                 }
                 None
             }
             TunnResult::WriteToTunnelV4(packet, source) => {
+                let len = packet.len();
                 drop(state);
-                self.admit(table, peer, IpAddr::V4(source), packet.len())
+                self.admit(table, peer, IpAddr::V4(source), len)
             }
             TunnResult::WriteToTunnelV6(packet, source) => {
+                let len = packet.len();
                 drop(state);
-                self.admit(table, peer, IpAddr::V6(source), packet.len())
+                self.admit(table, peer, IpAddr::V6(source), len)
             }
         }
     }
 
-    /// Stage 6, cryptokey routing: the packet may go to TUN only if its source
+    /// Sends the `len`-byte WireGuard reply at `out[offset..]` back to
+    /// `source`, framed in place when it is relayed.
+    #[inline]
+    fn reply(
+        &self,
+        sink: &mut impl InboundSink,
+        source: Endpoint,
+        out: &mut [u8],
+        offset: usize,
+        len: usize,
+    ) {
+        // `offset` is the headroom except for data messages, which never
+        // answer; a relayed reply without room for its header cannot be framed.
+        let framed = offset
+            .checked_sub(source.headroom())
+            .and_then(|start| source.frame(&mut out[start..], len));
+        match framed {
+            Some(datagram) => sink.send_udp(source.destination(), datagram),
+            None => DropCounters::bump(&self.drops.protocol_error),
+        }
+    }
+
+    /// Stage 7, cryptokey routing: the packet may go to TUN only if its source
     /// routes back to the peer that sent it.
     #[inline]
     fn admit(&self, table: &PeerTable, peer: &Peer, source: IpAddr, len: usize) -> Option<usize> {

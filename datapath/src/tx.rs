@@ -6,10 +6,13 @@
 //! 3. encrypt with the peer's current session (boringtun) straight into the
 //!    batch's send buffer, or queue the packet and emit a handshake initiation
 //!    when there is none
-//! 4. group: consecutive datagrams of one size to one endpoint form a run
-//!    ([`TxBatch`]), which leaves in one `sendmsg` with UDP GSO (in `device`)
+//! 4. frame: for a peer behind a TURN relay, WireGuard went 4 bytes into the
+//!    buffer (step 3) and the ChannelData header is written in front of it, in
+//!    place; the datagram goes to the TURN server
+//! 5. group: consecutive datagrams of one size to one wire destination form a
+//!    run ([`TxBatch`]), which leaves in one `sendmsg` with UDP GSO (in `device`)
 //!
-//! Stages 2–4 run here, under one read lock of the peer table per batch and
+//! Stages 2–5 run here, under one read lock of the peer table per batch and
 //! the peer's own lock for each encryption. One thread does all of it, in TUN
 //! order, so a peer's packets leave in the order they arrived.
 
@@ -18,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use boringtun::noise::TunnResult;
 
 use crate::counters::DropCounters;
+use crate::endpoint::{CHANNEL_DATA_HEADER_LEN, Endpoint};
 use crate::engine::{Engine, PeerTable};
 
 /// What became of one outbound packet.
@@ -25,9 +29,11 @@ use crate::engine::{Engine, PeerTable};
 pub enum Outbound<'o> {
     /// Send this datagram (data or a handshake initiation) to this address.
     Send {
-        /// The peer's current endpoint.
+        /// The wire destination: the peer's address, or its TURN server when
+        /// the peer is relayed.
         to: SocketAddr,
-        /// The WireGuard datagram, inside the caller's buffer.
+        /// The WireGuard datagram, inside the caller's buffer; ChannelData-framed
+        /// when the peer is relayed.
         datagram: &'o [u8],
     },
     /// Held by the peer until its handshake completes.
@@ -63,8 +69,11 @@ const MAX_GSO_BYTES: usize = 65_535 - 8 - 40;
 /// (128 × 1452) fits with room to spare.
 const TX_BUFFER: usize = 256 * 1024;
 
-/// A run of datagrams in a [`TxBatch`]: same destination, same size (the last
-/// may be shorter), contiguous in the buffer.
+/// A run of datagrams in a [`TxBatch`]: same wire destination, same size (the
+/// last may be shorter), contiguous in the buffer. GSO only needs the bytes of
+/// each segment to be right for that destination, so relayed peers behind one
+/// TURN server share runs (each segment carries its own channel header), and a
+/// relayed and a direct peer never do (their destinations differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
     to: SocketAddr,
@@ -101,7 +110,7 @@ impl TxBatch {
     /// touching the packet when the buffer is full: send the batch, clear it and
     /// push again.
     pub fn push(&mut self, engine: &Engine, table: &PeerTable, packet: &[u8]) -> bool {
-        let room = (packet.len() + 32).max(148);
+        let room = encapsulate_room(packet.len());
         if self.len + room > self.buf.len() {
             return false;
         }
@@ -156,9 +165,18 @@ impl TxBatch {
     }
 }
 
+/// Buffer [`Engine::encapsulate`] needs for a `len`-byte packet: the packet
+/// plus WireGuard's 32 bytes, at least a handshake initiation (148), behind
+/// room for a ChannelData header.
+#[inline]
+pub fn encapsulate_room(len: usize) -> usize {
+    CHANNEL_DATA_HEADER_LEN + (len + 32).max(148)
+}
+
 impl Engine {
-    /// Stages 2–3 for one packet. `out` must hold `packet.len() + 32` bytes and at
-    /// least 148 (a handshake initiation); see [`crate::MAX_DATAGRAM`].
+    /// Stages 2–4 for one packet. `out` must hold [`encapsulate_room`] bytes
+    /// (4 + the larger of `packet.len() + 32` and 148); [`crate::MAX_DATAGRAM`]
+    /// always does. The datagram starts at `out[0]` either way.
     #[inline]
     pub fn encapsulate<'o>(
         &self,
@@ -180,16 +198,30 @@ impl Engine {
         };
         let mut state = peer.lock();
         let endpoint = state.endpoint;
-        let result = state.tunn.encapsulate(packet, out);
+        // 3. encrypt behind the header room a relayed path needs (none for a
+        // direct one), so framing is a 4-byte write, not a copy.
+        let offset = endpoint.map_or(0, Endpoint::headroom);
+        let result = state.tunn.encapsulate(packet, &mut out[offset..]);
         drop(state);
         match result {
-            TunnResult::WriteToNetwork(datagram) => match endpoint {
-                Some(to) => Outbound::Send { to, datagram },
-                None => {
+            TunnResult::WriteToNetwork(datagram) => {
+                let len = datagram.len();
+                let Some(endpoint) = endpoint else {
                     DropCounters::bump(&self.drops.no_endpoint);
-                    Outbound::Dropped
+                    return Outbound::Dropped;
+                };
+                // 4. frame
+                match endpoint.frame(out, len) {
+                    Some(datagram) => Outbound::Send {
+                        to: endpoint.destination(),
+                        datagram,
+                    },
+                    None => {
+                        DropCounters::bump(&self.drops.malformed_inner);
+                        Outbound::Dropped
+                    }
                 }
-            },
+            }
             TunnResult::Done => Outbound::Queued,
             TunnResult::Err(err) => {
                 self.drops.count_wireguard_error(&err);

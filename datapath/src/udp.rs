@@ -29,12 +29,16 @@ pub struct UdpSocket {
     socket: StdUdpSocket,
     state: UdpSocketState,
     dual_stack: bool,
+    port: u16,
 }
 
 /// Reusable receive buffers and metadata for one batch.
 pub struct RecvBatch {
     storage: Vec<u8>,
     meta: [RecvMeta; RECV_BATCH],
+    /// The receiving socket's port, to complete `RecvMeta::dst_ip` into the
+    /// local address a datagram arrived on.
+    local_port: u16,
 }
 
 impl Default for RecvBatch {
@@ -42,22 +46,34 @@ impl Default for RecvBatch {
         Self {
             storage: vec![0; RECV_BATCH * RECV_BUFFER],
             meta: [RecvMeta::default(); RECV_BATCH],
+            local_port: 0,
         }
     }
 }
 
 impl RecvBatch {
-    /// Calls `each(from, datagram)` for every datagram of the last `count`
-    /// received buffers, splitting GRO super-datagrams at their stride.
-    pub fn for_each(&self, count: usize, mut each: impl FnMut(SocketAddr, &[u8])) {
+    /// Calls `each(from, to, datagram)` for every datagram of the last `count`
+    /// received buffers, splitting GRO super-datagrams at their stride. `to` is
+    /// the local address the datagram arrived on (destination IP from
+    /// `IP_PKTINFO`/`IPV6_PKTINFO`, which quinn-udp turns on, and our port);
+    /// `None` if the kernel did not say. Both addresses come as plain IPv4 for
+    /// IPv4 traffic, never v4-mapped.
+    pub fn for_each(
+        &self,
+        count: usize,
+        mut each: impl FnMut(SocketAddr, Option<SocketAddr>, &[u8]),
+    ) {
         for (meta, buffer) in self.meta[..count]
             .iter()
             .zip(self.storage.chunks(RECV_BUFFER))
         {
             let from = unmap(meta.addr);
+            let to = meta
+                .dst_ip
+                .map(|ip| unmap(SocketAddr::new(ip, self.local_port)));
             let stride = meta.stride.max(1);
             for datagram in buffer[..meta.len].chunks(stride) {
-                each(from, datagram);
+                each(from, to, datagram);
             }
         }
     }
@@ -79,11 +95,14 @@ impl UdpSocket {
         force_buffer(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
         force_buffer(&socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
         let socket: StdUdpSocket = socket.into();
+        // Also turns on IP_PKTINFO / IPV6_RECVPKTINFO: `RecvMeta::dst_ip`.
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        let port = socket.local_addr()?.port();
         Ok(Self {
             socket,
             state,
             dual_stack,
+            port,
         })
     }
 
@@ -96,7 +115,7 @@ impl UdpSocket {
 
     /// The bound port.
     pub fn local_port(&self) -> io::Result<u16> {
-        Ok(self.socket.local_addr()?.port())
+        Ok(self.port)
     }
 
     /// Sends one datagram, waiting for buffer space rather than dropping it.
@@ -175,6 +194,7 @@ impl UdpSocket {
 
     /// Receives one batch without blocking; `Ok(0)` when nothing is waiting.
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.local_port = self.port;
         let mut chunks = batch.storage.chunks_mut(RECV_BUFFER);
         let mut slices: [IoSliceMut<'_>; RECV_BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
@@ -255,5 +275,44 @@ pub fn unmap(addr: SocketAddr) -> SocketAddr {
             None => SocketAddr::V6(v6),
         },
         v4 @ SocketAddr::V4(_) => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_each_gives_the_local_address_unmapped_with_our_port() {
+        let mut batch = RecvBatch {
+            local_port: 51820,
+            ..RecvBatch::default()
+        };
+        let mapped_ip: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        batch.meta[0] = RecvMeta {
+            addr: "[::ffff:198.51.100.1]:3478".parse().expect("addr"),
+            len: 6,
+            stride: 3,
+            ecn: None,
+            dst_ip: Some(mapped_ip),
+        };
+        batch.meta[1] = RecvMeta {
+            addr: "[2001:db8::1]:9".parse().expect("addr"),
+            len: 1,
+            stride: 1,
+            ecn: None,
+            dst_ip: None,
+        };
+        let mut seen = Vec::new();
+        batch.for_each(2, |from, to, datagram| {
+            seen.push((from, to, datagram.len()))
+        });
+        let from: SocketAddr = "198.51.100.1:3478".parse().expect("addr");
+        let to: SocketAddr = "192.0.2.7:51820".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::1]:9".parse().expect("addr");
+        assert_eq!(
+            seen,
+            vec![(from, Some(to), 3), (from, Some(to), 3), (v6, None, 1)]
+        );
     }
 }

@@ -54,7 +54,7 @@
 
 mod candidate;
 mod offer;
-mod rng;
+pub(crate) mod rng;
 mod state;
 mod timers;
 
@@ -251,6 +251,11 @@ impl Session {
         self.offers.last_received()
     }
 
+    /// The remote's candidates accepted in its current session, in arrival order.
+    pub fn remote_candidates(&self) -> &[Candidate] {
+        self.offers.remote_candidates()
+    }
+
     /// Whether the remote's latest accepted offer says it gathered all its candidates.
     pub fn remote_end_of_candidates(&self) -> bool {
         self.offers.remote_end_of_candidates()
@@ -414,6 +419,11 @@ impl Session {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Whether [`Session::poll_event`] has something.
+    pub fn has_pending_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Replaces the current local session (if any) with a new one: new id, credentials and

@@ -145,6 +145,11 @@ impl Offers {
         self.remote_eoc = false;
     }
 
+    /// The remote candidates accepted in the current remote session.
+    pub(super) fn remote_candidates(&self) -> &[Candidate] {
+        &self.remote_candidates
+    }
+
     /// Whether the remote's latest accepted offer said it gathered all its candidates.
     pub(super) fn remote_end_of_candidates(&self) -> bool {
         self.remote_eoc

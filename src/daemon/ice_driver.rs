@@ -1,0 +1,146 @@
+//! The ICE controller on tokio: the one place the sans-IO [`Controller`] meets the clock, the
+//! signaling backends and the datapath.
+//!
+//! One task owns the controller. It wakes for a verified session description, a STUN/TURN
+//! datagram from the shared socket (bridged from the datapath's bounded queue by a thread,
+//! because the datapath does not use tokio), or the controller's next deadline; after each
+//! input it sends what the controller produced and refreshes the status snapshot.
+//! Publishing goes through a second task so a slow backend never delays a connectivity check.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use wice_datapath::ControlDatagram;
+
+use crate::ice::{Controller, ControllerCounters, ControllerEvent, PathTarget, PeerIceStatus};
+use crate::keys::PublicKey;
+use crate::signaling::{Received, SessionDescription, Signaling, SignalingMessage};
+
+/// Offers waiting for the publisher; the controller produces a handful per peer per session.
+const PUBLISH_QUEUE: usize = 1024;
+/// STUN/TURN datagrams between the bridge thread and the task.
+const CONTROL_QUEUE: usize = 1024;
+
+/// What the driver needs from the datapath.
+pub(crate) trait Datapath: Send + Sync + 'static {
+    /// Sends a raw datagram from the shared socket.
+    fn send(&self, to: SocketAddr, datagram: &[u8]);
+    /// Points the peer's WireGuard traffic at `target` and starts a handshake if none is
+    /// current.
+    fn set_path(&self, peer: &PublicKey, target: PathTarget);
+}
+
+/// The latest ICE view of every peer, for `wice status`.
+#[derive(Debug, Default)]
+pub(crate) struct IceSnapshot {
+    pub(crate) peers: BTreeMap<PublicKey, PeerIceStatus>,
+    pub(crate) counters: ControllerCounters,
+}
+
+/// Shared between the driver (writer) and the status handler (reader).
+pub(crate) type SharedSnapshot = Arc<Mutex<IceSnapshot>>;
+
+/// Bridges a blocking receiver into tokio: a thread that ends when either side closes.
+pub(crate) fn bridge<T: Send + 'static>(
+    receiver: std::sync::mpsc::Receiver<T>,
+) -> std::io::Result<mpsc::Receiver<T>> {
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    std::thread::Builder::new()
+        .name("wice-control".to_owned())
+        .spawn(move || {
+            while let Ok(item) = receiver.recv() {
+                if tx.blocking_send(item).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Runs the controller until the inputs close.
+pub(crate) async fn run(
+    mut controller: Controller,
+    signaling: Arc<Signaling>,
+    mut received: mpsc::Receiver<Received>,
+    mut datagrams: mpsc::Receiver<ControlDatagram>,
+    datapath: Arc<dyn Datapath>,
+    snapshot: SharedSnapshot,
+) {
+    let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+    let publisher = tokio::spawn(publish(signaling, publish_rx));
+    loop {
+        flush(&mut controller, &publish_tx, datapath.as_ref());
+        publish_snapshot(&controller, &snapshot);
+        let deadline = controller.poll_timeout(Instant::now());
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            message = received.recv() => {
+                let Some(Received { sender, message }) = message else { break };
+                match message {
+                    SignalingMessage::SessionDescription(offer) => {
+                        controller.handle_signal(Instant::now(), sender, offer);
+                    }
+                }
+            }
+            datagram = datagrams.recv() => {
+                let Some(ControlDatagram { from, to, data, .. }) = datagram else { break };
+                controller.handle_datagram(Instant::now(), from, to, &data);
+            }
+            () = sleep => controller.handle_timeout(Instant::now()),
+        }
+    }
+    publisher.abort();
+}
+
+fn flush(
+    controller: &mut Controller,
+    publish: &mpsc::Sender<(PublicKey, SessionDescription)>,
+    datapath: &dyn Datapath,
+) {
+    while let Some(datagram) = controller.poll_transmit() {
+        datapath.send(datagram.destination, &datagram.contents);
+    }
+    while let Some(event) = controller.poll_event() {
+        match event {
+            ControllerEvent::PathChanged { peer, target, kind } => {
+                tracing::info!(%peer, ?target, kind = kind.as_str(), "WireGuard path");
+                datapath.set_path(&peer, target);
+            }
+        }
+    }
+    while let Some(offer) = controller.poll_offer() {
+        if publish.try_send(offer).is_err() {
+            // A stuck backend: the session resends its offer with back-off.
+            tracing::debug!("signaling publish queue full; offer dropped");
+        }
+    }
+}
+
+fn publish_snapshot(controller: &Controller, snapshot: &SharedSnapshot) {
+    let status = controller.status();
+    let mut shared = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.peers = status;
+    shared.counters = controller.counters();
+}
+
+async fn publish(
+    signaling: Arc<Signaling>,
+    mut offers: mpsc::Receiver<(PublicKey, SessionDescription)>,
+) {
+    while let Some((peer, offer)) = offers.recv().await {
+        let (id, version) = (offer.session_id, offer.version);
+        let message = SignalingMessage::SessionDescription(offer);
+        match signaling.publish(&[peer], &message).await {
+            Ok(()) => tracing::debug!(%peer, id, version, "offer published"),
+            Err(error) => tracing::warn!(%peer, %error, "offer not published"),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! `wice up`: bring the node up, find paths to peers, serve status, tear down on a signal.
+//!
+//! Order matters for "a failed start leaves nothing behind": claim the name
+//! (cleaning a crashed run's leftovers), create the datapath, configure
+//! addresses and routes, start ICE for peers without an endpoint, then serve.
+//! Any failure after the claim unwinds through [`Node::teardown`].
+
+mod ice_driver;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use ipnet::IpNet;
+use rand_core::{OsRng, RngCore};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+use wice_datapath::{Device, DeviceConfig, Endpoint, PeerConfig as DatapathPeer};
+
+use crate::config::{Config, IceConfig};
+use crate::ice::{
+    Controller, InterfaceAddress, PathTarget, ServerScheme, Sources, TurnServer, host_candidates,
+};
+use crate::signaling::{SenderPolicy, Signaling, backends_from_urls};
+use crate::status::Status;
+use crate::system::{self, SystemError};
+use crate::{control, keys::PublicKey};
+
+use ice_driver::{Datapath, IceSnapshot, SharedSnapshot};
+
+/// Why the node could not come up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpError {
+    /// Not root (or without CAP_NET_ADMIN).
+    #[error("wice up needs root (CAP_NET_ADMIN) to create {0}")]
+    NotRoot(String),
+    /// The host refused a change.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// The datapath did not start.
+    #[error(transparent)]
+    Device(#[from] wice_datapath::DeviceError),
+    /// A peer was rejected by the datapath.
+    #[error("peer {key}: {source}")]
+    Peer {
+        /// The peer.
+        key: PublicKey,
+        /// Why.
+        source: wice_datapath::PeerTableError,
+    },
+    /// The control socket could not be bound.
+    #[error("control socket {path}: {source}")]
+    ControlSocket {
+        /// Socket path.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// A signaling backend could not be set up.
+    #[error("signaling: {0}")]
+    Signaling(#[from] crate::signaling::BackendError),
+    /// The thread bridging STUN/TURN datagrams to ICE could not start.
+    #[error("cannot start the ICE control thread: {0}")]
+    ControlThread(std::io::Error),
+}
+
+/// A node that is up: what teardown has to undo.
+struct Node {
+    name: String,
+    control_socket: std::path::PathBuf,
+    /// Shared with the ICE driver, which is stopped first: dropping the last
+    /// reference stops the packet threads.
+    device: Option<Arc<Device>>,
+    routes: Vec<IpNet>,
+}
+
+impl Node {
+    fn teardown(&mut self) {
+        if let Some(device) = self.device.take() {
+            match Arc::try_unwrap(device) {
+                Ok(device) => device.shutdown(),
+                Err(shared) => drop(shared),
+            }
+        }
+        system::teardown(&self.name, &self.routes);
+        system::release_interface(&self.control_socket);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM, then removes the interface and its routes.
+pub async fn run(config: Config) -> Result<(), UpError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(UpError::NotRoot(config.interface.name.clone()));
+    }
+    let iface = &config.interface;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(UpError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(UpError::Signals)?;
+
+    system::claim_interface(&iface.name, &iface.control_socket)?;
+    let mut node = Node {
+        name: iface.name.clone(),
+        control_socket: iface.control_socket.clone(),
+        device: None,
+        routes: Vec::new(),
+    };
+    let device = Device::create(&DeviceConfig {
+        name: iface.name.clone(),
+        mtu: iface.mtu,
+        listen_port: iface.listen_port,
+        private_key: iface.private_key.to_bytes(),
+    })?;
+    let engine = Arc::clone(device.engine());
+    let listen_port = device.listen_port();
+    let control_datagrams = device.take_control_receiver();
+    let device = Arc::new(device);
+    node.device = Some(Arc::clone(&device));
+
+    for peer in &config.peers {
+        engine
+            .add_peer(&DatapathPeer {
+                public_key: peer.public_key.to_bytes(),
+                preshared_key: peer.preshared_key.as_ref().map(|k| k.to_bytes()),
+                persistent_keepalive: peer.persistent_keepalive,
+                endpoint: peer.endpoint,
+                allowed_ips: peer.allowed_ips.clone(),
+            })
+            .map_err(|source| UpError::Peer {
+                key: peer.public_key,
+                source,
+            })?;
+    }
+
+    system::configure_interface(&iface.name, &iface.addresses)?;
+    let wanted = system::routes_needed(
+        &iface.addresses,
+        config.peers.iter().flat_map(|p| &p.allowed_ips),
+    );
+    node.routes = system::add_routes(&iface.name, &wanted);
+
+    let snapshot: SharedSnapshot = Arc::new(Mutex::new(IceSnapshot::default()));
+    let ice_peers: Vec<PublicKey> = config
+        .peers
+        .iter()
+        .filter(|peer| peer.endpoint.is_none())
+        .map(|peer| peer.public_key)
+        .collect();
+    let mut ice_task = None;
+    if !config.signaling.backends.is_empty() && !ice_peers.is_empty() {
+        let receiver = control_datagrams.ok_or(UpError::ControlThread(std::io::Error::other(
+            "control queue already taken",
+        )))?;
+        ice_task = Some(
+            start_ice(
+                &config,
+                &ice_peers,
+                listen_port,
+                Arc::clone(&device),
+                receiver,
+                Arc::clone(&snapshot),
+            )
+            .await?,
+        );
+    }
+
+    let listener =
+        control::bind(&iface.control_socket).map_err(|source| UpError::ControlSocket {
+            path: iface.control_socket.display().to_string(),
+            source,
+        })?;
+    let name = iface.name.clone();
+    let status_engine = Arc::clone(&engine);
+    let status = Arc::new(move || {
+        let ice = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters)
+    });
+    let server = tokio::spawn(control::serve(listener, status));
+
+    tracing::info!(
+        interface = %iface.name,
+        public_key = %iface.private_key.public_key(),
+        listen_port,
+        peers = config.peers.len(),
+        routes = node.routes.len(),
+        "up"
+    );
+
+    let signal_name = tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = signal_name, "shutting down");
+    server.abort();
+    if let Some(task) = ice_task {
+        task.abort();
+        let _ = task.await;
+    }
+    drop(device);
+    let drops = engine.drops.snapshot();
+    let dropped: Vec<String> = drops
+        .fields()
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !dropped.is_empty() {
+        tracing::info!(dropped = %dropped.join(" "), "drop counters at exit");
+    }
+    node.teardown();
+    Ok(())
+}
+
+/// The datapath as the ICE driver uses it.
+struct DeviceDatapath(Arc<Device>);
+
+impl Datapath for DeviceDatapath {
+    fn send(&self, to: SocketAddr, datagram: &[u8]) {
+        if let Err(error) = self.0.send_control(to, datagram) {
+            tracing::debug!(%to, %error, "STUN/TURN datagram not sent");
+        }
+    }
+
+    fn set_path(&self, peer: &PublicKey, target: PathTarget) {
+        let endpoint = match target {
+            PathTarget::Direct(address) => Endpoint::Direct(address),
+            PathTarget::Relayed { server, channel } => Endpoint::Relayed { server, channel },
+        };
+        let key = peer.to_bytes();
+        self.0.engine().set_path(&key, endpoint);
+        // Handshake at once: waiting for boringtun's own retry costs up to 5 s.
+        self.0.initiate_handshake(&key);
+    }
+}
+
+/// Starts signaling and the ICE driver for `ice_peers`.
+async fn start_ice(
+    config: &Config,
+    ice_peers: &[PublicKey],
+    listen_port: u16,
+    device: Arc<Device>,
+    control: std::sync::mpsc::Receiver<wice_datapath::ControlDatagram>,
+    snapshot: SharedSnapshot,
+) -> Result<JoinHandle<()>, UpError> {
+    let backends = backends_from_urls(
+        &config.signaling.backends,
+        config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
+    )?;
+    let allowed: HashSet<PublicKey> = config.peers.iter().map(|p| p.public_key).collect();
+    let (signaling, received) = Signaling::start(
+        config.interface.private_key.clone(),
+        SenderPolicy::Only(allowed),
+        backends,
+    )
+    .await;
+    let sources = candidate_sources(&config.ice, &config.interface.name, listen_port);
+    tracing::info!(
+        host = ?sources.host,
+        stun = ?sources.stun,
+        turn = ?sources.turn.iter().map(|t| t.address).collect::<Vec<_>>(),
+        "ICE candidate sources"
+    );
+    let controller = Controller::new(
+        config.interface.private_key.public_key(),
+        ice_peers,
+        sources,
+        OsRng.next_u64(),
+        Instant::now(),
+    );
+    device
+        .engine()
+        .set_relay_servers(controller.relay_servers());
+    let datagrams = ice_driver::bridge(control).map_err(UpError::ControlThread)?;
+    Ok(tokio::spawn(ice_driver::run(
+        controller,
+        Arc::new(signaling),
+        received,
+        datagrams,
+        Arc::new(DeviceDatapath(device)),
+        snapshot,
+    )))
+}
+
+/// Interface addresses, STUN and TURN servers, as the OS and the config give them now.
+fn candidate_sources(ice: &IceConfig, own_interface: &str, listen_port: u16) -> Sources {
+    let interfaces: Vec<InterfaceAddress> = match if_addrs::get_if_addrs() {
+        Ok(list) => list
+            .into_iter()
+            .map(|interface| InterfaceAddress {
+                up: interface.is_oper_up()
+                    || !matches!(interface.oper_status, if_addrs::IfOperStatus::Down),
+                loopback: interface.is_loopback(),
+                ip: interface.ip(),
+                interface: interface.name,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list interfaces; no host candidates");
+            Vec::new()
+        }
+    };
+    let host = host_candidates(&interfaces, own_interface, listen_port);
+    let stun = ice
+        .servers
+        .iter()
+        .filter(|server| server.url.scheme == ServerScheme::Stun)
+        .map(|server| server.address)
+        .collect();
+    let turn = ice
+        .servers
+        .iter()
+        .filter_map(|server| {
+            let credentials = server.credentials.as_ref()?;
+            Some(TurnServer {
+                address: server.address,
+                local: SocketAddr::new(local_ip_toward(server.address), listen_port),
+                username: credentials.username.clone(),
+                credential: credentials.credential.clone(),
+            })
+        })
+        .collect();
+    Sources {
+        candidate_types: ice.candidate_types,
+        host,
+        stun,
+        turn,
+    }
+}
+
+/// The source address the kernel picks toward `server` (a connected UDP socket sends
+/// nothing), so the TURN allocation's base matches what the shared socket sends from.
+fn local_ip_toward(server: SocketAddr) -> IpAddr {
+    let unspecified = match server {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    UdpSocket::bind(SocketAddr::new(unspecified, 0))
+        .and_then(|socket| {
+            socket.connect(server)?;
+            socket.local_addr()
+        })
+        .map_or(unspecified, |local| local.ip())
+}

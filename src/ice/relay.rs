@@ -1,0 +1,287 @@
+//! A TURN allocation on the WireGuard socket: the relayed candidate, permissions and channels.
+//!
+//! The TURN protocol itself is `turn-client-proto` (sans-IO: Allocate with the 401 retry,
+//! Refresh, CreatePermission, ChannelBind, stale-nonce retry). This wrapper adds what wice
+//! needs around it: a deadline for the allocation (wrong credentials otherwise fail silently
+//! for ~30 s), the channel number of each bound peer (the datapath frames WireGuard in
+//! ChannelData itself, so it must know it), and conversion between our `Instant` and the
+//! crate's.
+//!
+//! # Driving
+//!
+//! Send [`Relay::poll_transmit`]'s datagrams to [`Relay::server`]; hand every datagram from
+//! the server to [`Relay::handle_datagram`]; call [`Relay::handle_timeout`] at
+//! [`Relay::poll_timeout`]; drain [`Relay::poll_event`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use turn_client_proto::api::{DelayedMessageOrChannelSend, TurnConfig, TurnEvent, TurnPollRet};
+use turn_client_proto::prelude::*;
+use turn_client_proto::stun::agent::Transmit as TurnTransmit;
+use turn_client_proto::types::TurnCredentials;
+use turn_client_proto::types::stun::TransportType;
+use turn_client_proto::udp::TurnClientUdp;
+
+/// How long an allocation may take before the relay counts as failed (the crate itself
+/// only notices wrong credentials after its own retransmissions, ~30 s).
+pub(super) const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the allocation stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayState {
+    /// Allocate sent, no answer yet.
+    Allocating,
+    /// The server relays for us from this address.
+    Allocated(SocketAddr),
+    /// No allocation, for the reason given.
+    Failed(String),
+}
+
+/// Something the owner should act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// The allocation exists: a relayed candidate for every session.
+    Allocated(SocketAddr),
+    /// The allocation failed or closed.
+    Failed(String),
+    /// A channel to `peer` is bound: WireGuard to it can use ChannelData on `channel`.
+    ChannelBound {
+        /// The peer's address as the server sees it.
+        peer: SocketAddr,
+        /// The channel number (0x4000..=0x4FFF).
+        channel: u16,
+    },
+}
+
+/// What a datagram from the server carried.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RelayReceive {
+    /// TURN control traffic, handled.
+    Handled,
+    /// Not for this client (for instance the answer to a plain Binding probe).
+    Ignored,
+    /// Data a peer sent to our relayed address.
+    PeerData {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What it sent.
+        data: Vec<u8>,
+    },
+}
+
+/// One TURN server's allocation for this node.
+#[derive(Debug)]
+pub struct Relay {
+    client: TurnClientUdp,
+    /// The zero of the crate's clock.
+    epoch: Instant,
+    state: RelayState,
+    allocate_deadline: Option<Instant>,
+    channels: HashMap<SocketAddr, u16>,
+    events: VecDeque<RelayEvent>,
+}
+
+impl Relay {
+    /// Starts an allocation on `server` from our address `local` (the address the server
+    /// will see as the 5-tuple's client side before NAT) at `now`.
+    pub fn new(
+        local: SocketAddr,
+        server: SocketAddr,
+        username: &str,
+        credential: &str,
+        now: Instant,
+    ) -> Self {
+        let config = TurnConfig::new(TurnCredentials::new(username, credential));
+        Self {
+            client: TurnClientUdp::allocate(local, server, config),
+            epoch: now,
+            state: RelayState::Allocating,
+            allocate_deadline: Some(now + ALLOCATE_TIMEOUT),
+            channels: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn time(&self, now: Instant) -> turn_client_proto::stun::Instant {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        turn_client_proto::stun::Instant::from_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
+    }
+
+    fn instant(&self, time: turn_client_proto::stun::Instant) -> Instant {
+        let zero = turn_client_proto::stun::Instant::from_nanos(0);
+        self.epoch + time.saturating_duration_since(zero)
+    }
+
+    /// The TURN server.
+    pub fn server(&self) -> SocketAddr {
+        self.client.remote_addr()
+    }
+
+    /// Where the allocation stands.
+    pub fn state(&self) -> &RelayState {
+        &self.state
+    }
+
+    /// The relayed address, once allocated.
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        match self.state {
+            RelayState::Allocated(address) => Some(address),
+            _ => None,
+        }
+    }
+
+    /// Whether the first allocation attempt is over (allocated or failed).
+    pub fn settled(&self) -> bool {
+        self.state != RelayState::Allocating
+    }
+
+    /// The channel bound to `peer`, if any.
+    pub fn channel(&self, peer: SocketAddr) -> Option<u16> {
+        self.channels.get(&peer).copied()
+    }
+
+    /// Makes sure the server will relay between us and `peer` both ways, with a channel so
+    /// WireGuard can ride in 4-byte ChannelData headers instead of 36-byte Send indications.
+    /// Idempotent.
+    pub fn bind(&mut self, now: Instant, peer: SocketAddr) {
+        if self
+            .relayed()
+            .is_none_or(|relayed| relayed.is_ipv4() != peer.is_ipv4())
+        {
+            return;
+        }
+        let time = self.time(now);
+        if !self.client.have_permission(TransportType::Udp, peer.ip()) {
+            let _ = self
+                .client
+                .create_permission(TransportType::Udp, peer.ip(), time);
+        }
+        if !self.channels.contains_key(&peer) {
+            // AlreadyExists: a bind is in flight or done; the event reports it.
+            let _ = self.client.bind_channel(TransportType::Udp, peer, time);
+        }
+        self.pump(now);
+    }
+
+    /// Wraps `data` for `peer` (ChannelData when a channel is bound, else a Send indication).
+    /// `None` until the server confirmed a permission for the peer.
+    pub fn send_to(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+        let time = self.time(now);
+        match self.client.send_to(TransportType::Udp, peer, data, time) {
+            Ok(Some(transmit)) => Some(transmit.build().data),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// A datagram that arrived from the server.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> RelayReceive {
+        let time = self.time(now);
+        let transmit = TurnTransmit {
+            data: datagram,
+            transport: TransportType::Udp,
+            from: self.client.remote_addr(),
+            to: self.client.local_addr(),
+        };
+        let received = match self.client.recv(transmit, time) {
+            turn_client_proto::api::TurnRecvRet::Handled => RelayReceive::Handled,
+            turn_client_proto::api::TurnRecvRet::Ignored(_) => RelayReceive::Ignored,
+            turn_client_proto::api::TurnRecvRet::PeerData(data) => RelayReceive::PeerData {
+                peer: data.peer,
+                data: data.data().to_vec(),
+            },
+            turn_client_proto::api::TurnRecvRet::PeerIcmp { .. } => RelayReceive::Handled,
+        };
+        self.pump(now);
+        received
+    }
+
+    /// Refreshes, retransmits and the allocation deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.allocate_deadline.is_some_and(|at| now >= at) {
+            self.allocate_deadline = None;
+            if self.state == RelayState::Allocating {
+                self.fail("no answer to Allocate (server unreachable, or wrong credentials)");
+            }
+        }
+        self.pump(now);
+    }
+
+    /// When [`Relay::handle_timeout`] has work.
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        let time = self.time(now);
+        let client = match self.client.poll(time) {
+            TurnPollRet::WaitUntil(at) => Some(self.instant(at)),
+            _ => None,
+        };
+        [client, self.allocate_deadline].into_iter().flatten().min()
+    }
+
+    /// A datagram to send to [`Relay::server`].
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let time = self.time(now);
+        self.client
+            .poll_transmit(time)
+            .map(|transmit| transmit.data.as_ref().to_vec())
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+
+    fn fail(&mut self, why: &str) {
+        if !matches!(self.state, RelayState::Failed(_)) {
+            self.state = RelayState::Failed(why.to_owned());
+            self.channels.clear();
+            self.events.push_back(RelayEvent::Failed(why.to_owned()));
+        }
+    }
+
+    /// Runs the client and turns its events into ours.
+    fn pump(&mut self, now: Instant) {
+        let time = self.time(now);
+        if let TurnPollRet::Closed = self.client.poll(time) {
+            self.fail("allocation closed by the server or refused (check the credentials)");
+        }
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                TurnEvent::AllocationCreated(TransportType::Udp, relayed) => {
+                    self.allocate_deadline = None;
+                    self.state = RelayState::Allocated(relayed);
+                    self.events.push_back(RelayEvent::Allocated(relayed));
+                }
+                TurnEvent::AllocationCreateFailed(_) => {
+                    self.fail("the server refused the allocation");
+                }
+                TurnEvent::ChannelCreated(TransportType::Udp, peer) => {
+                    if let Some(channel) = self.channel_number(now, peer) {
+                        self.channels.insert(peer, channel);
+                        self.events
+                            .push_back(RelayEvent::ChannelBound { peer, channel });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The crate keeps channel numbers private; its ChannelData framing for the peer names
+    /// it in the first two bytes (RFC 8656 §12.4).
+    fn channel_number(&mut self, now: Instant, peer: SocketAddr) -> Option<u16> {
+        let time = self.time(now);
+        let transmit = self
+            .client
+            .send_to(TransportType::Udp, peer, [0u8; 0], time)
+            .ok()??;
+        match transmit.data {
+            DelayedMessageOrChannelSend::Channel(_) => {
+                let framed = transmit.build().data;
+                let channel = u16::from_be_bytes([*framed.first()?, *framed.get(1)?]);
+                (0x4000..=0x4FFF).contains(&channel).then_some(channel)
+            }
+            _ => None,
+        }
+    }
+}
