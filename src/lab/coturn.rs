@@ -33,7 +33,7 @@ pub fn command(addr: IpAddr, port: u16, dir: &Path) -> Command {
         .arg(dir.join("turndb"))
         .arg("--log-file")
         .arg(dir.join("turnserver.log"))
-        .args(["--simple-log", "--no-stdout-log"])
+        .args(["--simple-log", "--no-stdout-log", "--verbose"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

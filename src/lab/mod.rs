@@ -489,6 +489,14 @@ impl Lab {
             .args(["up", "-c"])
             .arg(&path)
             .args(["--log-level", &self.options.log_level])
+            // turn-client-proto traces every poll at INFO; boringtun logs routine expiry as ERROR.
+            .env(
+                "RUST_LOG",
+                format!(
+                    "{0},turn_client_proto=warn,boringtun=off",
+                    self.options.log_level
+                ),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -634,7 +642,7 @@ impl Lab {
         for name in ["signal.log", "turnserver.log"] {
             let path = self.dir.path(name);
             if path.exists() {
-                out.push_str(&format!("--- {name}\n{}\n", tail(&path, lines)));
+                out.push_str(&format!("--- {name}\n{}\n", tail(&path, lines * 3)));
             }
         }
         out
