@@ -2101,6 +2101,104 @@ allowed_ips = ["10.77.0.3/32"]
         );
     }
 
+    // ---- ice ----
+
+    fn with_ice(ice: &str) -> String {
+        with_interface(&format!("[signaling]\nbackends = [\"inprocess\"]\n{ice}"))
+    }
+
+    #[test]
+    fn the_webrtc_style_ice_servers_parse_with_credentials_on_turn_only() {
+        let config = parse_ok(&with_ice(
+            "[ice]\ncandidate_types = [\"host\", \"relay\"]\n\n\
+             [[ice.servers]]\nurls = [\"stun:198.51.100.1:3478\"]\n\n\
+             [[ice.servers]]\nurls = [\"turn:198.51.100.1?transport=udp\", \"stun:198.51.100.2\"]\n\
+             username = \"lab\"\ncredential = \"labpass\"\n",
+        ));
+        let ice = &config.ice;
+        assert_eq!(
+            ice.candidate_types,
+            CandidateTypes {
+                host: true,
+                srflx: false,
+                relay: true
+            }
+        );
+        let servers: Vec<(String, SocketAddr, bool)> = ice
+            .servers
+            .iter()
+            .map(|s| (s.url.to_string(), s.address, s.credentials.is_some()))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                (
+                    "stun:198.51.100.1:3478".to_owned(),
+                    "198.51.100.1:3478".parse().unwrap(),
+                    false
+                ),
+                (
+                    "turn:198.51.100.1:3478".to_owned(),
+                    "198.51.100.1:3478".parse().unwrap(),
+                    true
+                ),
+                (
+                    "stun:198.51.100.2:3478".to_owned(),
+                    "198.51.100.2:3478".parse().unwrap(),
+                    false
+                ),
+            ]
+        );
+        assert_eq!(ice.servers[1].credentials.as_ref().unwrap().username, "lab");
+    }
+
+    #[test]
+    fn without_an_ice_section_every_candidate_type_is_gathered_and_no_server_is_used() {
+        let config = parse_ok(&with_ice(""));
+        assert_eq!(config.ice, IceConfig::default());
+        assert_eq!(config.ice.candidate_types, CandidateTypes::ALL);
+    }
+
+    #[test]
+    fn ice_mistakes_are_refused_with_their_place() {
+        assert_error(
+            &with_ice("[[ice.servers]]\nurls = [\"turn:198.51.100.1\"]\n"),
+            Some(5),
+            "ice.servers[0].username",
+            "a turn: URL needs username and credential",
+        );
+        assert_error(
+            &with_ice("[[ice.servers]]\nurls = [\"stun:198.51.100.1\"]\nusername = \"u\"\n"),
+            Some(7),
+            "ice.servers[0].username",
+            "only used by turn: URLs",
+        );
+        assert_error(
+            &with_ice("[[ice.servers]]\nurls = [\"turns:198.51.100.1\"]\n"),
+            Some(6),
+            "ice.servers[0].urls[0]",
+            "TLS (stuns:/turns:) is not supported",
+        );
+        assert_error(
+            &with_ice("[ice]\ncandidate_types = [\"host\", \"mdns\"]\n"),
+            Some(6),
+            "ice.candidate_types[1]",
+            "`mdns` is not a candidate type",
+        );
+        assert_error(
+            &with_ice("[ice]\ncandidate_types = []\n"),
+            Some(6),
+            "ice.candidate_types",
+            "at least one of host, srflx, relay",
+        );
+        assert_error(
+            &with_interface("[ice]\ncandidate_types = [\"host\"]\n"),
+            Some(3),
+            "ice",
+            "[signaling] lists no backends",
+        );
+    }
+
     // ---- signaling ----
 
     #[test]

@@ -152,11 +152,16 @@ fn print(text: &str) -> Result<(), String> {
 fn init_logging(level: &str) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
-        // boringtun logs routine session expiry at ERROR; show it only when debugging.
+        // boringtun logs routine session expiry at ERROR, and the TURN/STUN crates log every
+        // request at INFO and routine refusals at ERROR: show them only at trace (RUST_LOG
+        // can ask for them by name).
         _ => {
             let quiet = !matches!(level, "debug" | "trace");
             let boringtun = if quiet { "off" } else { level };
-            EnvFilter::try_new(format!("{level},boringtun={boringtun}"))
+            let turn = if level == "trace" { "trace" } else { "off" };
+            EnvFilter::try_new(format!(
+                "{level},boringtun={boringtun},turn_client_proto={turn},turn_types={turn},stun_proto={turn},stun_types={turn}"
+            ))
         }
     }
     .map_err(|e| format!("bad log level: {e}"))?;

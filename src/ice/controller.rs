@@ -281,6 +281,7 @@ impl Controller {
         to: Option<SocketAddr>,
         datagram: &[u8],
     ) {
+        tracing::trace!(%from, ?to, len = datagram.len(), "control datagram");
         if let Some(index) = self.relays.iter().position(|r| r.server() == from) {
             match self.relays[index].handle_datagram(now, datagram) {
                 RelayReceive::Handled => return,
@@ -319,6 +320,7 @@ impl Controller {
         let Some(relayed) = self.relays[relay].relayed() else {
             return;
         };
+        tracing::trace!(%peer, %relayed, len = data.len(), "relayed STUN");
         self.stun_to_sessions(now, data, peer, relayed);
     }
 
@@ -682,13 +684,16 @@ impl Controller {
                 Some(relay) => {
                     // Until the server confirmed a permission the check is dropped; the
                     // agent retransmits.
-                    if let Some(contents) =
-                        relay.send_to(now, transmit.destination, &transmit.contents)
-                    {
-                        self.transmits.push_back(Datagram {
+                    match relay.send_to(now, transmit.destination, &transmit.contents) {
+                        Some(contents) => self.transmits.push_back(Datagram {
                             destination: relay.server(),
                             contents,
-                        });
+                        }),
+                        None => tracing::trace!(
+                            peer = %key,
+                            destination = %transmit.destination,
+                            "relayed STUN not sent: no permission yet"
+                        ),
                     }
                 }
                 None => self.transmits.push_back(Datagram {

@@ -10,6 +10,9 @@ mod reflexive;
 mod relay;
 mod server;
 
+#[cfg(test)]
+mod tests;
+
 pub use controller::{
     Controller, ControllerCounters, ControllerEvent, Datagram, PathKind, PathTarget, PeerIceStatus,
     Sources, TurnServer,

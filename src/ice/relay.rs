@@ -13,7 +13,7 @@
 //! the server to [`Relay::handle_datagram`]; call [`Relay::handle_timeout`] at
 //! [`Relay::poll_timeout`]; drain [`Relay::poll_event`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ use turn_client_proto::udp::TurnClientUdp;
 /// How long an allocation may take before the relay counts as failed (the crate itself
 /// only notices wrong credentials after its own retransmissions, ~30 s).
 pub(super) const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a failed or closed allocation waits before a new Allocate: servers restart,
+/// and coturn closes an allocation when relaying to a peer fails with a network error.
+pub(super) const REALLOCATE_AFTER: Duration = Duration::from_secs(10);
 
 /// Where the allocation stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +78,18 @@ pub enum RelayReceive {
 #[derive(Debug)]
 pub struct Relay {
     client: TurnClientUdp,
+    /// What a new allocation after a failure needs.
+    local: SocketAddr,
+    credentials: (String, String),
+    reallocate_at: Option<Instant>,
     /// The zero of the crate's clock.
     epoch: Instant,
     state: RelayState,
     allocate_deadline: Option<Instant>,
     channels: HashMap<SocketAddr, u16>,
+    /// Peers a ChannelBind was sent for: a second bind of the same peer would take another
+    /// channel number, which the server refuses (RFC 8656 §12.2).
+    requested: HashSet<SocketAddr>,
     events: VecDeque<RelayEvent>,
 }
 
@@ -96,10 +106,14 @@ impl Relay {
         let config = TurnConfig::new(TurnCredentials::new(username, credential));
         Self {
             client: TurnClientUdp::allocate(local, server, config),
+            local,
+            credentials: (username.to_owned(), credential.to_owned()),
+            reallocate_at: None,
             epoch: now,
             state: RelayState::Allocating,
             allocate_deadline: Some(now + ALLOCATE_TIMEOUT),
             channels: HashMap::new(),
+            requested: HashSet::new(),
             events: VecDeque::new(),
         }
     }
@@ -152,15 +166,14 @@ impl Relay {
         {
             return;
         }
-        let time = self.time(now);
-        if !self.client.have_permission(TransportType::Udp, peer.ip()) {
-            let _ = self
-                .client
-                .create_permission(TransportType::Udp, peer.ip(), time);
+        if !self.requested.insert(peer) {
+            return;
         }
-        if !self.channels.contains_key(&peer) {
-            // AlreadyExists: a bind is in flight or done; the event reports it.
-            let _ = self.client.bind_channel(TransportType::Udp, peer, time);
+        // ChannelBind installs the permission too (RFC 8656 §12.2); the crate only lets
+        // `send_to` use it once the server confirmed.
+        let time = self.time(now);
+        if let Err(error) = self.client.bind_channel(TransportType::Udp, peer, time) {
+            tracing::debug!(%peer, %error, "TURN channel bind not sent");
         }
         self.pump(now);
     }
@@ -197,12 +210,25 @@ impl Relay {
         received
     }
 
-    /// Refreshes, retransmits and the allocation deadline.
+    /// Refreshes, retransmits, the allocation deadline and re-allocation after a failure.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.reallocate_at.is_some_and(|at| now >= at) {
+            self.reallocate_at = None;
+            let server = self.client.remote_addr();
+            let (username, credential) = &self.credentials;
+            let config = TurnConfig::new(TurnCredentials::new(username, credential));
+            self.client = TurnClientUdp::allocate(self.local, server, config);
+            self.epoch = now;
+            self.state = RelayState::Allocating;
+            self.allocate_deadline = Some(now + ALLOCATE_TIMEOUT);
+        }
         if self.allocate_deadline.is_some_and(|at| now >= at) {
             self.allocate_deadline = None;
             if self.state == RelayState::Allocating {
-                self.fail("no answer to Allocate (server unreachable, or wrong credentials)");
+                self.fail(
+                    now,
+                    "no answer to Allocate (server unreachable, or wrong credentials)",
+                );
             }
         }
         self.pump(now);
@@ -215,7 +241,10 @@ impl Relay {
             TurnPollRet::WaitUntil(at) => Some(self.instant(at)),
             _ => None,
         };
-        [client, self.allocate_deadline].into_iter().flatten().min()
+        [client, self.allocate_deadline, self.reallocate_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A datagram to send to [`Relay::server`].
@@ -231,10 +260,12 @@ impl Relay {
         self.events.pop_front()
     }
 
-    fn fail(&mut self, why: &str) {
+    fn fail(&mut self, now: Instant, why: &str) {
         if !matches!(self.state, RelayState::Failed(_)) {
+            self.reallocate_at = Some(now + REALLOCATE_AFTER);
             self.state = RelayState::Failed(why.to_owned());
             self.channels.clear();
+            self.requested.clear();
             self.events.push_back(RelayEvent::Failed(why.to_owned()));
         }
     }
@@ -243,7 +274,10 @@ impl Relay {
     fn pump(&mut self, now: Instant) {
         let time = self.time(now);
         if let TurnPollRet::Closed = self.client.poll(time) {
-            self.fail("allocation closed by the server or refused (check the credentials)");
+            self.fail(
+                now,
+                "allocation closed by the server or refused (check the credentials)",
+            );
         }
         while let Some(event) = self.client.poll_event() {
             match event {
@@ -253,7 +287,7 @@ impl Relay {
                     self.events.push_back(RelayEvent::Allocated(relayed));
                 }
                 TurnEvent::AllocationCreateFailed(_) => {
-                    self.fail("the server refused the allocation");
+                    self.fail(now, "the server refused the allocation");
                 }
                 TurnEvent::ChannelCreated(TransportType::Udp, peer) => {
                     if let Some(channel) = self.channel_number(now, peer) {

@@ -165,6 +165,8 @@ pub struct Session {
     timers: Timers,
     restarts: u64,
     nominated: Option<Path>,
+    /// Whether a pair worked in the current local session.
+    connected_once: bool,
     outbox: VecDeque<SessionDescription>,
     events: VecDeque<Event>,
 }
@@ -199,6 +201,7 @@ impl Session {
             timers: Timers::new(),
             restarts: 0,
             nominated: None,
+            connected_once: false,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -433,6 +436,7 @@ impl Session {
             self.set_state(SessionState::Closed);
         }
         self.nominated = None;
+        self.connected_once = false;
         let id = self.rng.next_u64();
         let creds = self.rng.ice_credentials();
         let offer = self.offers.new_local(id, &creds);
@@ -520,7 +524,14 @@ impl Session {
                     {
                         continue;
                     }
+                    // The agent reports Disconnected when every pair checked so far failed,
+                    // even if none ever worked: that is still checking (more candidates
+                    // may trickle in) under the give-up timer armed at New.
+                    if to == SessionState::Disconnected && !self.connected_once {
+                        continue;
+                    }
                     if to.is_connected() {
+                        self.connected_once = true;
                         self.timers.path_works();
                     } else if to == SessionState::Disconnected {
                         self.timers.arm_give_up(now);

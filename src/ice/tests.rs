@@ -1,0 +1,314 @@
+//! The controller's contract under fake time: two nodes wired together in memory (their
+//! offers and datagrams handed across by the test), a STUN server played by the test.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use turn_client_proto::types::stun::attribute::XorMappedAddress;
+use turn_client_proto::types::stun::message::{Message, MessageWriteVec};
+use turn_client_proto::types::stun::prelude::*;
+
+use super::*;
+use crate::config::CandidateTypes;
+use crate::keys::PublicKey;
+use crate::session::SessionState;
+use crate::signaling::CandidateKind;
+
+fn key(first: u8) -> PublicKey {
+    let mut bytes = [0u8; 32];
+    bytes[0] = first;
+    PublicKey::from(bytes)
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn host_only(host: &str) -> Sources {
+    Sources {
+        candidate_types: CandidateTypes::ALL,
+        host: vec![addr(host)],
+        stun: Vec::new(),
+        turn: Vec::new(),
+    }
+}
+
+/// A node in the in-memory network: its controller and the address its socket has.
+struct Node {
+    key: PublicKey,
+    address: SocketAddr,
+    controller: Controller,
+    paths: Vec<(PublicKey, PathTarget, PathKind)>,
+}
+
+impl Node {
+    fn new(first: u8, peer: u8, sources: Sources, t0: Instant) -> Self {
+        let address = sources.host[0];
+        Self {
+            key: key(first),
+            address,
+            controller: Controller::new(key(first), &[key(peer)], sources, u64::from(first), t0),
+            paths: Vec::new(),
+        }
+    }
+}
+
+/// Hands offers and datagrams between the two nodes until nothing moves; datagrams to any
+/// other address are lost (that peer is unreachable).
+fn exchange(a: &mut Node, b: &mut Node, now: Instant) {
+    while transfer(a, b, now) | transfer(b, a, now) {}
+}
+
+/// Delivers what `from` produced to `to`; returns whether anything was delivered.
+fn transfer(from: &mut Node, to: &mut Node, now: Instant) -> bool {
+    let mut moved = false;
+    while let Some((peer, offer)) = from.controller.poll_offer() {
+        assert_eq!(peer, to.key);
+        to.controller.handle_signal(now, from.key, offer);
+        moved = true;
+    }
+    while let Some(datagram) = from.controller.poll_transmit() {
+        if datagram.destination == to.address {
+            to.controller
+                .handle_datagram(now, from.address, Some(to.address), &datagram.contents);
+            moved = true;
+        }
+    }
+    while let Some(ControllerEvent::PathChanged { peer, target, kind }) =
+        from.controller.poll_event()
+    {
+        from.paths.push((peer, target, kind));
+    }
+    moved
+}
+
+/// Runs both nodes' timers in 10 ms steps up to `until`.
+fn run(a: &mut Node, b: &mut Node, t0: Instant, until: Duration) -> Instant {
+    let mut now = t0;
+    exchange(a, b, now);
+    while now < t0 + until {
+        now += Duration::from_millis(10);
+        a.controller.handle_timeout(now);
+        b.controller.handle_timeout(now);
+        exchange(a, b, now);
+    }
+    now
+}
+
+#[test]
+fn two_nodes_on_one_lan_find_the_host_path_and_both_point_wireguard_at_it() {
+    let t0 = Instant::now();
+    let mut a = Node::new(1, 2, host_only("10.0.0.1:51820"), t0);
+    let mut b = Node::new(2, 1, host_only("10.0.0.2:51820"), t0);
+    run(&mut a, &mut b, t0, Duration::from_millis(500));
+    assert_eq!(
+        a.paths,
+        [(
+            key(2),
+            PathTarget::Direct(addr("10.0.0.2:51820")),
+            PathKind::Host
+        )]
+    );
+    assert_eq!(
+        b.paths,
+        [(
+            key(1),
+            PathTarget::Direct(addr("10.0.0.1:51820")),
+            PathKind::Host
+        )]
+    );
+    let status = a.controller.status()[&key(2)].clone();
+    assert!(status.state.is_connected(), "{status:?}");
+    assert_eq!(status.path, Some(PathKind::Host));
+    assert_eq!(status.local_candidate, Some(addr("10.0.0.1:51820")));
+    assert_eq!(status.remote_candidate, Some(addr("10.0.0.2:51820")));
+    assert_eq!(status.reason, None);
+}
+
+#[test]
+fn an_unreachable_peer_fails_with_a_reason_naming_the_pairs_and_the_missing_turn_server() {
+    let t0 = Instant::now();
+    let mut a = Node::new(1, 2, host_only("10.0.0.1:51820"), t0);
+    // b's socket is elsewhere: a's checks to 10.0.0.2 are lost, and b's to 10.0.0.1 too.
+    let mut b = Node::new(2, 1, host_only("10.0.0.2:51820"), t0);
+    b.address = addr("10.9.9.9:1");
+    a.address = addr("10.9.9.8:1");
+    run(
+        &mut a,
+        &mut b,
+        t0,
+        crate::session::GIVE_UP_AFTER + Duration::from_millis(200),
+    );
+    assert!(a.paths.is_empty());
+    let status = a.controller.status()[&key(2)].clone();
+    assert!(
+        matches!(status.state, SessionState::Closed | SessionState::Idle),
+        "{status:?}"
+    );
+    let reason = status.reason.unwrap();
+    assert!(
+        reason.contains("1 candidate pairs failed; no TURN server configured"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_answers_is_reported_as_silent() {
+    let t0 = Instant::now();
+    let mut a = Controller::new(key(1), &[key(2)], host_only("10.0.0.1:51820"), 1, t0);
+    let offer = a.poll_offer().unwrap();
+    assert_eq!(offer.0, key(2));
+    assert_eq!(offer.1.version, 0);
+    assert!(offer.1.candidates.is_empty());
+    let status = a.status()[&key(2)].clone();
+    assert_eq!(status.state, SessionState::Idle);
+    assert!(status.reason.unwrap().starts_with("no offer from peer yet"));
+}
+
+#[test]
+fn offers_from_keys_that_are_not_ice_peers_are_counted_and_ignored() {
+    let t0 = Instant::now();
+    let mut a = Controller::new(key(1), &[key(2)], host_only("10.0.0.1:51820"), 1, t0);
+    let mut stranger = Controller::new(key(9), &[key(1)], host_only("10.0.0.9:51820"), 9, t0);
+    let (_, offer) = stranger.poll_offer().unwrap();
+    a.handle_signal(t0, key(9), offer);
+    assert_eq!(a.counters().unknown_sender, 1);
+    assert_eq!(a.status()[&key(2)].state, SessionState::Idle);
+}
+
+#[test]
+fn garbage_from_the_network_is_counted_and_never_panics() {
+    let t0 = Instant::now();
+    let mut a = Controller::new(key(1), &[key(2)], host_only("10.0.0.1:51820"), 1, t0);
+    let from = addr("192.0.2.1:9");
+    for datagram in [
+        &b""[..],
+        &[0u8; 3][..],
+        &[0x40, 0x00, 0xFF, 0xFF][..],
+        &[0u8; 20][..],
+        &[
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ][..],
+    ] {
+        a.handle_datagram(t0, from, None, datagram);
+    }
+    let counters = a.counters();
+    assert_eq!(counters.unexpected_datagrams + counters.unmatched_stun, 5);
+}
+
+/// The STUN server's answer to the request `probe_request`, seen at `mapped`.
+fn stun_answer(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
+    let request = Message::from_bytes(request).unwrap();
+    let mut reply = Message::builder_success(&request, MessageWriteVec::new());
+    reply
+        .add_attribute(&XorMappedAddress::new(mapped, request.transaction_id()))
+        .unwrap();
+    reply.finish()
+}
+
+#[test]
+fn a_stun_answer_becomes_a_srflx_candidate_and_end_of_candidates_waits_for_it() {
+    let t0 = Instant::now();
+    let stun = addr("203.0.113.1:3478");
+    let sources = Sources {
+        stun: vec![stun],
+        ..host_only("10.0.0.1:51820")
+    };
+    let mut a = Controller::new(key(1), &[key(2)], sources, 1, t0);
+    let request = a.poll_transmit().unwrap();
+    assert_eq!(request.destination, stun);
+    let mut b = Controller::new(key(2), &[key(1)], host_only("10.0.0.2:51820"), 2, t0);
+    let (_, first) = b.poll_offer().unwrap();
+    a.handle_signal(t0, key(2), first);
+    let published: Vec<_> = std::iter::from_fn(|| a.poll_offer())
+        .map(|(_, o)| o)
+        .collect();
+    let last = published.last().unwrap();
+    assert_eq!(last.candidates.len(), 1, "only the host candidate so far");
+    assert!(
+        !last.end_of_candidates,
+        "the STUN server has not answered yet"
+    );
+
+    let mapped = addr("198.51.100.7:40000");
+    let t1 = t0 + Duration::from_millis(30);
+    a.handle_datagram(
+        t1,
+        stun,
+        Some(addr("10.0.0.1:51820")),
+        &stun_answer(&request.contents, mapped),
+    );
+    let published: Vec<_> = std::iter::from_fn(|| a.poll_offer())
+        .map(|(_, o)| o)
+        .collect();
+    let last = published.last().unwrap();
+    assert!(last.end_of_candidates);
+    let srflx = last
+        .candidates
+        .iter()
+        .find(|c| c.kind == CandidateKind::ServerReflexive)
+        .unwrap();
+    assert_eq!(srflx.address, mapped);
+    assert_eq!(srflx.related, Some(addr("10.0.0.1:51820")));
+}
+
+#[test]
+fn an_unanswered_stun_server_delays_end_of_candidates_only_until_it_is_given_up() {
+    let t0 = Instant::now();
+    let sources = Sources {
+        stun: vec![addr("203.0.113.1:3478")],
+        ..host_only("10.0.0.1:51820")
+    };
+    let mut a = Controller::new(key(1), &[key(2)], sources, 1, t0);
+    let mut b = Controller::new(key(2), &[key(1)], host_only("10.0.0.2:51820"), 2, t0);
+    let (_, first) = b.poll_offer().unwrap();
+    a.handle_signal(t0, key(2), first);
+    let mut now = t0;
+    let mut eoc_at = None;
+    while now < t0 + Duration::from_secs(10) && eoc_at.is_none() {
+        now += Duration::from_millis(50);
+        a.handle_timeout(now);
+        while let Some((_, offer)) = a.poll_offer() {
+            if offer.end_of_candidates {
+                eoc_at = Some(now - t0);
+            }
+        }
+    }
+    // Five requests 250 ms apart, doubling: given up 7.75 s after the first.
+    let eoc_at = eoc_at.unwrap();
+    assert!(
+        eoc_at >= Duration::from_millis(7750) && eoc_at < Duration::from_millis(7850),
+        "{eoc_at:?}"
+    );
+}
+
+#[test]
+fn turning_off_a_candidate_type_leaves_it_out() {
+    let t0 = Instant::now();
+    let sources = Sources {
+        candidate_types: CandidateTypes {
+            host: false,
+            srflx: true,
+            relay: true,
+        },
+        stun: vec![addr("203.0.113.1:3478")],
+        ..host_only("10.0.0.1:51820")
+    };
+    let mut a = Controller::new(key(1), &[key(2)], sources, 1, t0);
+    let request = a.poll_transmit().unwrap();
+    let mut b = Controller::new(key(2), &[key(1)], host_only("10.0.0.2:51820"), 2, t0);
+    let (_, first) = b.poll_offer().unwrap();
+    a.handle_signal(t0, key(2), first);
+    a.handle_datagram(
+        t0,
+        request.destination,
+        Some(addr("10.0.0.1:51820")),
+        &stun_answer(&request.contents, addr("198.51.100.7:40000")),
+    );
+    let last = std::iter::from_fn(|| a.poll_offer()).last().unwrap().1;
+    assert!(last.end_of_candidates);
+    assert_eq!(
+        last.candidates.iter().map(|c| c.kind).collect::<Vec<_>>(),
+        [CandidateKind::ServerReflexive]
+    );
+}
