@@ -16,7 +16,9 @@
 //!   site's LAN (`192.168.k.0/24`) is not, so nothing reaches it except through the NAT.
 //! - NAT behaviour is in [`nat`]: endpoint-independent or symmetric mapping, address- and
 //!   port-dependent filtering, no hairpinning. Every router and the internet namespace forward
-//!   with `rp_filter` off.
+//!   with `rp_filter` off. The internet's default route is a black hole (a veth pair inside
+//!   the namespace), so sends to unroutable addresses succeed and vanish, as on the real
+//!   internet, instead of failing (coturn drops an allocation whose send fails).
 //! - Each node gets a WireGuard key, an overlay address `10.77.0.n`, and a config that lists
 //!   every other lab node as a peer without an endpoint, so ICE finds the paths through the
 //!   lab's signaling server and, when coturn runs, its STUN and TURN server.
@@ -194,6 +196,18 @@ impl Lab {
         let internet = Netns::create(options.prefix)?;
         internet.try_ip(&["addr", "add", &format!("{PUBLIC_ADDR}/32"), "dev", "lo"])?;
         router_sysctls(&internet)?;
+        // A real internet routes everywhere. Without a default route coturn's sends to
+        // unroutable peers (the other side's private host candidates) fail with
+        // ENETUNREACH, and coturn closes the whole allocation. A veth pair with both ends in
+        // this namespace is a black hole: sends succeed, ARP goes unanswered, nothing leaves.
+        let hole = format!("bh{}", netns::unique());
+        let hole_peer = format!("{hole}p");
+        internet.try_ip(&[
+            "link", "add", &hole, "type", "veth", "peer", "name", &hole_peer,
+        ])?;
+        internet.try_ip(&["link", "set", &hole, "up"])?;
+        internet.try_ip(&["link", "set", &hole_peer, "up"])?;
+        internet.try_ip(&["route", "add", "default", "dev", &hole])?;
         Ok(Self {
             nodes: Vec::new(),
             sites: Vec::new(),
