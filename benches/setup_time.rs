@@ -2,7 +2,8 @@
 //! answered, for two nodes on one LAN and for two nodes behind endpoint-independent NATs, in
 //! the namespace lab (`wice::lab`) with `wice signal` and coturn. Root only.
 //!
-//! `sudo cargo bench --bench setup_time` (RUNS=10 by default). Each run builds a fresh lab (not
+//! `sudo cargo bench --bench setup_time` (RUNS=10 by default; `cargo test --bench setup_time`
+//! runs it on the dev profile). Each run builds a fresh lab (not
 //! timed), then starts both daemons at once and pings a → b every 20 ms until a reply comes.
 
 use std::time::{Duration, Instant};
