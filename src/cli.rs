@@ -52,6 +52,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build a three-node mesh across NAT routers in network namespaces on this machine,
+    /// show how each pair connected, and tear it all down (needs root).
+    Demo {
+        /// Seconds to wait for every pair to connect.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+        /// Log level of the nodes, whose logs are shown if something fails.
+        #[arg(long, default_value = "info", value_name = "LEVEL")]
+        log_level: String,
+    },
     /// Run the gRPC signaling server in the foreground until SIGINT/SIGTERM.
     ///
     /// A stateless fan-out by recipient key: envelopes go to the current subscribers of

@@ -4,6 +4,7 @@ pub mod control;
 pub mod daemon;
 pub mod ice;
 pub mod keys;
+pub mod lab;
 pub mod session;
 pub mod signaling;
 pub mod status;

@@ -12,6 +12,8 @@ use wice::keys::PrivateKey;
 use wice::signaling::server::{ServerConfig, SignalingServer, TlsIdentity};
 use wice::{control, daemon};
 
+mod demo;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -67,6 +69,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 print(status.render().trim_end())
             }
         }
+        Command::Demo { timeout, log_level } => demo::run(&demo::DemoOptions {
+            timeout: std::time::Duration::from_secs(timeout),
+            log_level,
+        }),
         Command::Signal {
             listen,
             tls_cert,

@@ -3,28 +3,25 @@
 //! Every name carries the test process's PID (`wt<pid>x<n>`), so a later run
 //! can find and remove what a killed run left behind, and parallel tests never
 //! collide. Children are killed by PID before their namespace is deleted:
-//! processes outlive `ip netns del`.
+//! processes outlive `ip netns del`. [`Netns`], [`veth`] and [`TempDir`] come from
+//! `wice::lab`, which also builds the NAT lab (`natlab` tests).
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const WICE: &str = env!("CARGO_BIN_EXE_wice");
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-static SWEPT: Mutex<bool> = Mutex::new(false);
+// The namespace plumbing lives in the product library (`wice::lab`), shared with `wice demo`.
+pub use wice::lab::netns::{Netns, TempDir, unique, veth};
 
 /// True when the test may run; otherwise prints why it is skipped.
 pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        sweep_dead_runs();
+    if wice::lab::netns::is_root() {
+        wice::lab::netns::sweep_dead_runs();
         true
     } else {
         eprintln!("skipping {test}: needs root to create network namespaces and TUN devices");
@@ -32,167 +29,9 @@ pub fn root_or_skip(test: &str) -> bool {
     }
 }
 
-/// A short unique token for names: interface names have 15 bytes.
-pub fn unique() -> String {
-    format!(
-        "{}x{}",
-        std::process::id() % 100_000,
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes namespaces left by earlier test processes that are gone.
-fn sweep_dead_runs() {
-    let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
-    if *swept {
-        return;
-    }
-    *swept = true;
-    let Ok(list) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("wt") else {
-            continue;
-        };
-        let Some(pid) = rest.split('x').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() % 100_000 && !Path::new(&format!("/proc/{pid}")).exists() {
-            kill_namespace_processes(name);
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn kill_namespace_processes(ns: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse::<i32>() {
-                // SAFETY: plain kill(2).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
 /// Runs a command and returns its output, panicking with the output if it fails.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A network namespace, deleted (with everything running in it) on drop.
-pub struct Netns {
-    pub name: String,
-    children: Vec<Child>,
-}
-
-impl Netns {
-    pub fn new() -> Self {
-        let name = format!("wt{}", unique());
-        run("ip", &["netns", "add", &name]);
-        let ns = Self {
-            name,
-            children: Vec::new(),
-        };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NS ARGS`.
-    pub fn ip(&self, args: &[&str]) -> Output {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-
-    /// A command inside the namespace.
-    pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// Runs a command inside the namespace and returns its output (success not required).
-    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
-        self.command(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{program}: {e}"))
-    }
-
-    /// Starts a long-running process inside the namespace; it is killed on drop.
-    pub fn spawn(&mut self, mut command: Command) -> u32 {
-        let child = command.spawn().expect("spawn in namespace");
-        let pid = child.id();
-        self.children.push(child);
-        pid
-    }
-
-    /// Pings `addr` (IPv4 or IPv6) from this namespace: true if any reply came within `deadline_s`.
-    pub fn ping(&self, addr: &str, count: u32, deadline_s: u32) -> bool {
-        let (count, deadline) = (count.to_string(), deadline_s.to_string());
-        let out = self.exec("ping", &["-c", &count, "-i", "0.2", "-w", &deadline, addr]);
-        out.status.success()
-    }
-
-    /// Runs `f` on a thread that has entered this namespace: sockets it opens live here.
-    pub fn within<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = File::open(&path).expect("open netns");
-            // SAFETY: setns on a valid namespace descriptor, for this thread only.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        kill_namespace_processes(&self.name);
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Connects `a` and `b` with a veth pair, addresses given as CIDR.
-pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> (String, String) {
-    let id = unique();
-    let (ia, ib) = (format!("va{id}"), format!("vb{id}"));
-    run(
-        "ip",
-        &[
-            "link", "add", &ia, "netns", &a.name, "type", "veth", "peer", "name", &ib, "netns",
-            &b.name,
-        ],
-    );
-    for (ns, iface, addr) in [(a, &ia, a_addr), (b, &ib, b_addr)] {
-        ns.ip(&["addr", "add", addr, "dev", iface]);
-        ns.ip(&["link", "set", iface, "up"]);
-    }
-    (ia, ib)
+    wice::lab::netns::run(program, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A WireGuard key pair.
@@ -226,26 +65,6 @@ impl Keys {
             .trim()
             .to_owned();
         Self { private, public }
-    }
-}
-
-/// A scratch directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("wice-it-{}", unique()));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -368,10 +187,8 @@ impl WiceNode {
     pub fn wait_exit(&self, ns: &mut Netns, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(child) = ns.children.iter_mut().find(|c| c.id() == self.pid)
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return status.code();
+            if let Some(code) = ns.try_wait(self.pid) {
+                return code;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

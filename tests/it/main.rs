@@ -4,6 +4,7 @@
 //! - `mesh`: wice ↔ wice in network namespaces (root).
 //! - `interop`: wice ↔ wireguard-go configured with `wg` (root).
 //! - `lifecycle`: signals, crashed runs, name clashes (root).
+//! - `natlab`: meshes across NAT routers, with `wice signal` and coturn (root).
 //! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
 //!
@@ -19,4 +20,5 @@ mod cli;
 mod interop;
 mod lifecycle;
 mod mesh;
+mod natlab;
 mod signaling;
