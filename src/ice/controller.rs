@@ -415,7 +415,10 @@ impl Controller {
         let nominated = entry.nominated.filter(|_| state.is_connected());
         PeerIceStatus {
             state,
-            path: nominated.map(|n| n.kind),
+            path: nominated.map(|n| match n.kind {
+                PathKind::Relay => PathKind::Relay,
+                _ => path_kind(session, n.path.remote),
+            }),
             local_candidate: nominated.map(|n| n.path.local),
             remote_candidate: nominated.map(|n| n.path.remote),
             session_id: session.session_id(),
@@ -710,20 +713,26 @@ impl Controller {
     }
 }
 
-/// Works out a nominated path's kind and datapath target, binding a TURN channel if needed.
-fn nominate(entry: &PeerEntry, path: Path, relays: &mut [Relay], now: Instant) -> Nominated {
-    let remote_kind = entry
-        .session
+/// The kind of a direct path to `remote`, from the candidate the peer signalled for it. A
+/// check can arrive before the offer that lists its address: the kind is then `prflx` until
+/// the offer comes, which is why status asks again rather than keeping the first answer.
+fn path_kind(session: &Session, remote: SocketAddr) -> PathKind {
+    let remote_kind = session
         .remote_candidates()
         .iter()
-        .find(|c| c.address == path.remote)
+        .find(|c| c.address == remote)
         .map(|c| c.kind);
-    let mut kind = match remote_kind {
+    match remote_kind {
         Some(CandidateKind::Host) => PathKind::Host,
         Some(CandidateKind::ServerReflexive) => PathKind::Srflx,
         Some(CandidateKind::Relayed) => PathKind::Relay,
         Some(CandidateKind::PeerReflexive) | None => PathKind::Prflx,
-    };
+    }
+}
+
+/// Works out a nominated path's kind and datapath target, binding a TURN channel if needed.
+fn nominate(entry: &PeerEntry, path: Path, relays: &mut [Relay], now: Instant) -> Nominated {
+    let mut kind = path_kind(&entry.session, path.remote);
     let relay = relays.iter_mut().find(|r| r.relayed() == Some(path.local));
     let target = match relay {
         Some(relay) => {
