@@ -10,14 +10,23 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wice_datapath::ControlDatagram;
 
-use crate::ice::{Controller, ControllerCounters, ControllerEvent, PathTarget, PeerIceStatus};
+use crate::ice::{
+    Controller, ControllerCounters, ControllerEvent, PathTarget, PeerIceStatus, TurnServer,
+};
 use crate::keys::PublicKey;
 use crate::signaling::{Received, SessionDescription, Signaling, SignalingMessage};
+
+/// How often the node's addresses are listed again, to notice a network change (a new
+/// address, a lost one, a new route to a TURN server). Listing is a few syscalls.
+const ADDRESS_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Lists the host candidates and our address toward each TURN server, as the OS says now.
+pub(crate) type AddressScan = Box<dyn Fn() -> (Vec<SocketAddr>, Vec<TurnServer>) + Send>;
 
 /// Offers waiting for the publisher; the controller produces a handful per peer per session.
 const PUBLISH_QUEUE: usize = 1024;
@@ -68,9 +77,12 @@ pub(crate) async fn run(
     mut datagrams: mpsc::Receiver<ControlDatagram>,
     datapath: Arc<dyn Datapath>,
     snapshot: SharedSnapshot,
+    addresses: AddressScan,
 ) {
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
-    let publisher = tokio::spawn(publish(signaling, publish_rx));
+    let mut scan = tokio::time::interval(ADDRESS_SCAN_INTERVAL);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let publisher = tokio::spawn(publish(Arc::clone(&signaling), publish_rx));
     loop {
         flush(&mut controller, &publish_tx, datapath.as_ref());
         publish_snapshot(&controller, &snapshot);
@@ -95,6 +107,15 @@ pub(crate) async fn run(
                 controller.handle_datagram(Instant::now(), from, to, &data);
             }
             () = sleep => controller.handle_timeout(Instant::now()),
+            _ = scan.tick() => {
+                let (host, turn) = addresses();
+                if controller.handle_addresses(Instant::now(), host, &turn) {
+                    // The signaling connection may be bound to an address we lost; waiting
+                    // for its keepalive to notice would delay the new offers by ~30 s. Done
+                    // before the new offers are flushed, so they take the new connection.
+                    signaling.reconnect().await;
+                }
+            }
         }
     }
     publisher.abort();

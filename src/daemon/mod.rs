@@ -281,6 +281,13 @@ async fn start_ice(
         .engine()
         .set_relay_servers(controller.relay_servers());
     let datagrams = ice_driver::bridge(control).map_err(UpError::ControlThread)?;
+    let (ice, own_interface) = (config.ice.clone(), config.interface.name.clone());
+    let addresses: ice_driver::AddressScan = Box::new(move || {
+        (
+            host_addresses(&own_interface, listen_port),
+            turn_servers(&ice, listen_port),
+        )
+    });
     Ok(tokio::spawn(ice_driver::run(
         controller,
         Arc::new(signaling),
@@ -288,17 +295,33 @@ async fn start_ice(
         datagrams,
         Arc::new(DeviceDatapath(device)),
         snapshot,
+        addresses,
     )))
 }
 
 /// Interface addresses, STUN and TURN servers, as the OS and the config give them now.
 fn candidate_sources(ice: &IceConfig, own_interface: &str, listen_port: u16) -> Sources {
+    let stun = ice
+        .servers
+        .iter()
+        .filter(|server| server.url.scheme == ServerScheme::Stun)
+        .map(|server| server.address)
+        .collect();
+    Sources {
+        candidate_types: ice.candidate_types,
+        host: host_addresses(own_interface, listen_port),
+        stun,
+        turn: turn_servers(ice, listen_port),
+    }
+}
+
+/// Host candidates: the addresses of this node's interfaces, with the listen port.
+fn host_addresses(own_interface: &str, listen_port: u16) -> Vec<SocketAddr> {
     let interfaces: Vec<InterfaceAddress> = match if_addrs::get_if_addrs() {
         Ok(list) => list
             .into_iter()
             .map(|interface| InterfaceAddress {
-                up: interface.is_oper_up()
-                    || !matches!(interface.oper_status, if_addrs::IfOperStatus::Down),
+                up: !matches!(interface.oper_status, if_addrs::IfOperStatus::Down),
                 loopback: interface.is_loopback(),
                 ip: interface.ip(),
                 interface: interface.name,
@@ -309,15 +332,12 @@ fn candidate_sources(ice: &IceConfig, own_interface: &str, listen_port: u16) -> 
             Vec::new()
         }
     };
-    let host = host_candidates(&interfaces, own_interface, listen_port);
-    let stun = ice
-        .servers
-        .iter()
-        .filter(|server| server.url.scheme == ServerScheme::Stun)
-        .map(|server| server.address)
-        .collect();
-    let turn = ice
-        .servers
+    host_candidates(&interfaces, own_interface, listen_port)
+}
+
+/// The configured TURN servers with our address toward each, as routing says now.
+fn turn_servers(ice: &IceConfig, listen_port: u16) -> Vec<TurnServer> {
+    ice.servers
         .iter()
         .filter_map(|server| {
             let credentials = server.credentials.as_ref()?;
@@ -328,13 +348,7 @@ fn candidate_sources(ice: &IceConfig, own_interface: &str, listen_port: u16) -> 
                 credential: credentials.credential.clone(),
             })
         })
-        .collect();
-    Sources {
-        candidate_types: ice.candidate_types,
-        host,
-        stun,
-        turn,
-    }
+        .collect()
 }
 
 /// The source address the kernel picks toward `server` (a connected UDP socket sends

@@ -345,6 +345,78 @@ impl Controller {
         self.counters.unmatched_stun += 1;
     }
 
+    /// The node's addresses as the OS lists them now (host candidates with the listen port,
+    /// and our address toward each TURN server). When they changed:
+    ///
+    /// - sessions whose nominated path left from an address we no longer have start over
+    ///   (the peer follows by the restart rule); the others keep their working path and use
+    ///   the new candidates from their next session on;
+    /// - STUN servers are asked again (the NAT mapping may have changed with the address);
+    /// - relays whose local address changed are allocated again.
+    ///
+    /// Returns whether anything changed.
+    pub fn handle_addresses(
+        &mut self,
+        now: Instant,
+        host: Vec<SocketAddr>,
+        turn: &[TurnServer],
+    ) -> bool {
+        let host = if self.candidate_types.host {
+            host
+        } else {
+            Vec::new()
+        };
+        let relays_moved: Vec<usize> = self
+            .relays
+            .iter()
+            .enumerate()
+            .filter(|(_, relay)| {
+                turn.iter()
+                    .any(|t| t.address == relay.server() && t.local != relay.local())
+            })
+            .map(|(index, _)| index)
+            .collect();
+        if host == self.host && relays_moved.is_empty() {
+            return false;
+        }
+        tracing::info!(old = ?self.host, new = ?host, "local addresses changed");
+        let mut lost: Vec<SocketAddr> = self
+            .host
+            .iter()
+            .filter(|address| !host.contains(address))
+            .copied()
+            .collect();
+        lost.extend(
+            relays_moved
+                .iter()
+                .filter_map(|i| self.relays[*i].relayed()),
+        );
+        self.host = host;
+        for index in relays_moved {
+            let server = self.relays[index].server();
+            if let Some(t) = turn.iter().find(|t| t.address == server) {
+                self.relays[index] =
+                    Relay::new(t.local, t.address, &t.username, &t.credential, now);
+            }
+        }
+        for probe in &mut self.probes {
+            let transaction = transaction_id(&mut self.rng);
+            *probe = ReflexiveProbe::new(probe.server(), now, transaction);
+        }
+        for (key, entry) in &mut self.peers {
+            let stranded = entry
+                .nominated
+                .is_some_and(|n| lost.contains(&n.path.local));
+            if stranded {
+                tracing::info!(peer = %key, "path's local address is gone; new ICE session");
+                entry.nominated = None;
+                entry.session.restart(now);
+            }
+        }
+        self.process(now);
+        true
+    }
+
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for entry in self.peers.values_mut() {

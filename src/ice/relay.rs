@@ -128,6 +128,11 @@ impl Relay {
         self.epoch + time.saturating_duration_since(zero)
     }
 
+    /// Our address the allocation was requested from.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
     /// The TURN server.
     pub fn server(&self) -> SocketAddr {
         self.client.remote_addr()

@@ -312,3 +312,42 @@ fn turning_off_a_candidate_type_leaves_it_out() {
         [CandidateKind::ServerReflexive]
     );
 }
+
+#[test]
+fn losing_the_address_of_the_nominated_path_starts_a_new_session_that_finds_the_new_one() {
+    let t0 = Instant::now();
+    let mut a = Node::new(1, 2, host_only("10.0.0.1:51820"), t0);
+    let mut b = Node::new(2, 1, host_only("10.0.0.2:51820"), t0);
+    let now = run(&mut a, &mut b, t0, Duration::from_millis(500));
+    let first_session = b.controller.status()[&key(1)].session_id;
+
+    // An address that appears beside the working one changes nothing for the session.
+    let both = vec![addr("10.0.0.2:51820"), addr("10.0.1.2:51820")];
+    assert!(b.controller.handle_addresses(now, both, &[]));
+    assert_eq!(b.controller.status()[&key(1)].session_id, first_session);
+    assert!(b.controller.status()[&key(1)].state.is_connected());
+
+    // The path's own address goes away: b starts over, a follows, and they meet again.
+    b.address = addr("10.0.1.2:51820");
+    assert!(
+        b.controller
+            .handle_addresses(now, vec![addr("10.0.1.2:51820")], &[])
+    );
+    assert!(
+        !b.controller
+            .handle_addresses(now, vec![addr("10.0.1.2:51820")], &[])
+    );
+    a.paths.clear();
+    b.paths.clear();
+    run(&mut a, &mut b, now, Duration::from_millis(800));
+    let status = b.controller.status()[&key(1)].clone();
+    assert_ne!(status.session_id, first_session);
+    assert_eq!(status.restarts, 1);
+    assert!(status.state.is_connected(), "{status:?}");
+    assert_eq!(status.local_candidate, Some(addr("10.0.1.2:51820")));
+    assert_eq!(
+        a.paths.last().map(|p| p.1),
+        Some(PathTarget::Direct(addr("10.0.1.2:51820")))
+    );
+    assert_eq!(a.controller.status()[&key(2)].restarts, 1);
+}

@@ -356,6 +356,16 @@ impl Session {
         Ok(())
     }
 
+    /// Starts a new local session at once (new id, credentials and agent; version 0
+    /// published): for when our own addresses changed and the current pairs cannot work. The
+    /// remote sees version 0 of a new id and restarts too (the restart rule).
+    pub fn restart(&mut self, now: Instant) {
+        self.restarts += 1;
+        self.offers.retire_remote();
+        self.start_local_session(now, None);
+        self.drive(now);
+    }
+
     /// Marks the caller's gathering complete and publishes an offer saying so (once).
     pub fn handle_gathering_complete(&mut self, now: Instant) {
         if self.agent.is_none() {

@@ -151,6 +151,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Ends every subscription and refuses further calls.
     fn close(&self) -> BackendFuture<'_, ()>;
+
+    /// Our own addresses changed: drop connections that may be bound to an address we no
+    /// longer have and subscribe again at once, instead of waiting for a keepalive to time
+    /// out. Backends without connections have nothing to do.
+    fn reconnect(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Where a configured backend is, as written in `[signaling] backends`.

@@ -90,9 +90,11 @@ struct Counters {
 /// A client of one `wice signal` server.
 pub struct GrpcBackend {
     url: BackendUrl,
-    client: SignalingClient<Channel>,
+    endpoint: Endpoint,
+    /// Replaced by [`Backend::reconnect`]; clones share one HTTP/2 connection.
+    client: Mutex<SignalingClient<Channel>>,
     options: GrpcOptions,
-    subscriptions: Mutex<HashMap<PublicKey, Vec<JoinHandle<()>>>>,
+    subscriptions: Mutex<HashMap<PublicKey, Vec<Subscription>>>,
     closed: AtomicBool,
     counters: Arc<Counters>,
 }
@@ -129,11 +131,11 @@ impl GrpcBackend {
             }
             endpoint = endpoint.tls_config(config).map_err(setup)?;
         }
-        let client = SignalingClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_RESPONSE_LEN);
+        let client = new_client(&endpoint);
         Ok(Self {
             url: url.clone(),
-            client,
+            endpoint,
+            client: Mutex::new(client),
             options,
             subscriptions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -156,7 +158,36 @@ impl GrpcBackend {
         }
     }
 
-    fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Vec<JoinHandle<()>>>> {
+    fn client(&self) -> SignalingClient<Channel> {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts the task keeping `identity` subscribed into `inbox`.
+    fn spawn_subscription(
+        &self,
+        identity: PrivateKey,
+        inbox: Inbox,
+        first: oneshot::Sender<Result<(), BackendError>>,
+    ) -> Subscription {
+        let task = tokio::spawn(keep_subscribed(
+            self.client(),
+            identity.clone(),
+            inbox.clone(),
+            Backoff::new(self.options.backoff_initial, self.options.backoff_max),
+            Arc::clone(&self.counters),
+            first,
+        ));
+        Subscription {
+            task,
+            identity,
+            inbox,
+        }
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Vec<Subscription>>> {
         self.subscriptions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -201,7 +232,7 @@ impl Backend for GrpcBackend {
             let request = proto::PublishRequest {
                 envelopes: envelopes.iter().map(Envelope::encode).collect(),
             };
-            let mut client = self.client.clone();
+            let mut client = self.client();
             match tokio::time::timeout(self.options.publish_timeout, client.publish(request)).await
             {
                 Ok(Ok(_)) => Ok(()),
@@ -218,23 +249,19 @@ impl Backend for GrpcBackend {
             }
             let key = identity.public_key();
             let (first_tx, first_rx) = oneshot::channel();
-            let task = tokio::spawn(keep_subscribed(
-                self.client.clone(),
-                identity,
-                inbox,
-                Backoff::new(self.options.backoff_initial, self.options.backoff_max),
-                Arc::clone(&self.counters),
-                first_tx,
-            ));
-            self.subscriptions().entry(key).or_default().push(task);
+            let subscription = self.spawn_subscription(identity, inbox, first_tx);
+            self.subscriptions()
+                .entry(key)
+                .or_default()
+                .push(subscription);
             first_rx.await.unwrap_or(Err(BackendError::Closed))
         })
     }
 
     fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            for task in self.subscriptions().remove(&key).unwrap_or_default() {
-                task.abort();
+            for subscription in self.subscriptions().remove(&key).unwrap_or_default() {
+                subscription.task.abort();
             }
             Ok(())
         })
@@ -243,9 +270,35 @@ impl Backend for GrpcBackend {
     fn close(&self) -> BackendFuture<'_, ()> {
         Box::pin(async move {
             self.closed.store(true, Ordering::Relaxed);
-            for (_, tasks) in self.subscriptions().drain() {
-                for task in tasks {
-                    task.abort();
+            for (_, subscriptions) in self.subscriptions().drain() {
+                for subscription in subscriptions {
+                    subscription.task.abort();
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn reconnect(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(BackendError::Closed);
+            }
+            // A new channel means a new TCP connection from whatever address routing picks
+            // now; the old one is dropped with its last user.
+            *self
+                .client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = new_client(&self.endpoint);
+            let mut subscriptions = self.subscriptions();
+            for list in subscriptions.values_mut() {
+                for subscription in list.iter_mut() {
+                    subscription.task.abort();
+                    // Nobody waits for this first outcome: the caller of `subscribe` got it.
+                    let (first, _) = oneshot::channel();
+                    let identity = subscription.identity.clone();
+                    let inbox = subscription.inbox.clone();
+                    *subscription = self.spawn_subscription(identity, inbox, first);
                 }
             }
             Ok(())
@@ -253,11 +306,22 @@ impl Backend for GrpcBackend {
     }
 }
 
+/// One key's subscription task, with what it needs to be started again.
+struct Subscription {
+    task: JoinHandle<()>,
+    identity: PrivateKey,
+    inbox: Inbox,
+}
+
+fn new_client(endpoint: &Endpoint) -> SignalingClient<Channel> {
+    SignalingClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESPONSE_LEN)
+}
+
 impl Drop for GrpcBackend {
     fn drop(&mut self) {
-        for (_, tasks) in self.subscriptions().drain() {
-            for task in tasks {
-                task.abort();
+        for (_, subscriptions) in self.subscriptions().drain() {
+            for subscription in subscriptions {
+                subscription.task.abort();
             }
         }
     }

@@ -209,6 +209,16 @@ impl Signaling {
         Ok(())
     }
 
+    /// Our addresses changed: every backend drops connections that may be stuck on an
+    /// address we lost and subscribes again now.
+    pub async fn reconnect(&self) {
+        for backend in &self.backends {
+            if let Err(error) = backend.reconnect().await {
+                tracing::debug!(backend = %backend.kind(), %error, "signaling reconnect");
+            }
+        }
+    }
+
     /// Replaces which senders are accepted (peers added or removed).
     pub fn set_sender_policy(&self, policy: SenderPolicy) {
         self.shared

@@ -520,3 +520,69 @@ fn tunnels_survive_a_signaling_outage_and_a_restarted_peer_reconnects_after_it()
     assert_direct(&r);
     assert_traffic(&lab, a, b);
 }
+
+#[test]
+fn a_node_whose_underlay_address_changes_starts_a_new_session_on_the_new_address() {
+    let test = "a_node_whose_underlay_address_changes_starts_a_new_session_on_the_new_address";
+    if !root_or_skip(test) {
+        return;
+    }
+    let (lab, r) = two_nodes(test, &[Some(NatKind::Public), None]);
+    let (a, b) = (r.a, r.b);
+    let (_, restarts_before) = session_of(&lab, b, a);
+    let nb = lab.node(b);
+    let old = nb.underlay;
+    let new = std::net::Ipv4Addr::new(old.octets()[0], old.octets()[1], old.octets()[2], 200);
+
+    let listing = nb.ns.exec("ip", &["-o", "-4", "addr", "show"]);
+    let device = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find(|line| line.contains(&format!(" {old}/")))
+        .and_then(|line| line.split_whitespace().nth(1).map(str::to_owned))
+        .expect("b's LAN device");
+    // Like a DHCP renumbering: the old address (and the default route with it) goes, the new
+    // one comes, the default route is set again.
+    let [x, y, z, _] = old.octets();
+    nb.ns
+        .ip(&["addr", "del", &format!("{old}/24"), "dev", &device]);
+    nb.ns
+        .ip(&["addr", "add", &format!("{new}/24"), "dev", &device]);
+    nb.ns.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        &format!("{x}.{y}.{z}.1"),
+    ]);
+    let moved = Instant::now();
+
+    // b notices within its 5 s address scan, starts a new session, a follows.
+    let expected = format!("{new}:51820");
+    let deadline = moved + CONNECT_TIMEOUT;
+    let reconnected = loop {
+        let at_b = lab.peer_status(b, a).expect("b's status");
+        let at_a = lab.peer_status(a, b).expect("a's status");
+        if at_b["local_candidate"] == expected.as_str()
+            && at_a["remote_candidate"] == expected.as_str()
+            && at_a["state"] == "connected"
+        {
+            break moved.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{test}: no new path on {new}: b sees {at_b}, a sees {at_a}\n{}",
+            lab.logs(25)
+        );
+        std::thread::sleep(lab::POLL);
+    };
+    let (_, restarts_after) = session_of(&lab, b, a);
+    assert!(
+        restarts_after > restarts_before,
+        "b started a new session ({restarts_before} → {restarts_after})"
+    );
+    eprintln!(
+        "{test}: new path from {new} in {} ms after the address changed",
+        reconnected.as_millis()
+    );
+    assert_traffic(&lab, a, b);
+}

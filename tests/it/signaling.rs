@@ -439,6 +439,32 @@ async fn every_grpc_client_recovers_after_the_server_restarts_mid_test() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_reconnect_replaces_the_connection_and_keeps_every_subscription() {
+    let server = RunningServer::start(loopback_config()).await;
+    let url = loopback_url(server.addr.port(), false);
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let backend: Arc<dyn Backend> =
+            Arc::new(GrpcBackend::new(&url, quick_reconnect()).expect("backend"));
+        peers.push(Peer::start(PrivateKey::generate(), vec![backend]).await);
+    }
+    let keys: Vec<PublicKey> = peers.iter().map(Peer::public).collect();
+    exchange_until_all_heard(&mut peers, &keys, 0).await;
+
+    // What the daemon does when its addresses change: new connections, subscriptions again.
+    for peer in &peers {
+        peer.signaling.reconnect().await;
+    }
+    exchange_until_all_heard(&mut peers, &keys, 1).await;
+    let counters = server.counters.snapshot();
+    assert_eq!(
+        counters.subscriptions, 2,
+        "the old subscriptions were replaced, not added to"
+    );
+    server.stop().await;
+}
+
 /// Each peer multicasts (session `round`) every 200 ms until every peer has heard from all
 /// the others in this round; publishes that fail while the server is away are retried.
 async fn exchange_until_all_heard(peers: &mut [Peer], keys: &[PublicKey], round: u64) {
