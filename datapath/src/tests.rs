@@ -273,21 +273,34 @@ fn datagrams_of(batch: &crate::TxBatch) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect()
 }
 
+/// Pushes `full` packets of 1392 payload bytes and one of `tail` bytes from `from` to B into
+/// `batch` (each must fit); returns the packets and the batch's runs as (destination, bytes,
+/// segment size).
+fn fill_batch(
+    batch: &mut crate::TxBatch,
+    from: &Node,
+    full: u8,
+    tail: usize,
+) -> (Vec<Vec<u8>>, Vec<(SocketAddr, usize, usize)>) {
+    let mut packets: Vec<Vec<u8>> = (0..full)
+        .map(|i| ipv4_packet(A_IP, B_IP, &[i; 1392]))
+        .collect();
+    packets.push(ipv4_packet(A_IP, B_IP, &vec![99; tail]));
+    for packet in &packets {
+        assert!(batch.push(&from.engine, &from.engine.table(), packet));
+    }
+    let runs = batch
+        .runs()
+        .map(|(to, bytes, size)| (to, bytes.len(), size))
+        .collect();
+    (packets, runs)
+}
+
 #[test]
 fn a_tun_batch_to_one_peer_leaves_as_one_gso_run_with_a_short_tail() {
     let (a, b) = connected();
     let mut batch = crate::TxBatch::new(64);
-    let mut packets: Vec<Vec<u8>> = (0..10)
-        .map(|i| ipv4_packet(A_IP, B_IP, &[i; 1392]))
-        .collect();
-    packets.push(ipv4_packet(A_IP, B_IP, &[99; 472]));
-    for packet in &packets {
-        assert!(batch.push(&a.engine, &a.engine.table(), packet));
-    }
-    let runs: Vec<_> = batch
-        .runs()
-        .map(|(to, bytes, size)| (to, bytes.len(), size))
-        .collect();
+    let (packets, runs) = fill_batch(&mut batch, &a, 10, 472);
     assert_eq!(runs, vec![(b.addr, 10 * 1452 + 532, 1452)]);
     assert_eq!(batch.datagrams(), 11);
 
@@ -557,17 +570,7 @@ fn a_tx_batch_to_a_relayed_peer_forms_gso_runs_of_framed_datagrams() {
     let initiation = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
     exchange_relayed(&a, &b, initiation, true);
     let mut batch = crate::TxBatch::new(64);
-    let mut packets: Vec<Vec<u8>> = (0..5)
-        .map(|i| ipv4_packet(A_IP, B_IP, &[i; 1392]))
-        .collect();
-    packets.push(ipv4_packet(A_IP, B_IP, &[9; 100]));
-    for packet in &packets {
-        assert!(batch.push(&a.engine, &a.engine.table(), packet));
-    }
-    let runs: Vec<_> = batch
-        .runs()
-        .map(|(to, bytes, size)| (to, bytes.len(), size))
-        .collect();
+    let (packets, runs) = fill_batch(&mut batch, &a, 5, 100);
     assert_eq!(runs, vec![(TURN, 5 * 1456 + 164, 1456)]);
     let mut at_b = Vec::new();
     for (to, datagram) in datagrams_of(&batch) {

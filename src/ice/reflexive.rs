@@ -214,14 +214,15 @@ impl ReflexiveProbe {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn server() -> SocketAddr {
         "203.0.113.1:3478".parse().unwrap()
     }
 
-    fn answer(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
+    /// A STUN server's success answer to `request`, saying it saw the sender at `mapped`.
+    pub(in crate::ice) fn answer(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
         let request = Message::from_bytes(request).unwrap();
         let mut reply = Message::builder_success(&request, MessageWriteVec::new());
         reply

@@ -4,10 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use turn_client_proto::types::stun::attribute::XorMappedAddress;
-use turn_client_proto::types::stun::message::{Message, MessageWriteVec};
-use turn_client_proto::types::stun::prelude::*;
-
+use super::reflexive::tests::answer as stun_answer;
 use super::*;
 use crate::config::CandidateTypes;
 use crate::keys::PublicKey;
@@ -194,16 +191,6 @@ fn garbage_from_the_network_is_counted_and_never_panics() {
     }
     let counters = a.counters();
     assert_eq!(counters.unexpected_datagrams + counters.unmatched_stun, 5);
-}
-
-/// The STUN server's answer to the request `probe_request`, seen at `mapped`.
-fn stun_answer(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
-    let request = Message::from_bytes(request).unwrap();
-    let mut reply = Message::builder_success(&request, MessageWriteVec::new());
-    reply
-        .add_attribute(&XorMappedAddress::new(mapped, request.transaction_id()))
-        .unwrap();
-    reply.finish()
 }
 
 #[test]
