@@ -87,7 +87,13 @@ impl PeerTable {
 pub struct Engine {
     private_key: StaticSecret,
     public_key: PublicKey,
+    /// The one load check per datagram, in `rx` before any peer is looked up.
     rate_limiter: Arc<RateLimiter>,
+    /// What every `Tunn` gets: it checks mac1 again but never reports load.
+    /// `Tunn::decapsulate` runs its own limiter; sharing the real one would
+    /// count each handshake twice, and the inner count could then answer a
+    /// forged initiation with a cookie that looks like a handshake reply.
+    tunn_rate_limiter: Arc<RateLimiter>,
     table: RwLock<PeerTable>,
     /// Why packets were dropped.
     pub drops: DropCounters,
@@ -100,6 +106,7 @@ impl Engine {
         let public_key = PublicKey::from(&private_key);
         Self {
             rate_limiter: Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT)),
+            tunn_rate_limiter: Arc::new(RateLimiter::new(&public_key, u64::MAX)),
             private_key,
             public_key,
             table: RwLock::new(PeerTable::default()),
@@ -157,7 +164,7 @@ impl Engine {
             config.preshared_key,
             config.persistent_keepalive.filter(|s| *s > 0),
             slot,
-            Some(Arc::clone(&self.rate_limiter)),
+            Some(Arc::clone(&self.tunn_rate_limiter)),
         );
         table.slots[slot as usize] = Some(Arc::new(Peer::new(slot, config, tunn)));
         table.by_key.insert(config.public_key, slot);

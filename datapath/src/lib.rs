@@ -53,4 +53,8 @@ pub fn short_key(key: &[u8; 32]) -> String {
 }
 
 #[cfg(test)]
+mod attack_tests;
+#[cfg(test)]
+mod forge;
+#[cfg(test)]
 mod tests;

@@ -10,11 +10,13 @@
 //!    its TURN client; WireGuard inside carries on from the relayed endpoint
 //!    (server, channel), so replies and roaming go back through the relay.
 //!    The payload is a slice of the datagram: no copy
-//! 4. check mac1 and rate-limit handshakes (cookie replies under load)
+//! 4. check mac1 and rate-limit handshakes (cookie replies under load): the
+//!    one load check per datagram
 //! 5. find the peer: receiver index for responses, cookies and data; the
 //!    decrypted static key for handshake initiations
-//! 6. decrypt with the peer's session; an authenticated datagram from a new
-//!    endpoint moves the peer there (roaming, direct or relayed). Replies
+//! 6. decrypt with the peer's session; a datagram that proved its sender (see
+//!    [`proves_sender`]) from a new endpoint moves the peer there (roaming,
+//!    direct or relayed). Replies
 //!    (handshake responses, cookies, queued data) are written behind header
 //!    room and framed in place when the sender is relayed
 //! 7. cryptokey routing: the inner source must be in that peer's allowed IPs
@@ -225,36 +227,34 @@ impl Engine {
             };
 
         // 5. which peer
-        let (peer, authenticates_sender) = match packet {
+        let peer = match packet {
             Packet::HandshakeInit(ref init) => {
                 let (private, public) = self.keys();
                 match parse_handshake_anon(private, public, init) {
-                    Ok(half) => (table.by_key(&half.peer_static_public), true),
+                    Ok(half) => table.by_key(&half.peer_static_public),
                     Err(err) => {
                         self.drops.count_wireguard_error(&err);
                         return None;
                     }
                 }
             }
-            Packet::HandshakeResponse(ref r) => (table.by_slot(r.receiver_idx >> 8), true),
-            Packet::PacketData(ref d) => (table.by_slot(d.receiver_idx >> 8), true),
-            // A cookie reply proves nothing about where the peer is now.
-            Packet::PacketCookieReply(ref c) => (table.by_slot(c.receiver_idx >> 8), false),
+            Packet::HandshakeResponse(ref r) => table.by_slot(r.receiver_idx >> 8),
+            Packet::PacketData(ref d) => table.by_slot(d.receiver_idx >> 8),
+            Packet::PacketCookieReply(ref c) => table.by_slot(c.receiver_idx >> 8),
         };
         let Some(peer) = peer else {
             DropCounters::bump(&self.drops.unknown_peer);
             return None;
         };
 
-        // 6. decrypt, roam
+        // 6. decrypt, roam. The Tunn's own limiter never reports load (see
+        // `Engine::new`): this datagram was load-checked once, above.
         let mut state = peer.lock();
         let result = state
             .tunn
             .decapsulate(Some(source_ip), datagram, &mut out[offset..]);
-        if !matches!(result, TunnResult::Err(_)) && authenticates_sender {
-            if state.endpoint != Some(source) {
-                tracing::debug!(peer = %crate::short_key(&peer.public_key), %source, "endpoint moved");
-            }
+        if proves_sender(&packet, &result) && state.endpoint != Some(source) {
+            tracing::debug!(peer = %crate::short_key(&peer.public_key), %source, "endpoint moved");
             state.endpoint = Some(source);
         }
         match result {
@@ -322,5 +322,28 @@ impl Engine {
             DropCounters::bump(&peer.dropped_source);
             None
         }
+    }
+}
+
+/// Whether `result` shows that `packet` came from the peer itself, so its
+/// source may become the peer's endpoint (roaming). Only proof counts: a data
+/// packet that decrypted (keepalives too), an initiation the Tunn consumed
+/// (its timestamp decrypted with the static-static key and was newer than the
+/// last: answered with a handshake response), or a response that completed our
+/// handshake (answered with a keepalive). Never a cookie reply, and never an
+/// answer that is itself a cookie: anyone who knows our public key can make an
+/// initiation whose mac1 and encrypted static key are valid.
+fn proves_sender(packet: &Packet<'_>, result: &TunnResult<'_>) -> bool {
+    /// WireGuard's handshake response message type.
+    const HANDSHAKE_RESPONSE_TYPE: u8 = 2;
+    let answered_with = |message_type: u8| match result {
+        TunnResult::WriteToNetwork(reply) => reply.first() == Some(&message_type),
+        _ => false,
+    };
+    match packet {
+        Packet::PacketData(_) => !matches!(result, TunnResult::Err(_)),
+        Packet::HandshakeInit(_) => answered_with(HANDSHAKE_RESPONSE_TYPE),
+        Packet::HandshakeResponse(_) => answered_with(DATA_MESSAGE_TYPE),
+        Packet::PacketCookieReply(_) => false,
     }
 }
