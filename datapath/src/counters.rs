@@ -71,6 +71,10 @@ counters! {
         control_dropped,
         /// UDP send failed.
         udp_send_error,
+        /// Control-plane datagram (STUN/TURN, or a handshake the control plane
+        /// asked for) not sent because the socket's send buffer was full: the
+        /// control plane never waits for the socket.
+        control_send_dropped,
         /// Write to the TUN device failed.
         tun_write_error,
     }

@@ -8,7 +8,12 @@
 //!   TUN with GRO coalescing (see `rx`); relayed WireGuard is unwrapped from
 //!   TURN ChannelData here too; STUN (bare or in ChannelData) leaves here for
 //!   the control plane;
-//! - `wice-timers`: WireGuard timers every 250 ms, rate-limiter reset every second.
+//! - `wice-timers`: WireGuard timers every 250 ms while peers have traffic,
+//!   every second once all are quiet; rate-limiter reset every second.
+//!
+//! Idle threads sleep: the readers block in `poll` on their descriptor and the
+//! stop eventfd, with no timeout. A thread that dies while the device runs is
+//! reported through [`Device::on_thread_exit`] (see `threads`).
 //!
 //! One TUN reader only: several readers reorder a flow's packets, which costs
 //! TCP far more than the parallelism gains (design notes §4). On a 2-core
@@ -23,7 +28,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,20 +38,28 @@ use crate::classify::DatagramKind;
 use crate::counters::DropCounters;
 use crate::engine::{Engine, HANDSHAKE_SCRATCH};
 use crate::rx::{InboundSink, RxBatch};
+use crate::threads::{Supervisor, ThreadExit};
 use crate::tx::TxBatch;
 use crate::udp::{RecvBatch, UdpSocket};
 use crate::{BATCH_SIZE, MAX_DATAGRAM};
 
-/// How often WireGuard's timers run; boringtun expects roughly 4 Hz.
+/// How often WireGuard's timers run while any peer has traffic; boringtun
+/// expects roughly 4 Hz.
 const TIMER_TICK: Duration = Duration::from_millis(250);
+
+/// How often they run once no peer has sent, received or retried anything for
+/// [`QUIET_TICKS`] ticks. WireGuard's own timers are seconds apart (handshake
+/// retry 5 s, keepalive 10 s, persistent keepalive ≥ 1 s): one second late is
+/// within their slack, and an idle node wakes once a second instead of four times.
+const IDLE_TIMER_TICK: Duration = Duration::from_secs(1);
+
+/// Quiet fast ticks before the timer thread slows down.
+const QUIET_TICKS: u32 = 8;
 
 /// Times an idle reader yields its core before it sleeps in `poll`. Under
 /// load the next batch is usually microseconds away, and a wake-up from
 /// `poll` costs more than a yield.
 const IDLE_SPINS: u32 = 4;
-
-/// How long a blocked reader waits before checking whether to stop.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// STUN/TURN datagrams waiting for the control plane. Control traffic is a few
 /// packets per second per peer; a full queue means the control plane is stuck,
@@ -90,7 +102,7 @@ pub enum DeviceError {
         /// The OS error.
         source: io::Error,
     },
-    /// A packet thread could not be spawned.
+    /// A packet thread (or its stop signal) could not be set up.
     #[error("cannot start datapath thread: {0}")]
     Thread(io::Error),
 }
@@ -117,7 +129,7 @@ pub struct Device {
     udp: Arc<UdpSocket>,
     tun: Arc<SyncDevice>,
     listen_port: u16,
-    stop: Arc<AtomicBool>,
+    supervisor: Arc<Supervisor>,
     threads: Vec<JoinHandle<()>>,
     /// Behind a mutex so the device can be shared across threads (`Receiver` is not `Sync`).
     control_rx: std::sync::Mutex<Option<Receiver<ControlDatagram>>>,
@@ -183,14 +195,14 @@ impl Device {
     ) -> Result<Self, DeviceError> {
         let tun = Arc::new(tun);
         let udp = Arc::new(udp);
-        let stop = Arc::new(AtomicBool::new(false));
+        let supervisor = Supervisor::new().map_err(DeviceError::Thread)?;
         let (control_tx, control_rx) = sync_channel(CONTROL_QUEUE);
         let mut device = Self {
             engine,
             udp,
             tun,
             listen_port,
-            stop,
+            supervisor,
             threads: Vec::new(),
             control_rx: std::sync::Mutex::new(Some(control_rx)),
         };
@@ -198,7 +210,7 @@ impl Device {
             engine: device.engine.clone(),
             tun: device.tun.clone(),
             udp: device.udp.clone(),
-            stop: device.stop.clone(),
+            supervisor: device.supervisor.clone(),
             mtu,
         };
         device.spawn("wice-tun-rx", move || tun_rx.run())?;
@@ -206,30 +218,45 @@ impl Device {
             engine: device.engine.clone(),
             tun: device.tun.clone(),
             udp: device.udp.clone(),
-            stop: device.stop.clone(),
+            supervisor: device.supervisor.clone(),
             control: control_tx,
         };
         device.spawn("wice-udp-rx", move || udp_rx.run())?;
-        let (engine, udp, stop) = (
+        let (engine, udp, supervisor) = (
             device.engine.clone(),
             device.udp.clone(),
-            device.stop.clone(),
+            device.supervisor.clone(),
         );
-        device.spawn("wice-timers", move || run_timers(&engine, &udp, &stop))?;
+        device.spawn("wice-timers", move || {
+            run_timers(&engine, &udp, &supervisor)
+        })?;
         Ok(device)
     }
 
     fn spawn(
         &mut self,
-        name: &str,
-        body: impl FnOnce() + Send + 'static,
+        name: &'static str,
+        body: impl FnOnce() -> io::Result<()> + Send + 'static,
     ) -> Result<(), DeviceError> {
-        let handle = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(body)
+        let handle = self
+            .supervisor
+            .spawn(name, body)
             .map_err(DeviceError::Thread)?;
         self.threads.push(handle);
         Ok(())
+    }
+
+    /// Calls `hook` (once, from the dying thread) when a packet thread stops
+    /// while the device is running: a panic, or an error it cannot get past
+    /// such as its TUN device deleted under it. At once if one already has.
+    /// The device then moves no packets in that direction: stop using it.
+    pub fn on_thread_exit(&self, hook: impl Fn(&ThreadExit) + Send + Sync + 'static) {
+        self.supervisor.set_hook(Box::new(hook));
+    }
+
+    /// The first packet thread that stopped on its own, if any.
+    pub fn thread_exit(&self) -> Option<ThreadExit> {
+        self.supervisor.exited()
     }
 
     /// The engine: peers, endpoints, counters.
@@ -260,28 +287,54 @@ impl Device {
     /// Sends the peer a handshake initiation now, on its current path (framed
     /// for a relay), unless it has a fresh session or no path; see
     /// [`Engine::initiate_handshake`]. Call when ICE nominates a path. Returns
-    /// whether an initiation was sent. Blocks only while the socket's send
-    /// buffer is full.
+    /// whether an initiation was sent. Never blocks: with the socket's send
+    /// buffer full the initiation is dropped and counted (`control_send_dropped`);
+    /// WireGuard's own retry sends another.
     pub fn initiate_handshake(&self, public_key: &[u8; 32]) -> bool {
         let mut scratch = [0u8; HANDSHAKE_SCRATCH];
         let mut sent = false;
         self.engine
             .initiate_handshake(public_key, &mut scratch, |to, datagram| {
-                match self.udp.send_to(to, datagram) {
-                    Ok(()) => sent = true,
-                    Err(err) => {
-                        tracing::debug!(%err, %to, "handshake initiation not sent");
-                        DropCounters::bump(&self.engine.drops.udp_send_error);
-                    }
-                }
+                sent = self.send_control(to, datagram).is_ok();
             });
         sent
     }
 
+    /// Sends a keepalive to every peer with a persistent keepalive and an
+    /// endpoint, as WireGuard does when an interface comes up: a peer without
+    /// a session gets a handshake initiation, so a node restarted with the
+    /// same key is reachable at once from a peer still holding the old
+    /// session. Never blocks, like [`Device::send_control`]. Returns how many
+    /// went out.
+    pub fn send_keepalives(&self) -> usize {
+        let mut scratch = vec![0u8; HANDSHAKE_SCRATCH];
+        let mut sent = 0;
+        self.engine.send_keepalives(&mut scratch, |to, datagram| {
+            if self.send_control(to, datagram).is_ok() {
+                sent += 1;
+            }
+        });
+        sent
+    }
+
     /// Sends a control-plane datagram (STUN/TURN) from the shared socket, as
-    /// is: the control plane does its own TURN framing.
+    /// is: the control plane does its own TURN framing. Never blocks: when the
+    /// socket's send buffer is full the datagram is dropped, counted as
+    /// `control_send_dropped`, and `WouldBlock` returned; the control plane
+    /// retransmits on its own schedule. Other errors count as `udp_send_error`.
     pub fn send_control(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
-        self.udp.send_to(to, datagram)
+        let sent = self.udp.try_send_to(to, datagram);
+        match &sent {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                DropCounters::bump(&self.engine.drops.control_send_dropped);
+            }
+            Err(err) => {
+                tracing::trace!(%err, %to, "control datagram not sent");
+                DropCounters::bump(&self.engine.drops.udp_send_error);
+            }
+        }
+        sent
     }
 
     /// Stops the packet threads and waits for them.
@@ -290,7 +343,7 @@ impl Device {
     }
 
     fn stop_threads(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.supervisor.stop.stop();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -308,12 +361,13 @@ struct TunReader {
     engine: Arc<Engine>,
     tun: Arc<SyncDevice>,
     udp: Arc<UdpSocket>,
-    stop: Arc<AtomicBool>,
+    supervisor: Arc<Supervisor>,
     mtu: u16,
 }
 
 impl TunReader {
-    fn run(self) {
+    /// Returns only when the device stops, or with the error that ended it.
+    fn run(self) -> io::Result<()> {
         let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_DATAGRAM];
         // Split segments and plain packets are at most one MTU: small buffers
         // keep the whole batch in cache.
@@ -321,7 +375,8 @@ impl TunReader {
         let mut sizes = [0usize; BATCH_SIZE];
         let mut batch = TxBatch::new(self.udp.max_gso_segments());
         let mut spins = 0;
-        while !self.stop.load(Ordering::Relaxed) {
+        let stop = &self.supervisor.stop;
+        while !stop.is_stopped() {
             let count = match self
                 .tun
                 .recv_multiple(&mut raw, &mut packets, &mut sizes, 0)
@@ -334,15 +389,13 @@ impl TunReader {
                         continue;
                     }
                     spins = 0;
-                    if let Err(err) =
-                        crate::udp::poll_one(self.tun.as_raw_fd(), libc::POLLIN, STOP_POLL)
-                    {
-                        tracing::error!(%err, "TUN poll failed");
-                        return;
-                    }
+                    stop.wait(Some(self.tun.as_raw_fd()), libc::POLLIN, None)?;
                     continue;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if tun_is_gone(&err) => {
+                    return Err(io::Error::new(err.kind(), format!("TUN read: {err}")));
+                }
                 Err(err) => {
                     // A malformed virtio header (bad GSO metadata) spoils one read, not the device.
                     tracing::debug!(%err, "TUN read failed");
@@ -362,6 +415,7 @@ impl TunReader {
             self.send(&batch);
             batch.clear();
         }
+        Ok(())
     }
 
     fn send(&self, batch: &TxBatch) {
@@ -379,12 +433,13 @@ struct UdpReader {
     engine: Arc<Engine>,
     tun: Arc<SyncDevice>,
     udp: Arc<UdpSocket>,
-    stop: Arc<AtomicBool>,
+    supervisor: Arc<Supervisor>,
     control: SyncSender<ControlDatagram>,
 }
 
 impl UdpReader {
-    fn run(self) {
+    /// Returns only when the device stops, or with the error that ended it.
+    fn run(self) -> io::Result<()> {
         let mut received = RecvBatch::default();
         let mut batch = RxBatch::new(VIRTIO_NET_HDR_LEN);
         let mut gro = GROTable::default();
@@ -395,7 +450,8 @@ impl UdpReader {
             control: &self.control,
             local: None,
         };
-        while !self.stop.load(Ordering::Relaxed) {
+        let stop = &self.supervisor.stop;
+        while !stop.is_stopped() {
             let count = match self.udp.recv_batch(&mut received) {
                 Ok(0) => {
                     if spins < IDLE_SPINS {
@@ -404,10 +460,7 @@ impl UdpReader {
                         continue;
                     }
                     spins = 0;
-                    if let Err(err) = self.udp.wait_readable(STOP_POLL) {
-                        tracing::error!(%err, "UDP poll failed");
-                        return;
-                    }
+                    stop.wait(Some(self.udp.as_raw_fd()), libc::POLLIN, None)?;
                     continue;
                 }
                 Ok(count) => count,
@@ -427,6 +480,7 @@ impl UdpReader {
             drop(table);
             self.write_tun(&mut batch, &mut gro);
         }
+        Ok(())
     }
 
     fn write_tun(&self, batch: &mut RxBatch, gro: &mut GROTable) {
@@ -477,19 +531,50 @@ impl InboundSink for ReplySink<'_> {
     }
 }
 
-fn run_timers(engine: &Engine, udp: &UdpSocket, stop: &AtomicBool) {
+/// Whether a TUN read error means the device is gone (deleted, or its
+/// descriptor broken), not that one read went wrong. tun-rs reports a bad
+/// virtio header as an error without an OS code; those spoil one read only.
+fn tun_is_gone(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EBADFD | libc::EBADF | libc::ENODEV | libc::ENXIO | libc::EIO)
+    )
+}
+
+/// WireGuard's timers, and the handshake rate limiter's once-a-second reset.
+fn run_timers(engine: &Engine, udp: &UdpSocket, supervisor: &Supervisor) -> io::Result<()> {
     let mut scratch = vec![0u8; MAX_DATAGRAM];
     let mut last_reset = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(TIMER_TICK);
-        engine.update_timers(&mut scratch, |to, datagram| {
+    let mut last_activity = None;
+    let mut quiet_ticks = 0u32;
+    let stop = &supervisor.stop;
+    while !stop.is_stopped() {
+        let tick = if quiet_ticks >= QUIET_TICKS {
+            IDLE_TIMER_TICK
+        } else {
+            TIMER_TICK
+        };
+        stop.wait(None, 0, Some(tick))?;
+        if stop.is_stopped() {
+            break;
+        }
+        let mut sent = false;
+        let activity = engine.update_timers(&mut scratch, |to, datagram| {
+            sent = true;
             if udp.send_to(to, datagram).is_err() {
                 DropCounters::bump(&engine.drops.udp_send_error);
             }
         });
+        if sent || last_activity != Some(activity) {
+            quiet_ticks = 0;
+        } else {
+            quiet_ticks = quiet_ticks.saturating_add(1);
+        }
+        last_activity = Some(activity);
         if last_reset.elapsed() >= Duration::from_secs(1) {
             engine.reset_rate_limiter();
             last_reset = Instant::now();
         }
     }
+    Ok(())
 }

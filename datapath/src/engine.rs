@@ -279,13 +279,26 @@ impl Engine {
     }
 
     /// Runs WireGuard's timers for every peer: handshake retries, rekeys,
-    /// keepalives. Call about every 250 ms. `send` gets each datagram's wire
-    /// destination and bytes (ChannelData-framed for a relayed peer).
-    /// `scratch` holds [`crate::MAX_DATAGRAM`] bytes.
-    pub fn update_timers(&self, scratch: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
+    /// keepalives. Call about every 250 ms while peers have traffic (once a
+    /// second is within WireGuard's slack when they have none). `send` gets
+    /// each datagram's wire destination and bytes (ChannelData-framed for a
+    /// relayed peer). `scratch` holds [`crate::MAX_DATAGRAM`] bytes.
+    ///
+    /// Returns a fingerprint of the peers' traffic (bytes sent and received,
+    /// all peers): when it has not changed since the last call, nothing moved.
+    pub fn update_timers(
+        &self,
+        scratch: &mut [u8],
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) -> u64 {
         let table = self.table();
+        let mut activity = 0u64;
         for peer in table.peers() {
             let mut state = peer.lock();
+            let (_, tx_bytes, rx_bytes, _, _) = state.tunn.stats();
+            activity = activity
+                .wrapping_add(tx_bytes as u64)
+                .wrapping_add(rx_bytes as u64);
             let endpoint = state.endpoint;
             // WireGuard goes behind the headroom a relayed path's header needs.
             let offset = endpoint.map_or(0, Endpoint::headroom);
@@ -308,6 +321,35 @@ impl Engine {
                 TunnResult::Done
                 | TunnResult::WriteToTunnelV4(..)
                 | TunnResult::WriteToTunnelV6(..) => {}
+            }
+        }
+        activity
+    }
+
+    /// Sends a keepalive to every peer that has a persistent keepalive and an
+    /// endpoint (WireGuard does this when the interface comes up). Without a
+    /// session, boringtun queues the keepalive and starts a handshake: the
+    /// initiation is what goes out. `scratch` holds at least
+    /// [`HANDSHAKE_SCRATCH`] bytes; `send` gets the wire destination and
+    /// datagram, framed for a relayed path.
+    pub fn send_keepalives(&self, scratch: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
+        let table = self.table();
+        for peer in table.peers().filter(|peer| peer.persistent_keepalive) {
+            let mut state = peer.lock();
+            let Some(endpoint) = state.endpoint else {
+                continue;
+            };
+            let Some(room) = scratch.get_mut(endpoint.headroom()..) else {
+                return;
+            };
+            let len = match state.tunn.encapsulate(&[], room) {
+                TunnResult::WriteToNetwork(datagram) => datagram.len(),
+                _ => continue,
+            };
+            drop(state);
+            match endpoint.frame(scratch, len) {
+                Some(datagram) => send(endpoint.destination(), datagram),
+                None => DropCounters::bump(&self.drops.protocol_error),
             }
         }
     }

@@ -21,6 +21,7 @@ pub mod endpoint;
 mod engine;
 mod peer;
 pub mod rx;
+mod threads;
 pub mod tx;
 pub mod udp;
 
@@ -29,6 +30,7 @@ pub use endpoint::Endpoint;
 pub use engine::{Engine, HANDSHAKE_SCRATCH, PeerTable, PeerTableError};
 pub use peer::{Peer, PeerConfig, PeerStats};
 pub use rx::{InboundSink, RxBatch};
+pub use threads::ThreadExit;
 pub use tx::{Outbound, TxBatch};
 
 /// Packets per batch on both paths: tun-rs's `IDEAL_BATCH_SIZE`, the most

@@ -39,6 +39,9 @@ pub struct Peer {
     /// Decrypted packets dropped because their source is not in this peer's allowed IPs.
     pub(crate) dropped_source: AtomicU64,
     pub(crate) allowed_ips: Vec<IpNet>,
+    /// Whether the peer has a persistent keepalive: it gets one when the
+    /// interface comes up ([`crate::Engine::send_keepalives`]).
+    pub(crate) persistent_keepalive: bool,
 }
 
 pub(crate) struct PeerState {
@@ -78,6 +81,7 @@ impl Peer {
             }),
             dropped_source: AtomicU64::new(0),
             allowed_ips: config.allowed_ips.clone(),
+            persistent_keepalive: config.persistent_keepalive.is_some_and(|s| s > 0),
         }
     }
 

@@ -123,6 +123,20 @@ impl UdpSocket {
         self.transmit(to, datagram, None)
     }
 
+    /// Sends one datagram now or not at all: `WouldBlock` when the send
+    /// buffer is full. For callers that must never wait (the control plane).
+    pub fn try_send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: if self.dual_stack { map_v4(to) } else { to },
+            ecn: None,
+            contents: datagram,
+            segment_size: None,
+            src_ip: None,
+        };
+        self.state
+            .try_send(UdpSockRef::from(&self.socket), &transmit)
+    }
+
     /// Sends `contents` as datagrams of `segment_size` bytes (the last may be
     /// shorter) to one destination: one `sendmsg` with UDP GSO when the kernel
     /// offers it, else one per datagram. If the kernel turns out to reject GSO
@@ -211,6 +225,12 @@ impl UdpSocket {
     /// Waits until a datagram is waiting or `timeout` passes.
     pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
         poll_one(self.socket.as_raw_fd(), libc::POLLIN, timeout)
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
     }
 }
 

@@ -4,10 +4,16 @@
 //! (cleaning a crashed run's leftovers), create the datapath, configure
 //! addresses and routes, start ICE for peers without an endpoint, then serve.
 //! Any failure after the claim unwinds through [`Node::teardown`].
+//!
+//! Once up, the node runs until a signal, or until a part it cannot run
+//! without dies: a datapath packet thread or the ICE task. Then it tears down
+//! the same way and exits with an error naming what died, never staying "up"
+//! with a dead datapath.
 
 mod ice_driver;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -15,8 +21,9 @@ use std::time::Instant;
 use ipnet::IpNet;
 use rand_core::{OsRng, RngCore};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use wice_datapath::{Device, DeviceConfig, Endpoint, PeerConfig as DatapathPeer};
+use wice_datapath::{Device, DeviceConfig, Endpoint, PeerConfig as DatapathPeer, ThreadExit};
 
 use crate::config::{Config, IceConfig};
 use crate::ice::{
@@ -67,6 +74,12 @@ pub enum UpError {
     /// The thread bridging STUN/TURN datagrams to ICE could not start.
     #[error("cannot start the ICE control thread: {0}")]
     ControlThread(std::io::Error),
+    /// A datapath packet thread died while the node was up.
+    #[error("{0}; the node was taken down")]
+    DatapathThread(ThreadExit),
+    /// The ICE task ended while the node was up.
+    #[error("the ICE task {0}; the node was taken down")]
+    IceTask(String),
 }
 
 /// A node that is up: what teardown has to undo.
@@ -124,6 +137,10 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     let engine = Arc::clone(device.engine());
     let listen_port = device.listen_port();
     let control_datagrams = device.take_control_receiver();
+    let (exit_tx, mut thread_exits) = mpsc::unbounded_channel();
+    device.on_thread_exit(move |exit| {
+        let _ = exit_tx.send(exit.clone());
+    });
     let device = Arc::new(device);
     node.device = Some(Arc::clone(&device));
 
@@ -148,6 +165,12 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         config.peers.iter().flat_map(|p| &p.allowed_ips),
     );
     node.routes = system::add_routes(&iface.name, &wanted);
+    // Like wg on interface up: peers with a persistent keepalive hear from us
+    // now, so one still holding a session with our previous run re-keys at once.
+    let keepalives = device.send_keepalives();
+    if keepalives > 0 {
+        tracing::debug!(keepalives, "keepalives sent on interface up");
+    }
 
     let snapshot: SharedSnapshot = Arc::new(Mutex::new(IceSnapshot::default()));
     let ice_peers: Vec<PublicKey> = config
@@ -196,11 +219,17 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         "up"
     );
 
-    let signal_name = tokio::select! {
-        _ = sigint.recv() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
+    let signals = async {
+        tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+        }
     };
-    tracing::info!(signal = signal_name, "shutting down");
+    let stopped = wait_for_stop(signals, &mut thread_exits, &mut ice_task).await;
+    match &stopped {
+        Ok(signal_name) => tracing::info!(signal = signal_name, "shutting down"),
+        Err(error) => tracing::error!(%error, "shutting down"),
+    }
     server.abort();
     if let Some(task) = ice_task {
         task.abort();
@@ -218,7 +247,44 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         tracing::info!(dropped = %dropped.join(" "), "drop counters at exit");
     }
     node.teardown();
-    Ok(())
+    stopped.map(|_| ())
+}
+
+/// Waits for `signals` (returning the signal's name), or for a part the node
+/// cannot run without to die: a datapath packet thread (`thread_exits`) or
+/// the ICE task (which is then taken out of `ice_task`).
+async fn wait_for_stop(
+    signals: impl Future<Output = &'static str>,
+    thread_exits: &mut mpsc::UnboundedReceiver<ThreadExit>,
+    ice_task: &mut Option<JoinHandle<()>>,
+) -> Result<&'static str, UpError> {
+    let ice_ended = async {
+        match ice_task.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        signal_name = signals => Ok(signal_name),
+        Some(exit) = thread_exits.recv() => Err(UpError::DatapathThread(exit)),
+        ended = ice_ended => Err(UpError::IceTask(match ended {
+            Ok(()) => "exited".to_owned(),
+            Err(error) if error.is_panic() => {
+                let panic = error.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("panicked: {message}")
+            }
+            Err(error) => format!("failed: {error}"),
+        })),
+    };
+    if matches!(result, Err(UpError::IceTask(_))) {
+        *ice_task = None;
+    }
+    result
 }
 
 /// The datapath as the ICE driver uses it.
@@ -226,7 +292,10 @@ struct DeviceDatapath(Arc<Device>);
 
 impl Datapath for DeviceDatapath {
     fn send(&self, to: SocketAddr, datagram: &[u8]) {
-        if let Err(error) = self.0.send_control(to, datagram) {
+        // Never waits for the socket; a full buffer is counted, not logged.
+        if let Err(error) = self.0.send_control(to, datagram)
+            && error.kind() != std::io::ErrorKind::WouldBlock
+        {
             tracing::debug!(%to, %error, "STUN/TURN datagram not sent");
         }
     }
@@ -364,4 +433,62 @@ fn local_ip_toward(server: SocketAddr) -> IpAddr {
             socket.local_addr()
         })
         .map_or(unspecified, |local| local.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_thread_exits() -> (
+        mpsc::UnboundedSender<ThreadExit>,
+        mpsc::UnboundedReceiver<ThreadExit>,
+    ) {
+        mpsc::unbounded_channel()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_ice_task_stops_the_node_with_an_error_naming_it() {
+        let (_keep, mut exits) = no_thread_exits();
+        let mut ice_task = Some(tokio::spawn(async { panic!("controller bug") }));
+        let stopped = wait_for_stop(std::future::pending(), &mut exits, &mut ice_task).await;
+        let error = stopped.expect_err("the node stops");
+        assert_eq!(
+            error.to_string(),
+            "the ICE task panicked: controller bug; the node was taken down"
+        );
+        assert!(ice_task.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_ice_task_that_returns_stops_the_node() {
+        let (_keep, mut exits) = no_thread_exits();
+        let mut ice_task = Some(tokio::spawn(async {}));
+        let stopped = wait_for_stop(std::future::pending(), &mut exits, &mut ice_task).await;
+        assert!(matches!(stopped, Err(UpError::IceTask(reason)) if reason == "exited"));
+    }
+
+    #[tokio::test]
+    async fn a_dead_datapath_thread_stops_the_node_with_an_error_naming_it() {
+        let (tx, mut exits) = no_thread_exits();
+        tx.send(ThreadExit {
+            thread: "wice-tun-rx",
+            reason: "failed: TUN read: File descriptor in bad state".to_owned(),
+        })
+        .expect("send");
+        let stopped = wait_for_stop(std::future::pending(), &mut exits, &mut None).await;
+        assert_eq!(
+            stopped.expect_err("the node stops").to_string(),
+            "datapath thread wice-tun-rx failed: TUN read: File descriptor in bad state; \
+             the node was taken down"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_signal_stops_the_node_cleanly() {
+        let (_keep, mut exits) = no_thread_exits();
+        let mut ice_task = Some(tokio::spawn(std::future::pending::<()>()));
+        let stopped = wait_for_stop(async { "SIGTERM" }, &mut exits, &mut ice_task).await;
+        assert_eq!(stopped.expect("clean stop"), "SIGTERM");
+        assert!(ice_task.is_some(), "still there for the shutdown to abort");
+    }
 }

@@ -7,6 +7,9 @@
 //! - `natlab`: meshes across NAT routers, with `wice signal` and coturn (root).
 //! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
+//! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
+//!   restarted with the same key (root).
+//! - `attack_handshake`: forged and replayed handshake floods (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -16,7 +19,10 @@
 
 mod harness;
 
+mod attack_handshake;
+
 mod cli;
+mod datapath_robustness;
 mod interop;
 mod lifecycle;
 mod mesh;
