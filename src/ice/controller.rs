@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use crate::config::CandidateTypes;
 use crate::keys::PublicKey;
-use crate::session::rng::SplitMix64;
+use crate::session::rng::{IceRandom, TransactionIds};
 use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
 
@@ -181,7 +181,7 @@ pub struct Controller {
     host: Vec<SocketAddr>,
     probes: Vec<ReflexiveProbe>,
     relays: Vec<Relay>,
-    rng: SplitMix64,
+    transaction_ids: TransactionIds,
     transmits: VecDeque<Datagram>,
     offers: VecDeque<(PublicKey, SessionDescription)>,
     events: VecDeque<ControllerEvent>,
@@ -190,19 +190,21 @@ pub struct Controller {
 
 impl Controller {
     /// A controller for `local`'s sessions with `peers`, gathering from `sources`, started at
-    /// `now`. `seed` feeds session ids, credentials and STUN transaction ids.
+    /// `now`. `random` feeds session ids, credentials and STUN transaction ids: keyed from the
+    /// OS in the daemon ([`IceRandom::from_os`]), a fixed `u64` seed in tests.
     pub fn new(
         local: PublicKey,
         peers: &[PublicKey],
         sources: Sources,
-        seed: u64,
+        random: impl Into<IceRandom>,
         now: Instant,
     ) -> Self {
-        let mut rng = SplitMix64::new(seed);
+        let mut random = random.into();
+        let mut transaction_ids = random.transaction_ids();
         let peers = peers
             .iter()
             .map(|peer| {
-                let session = Session::new(local, *peer, rng.next_u64(), now);
+                let session = Session::new(local, *peer, random.session(), now);
                 let entry = PeerEntry {
                     session,
                     gather_for: None,
@@ -221,7 +223,7 @@ impl Controller {
             servers.extend(sources.turn.iter().map(|turn| turn.address));
             servers.dedup();
             for server in servers {
-                let transaction = transaction_id(&mut rng);
+                let transaction = transaction_ids.next_id();
                 probes.push(ReflexiveProbe::new(server, now, transaction));
             }
         }
@@ -240,7 +242,7 @@ impl Controller {
             host: if types.host { sources.host } else { Vec::new() },
             probes,
             relays,
-            rng,
+            transaction_ids,
             transmits: VecDeque::new(),
             offers: VecDeque::new(),
             events: VecDeque::new(),
@@ -400,7 +402,7 @@ impl Controller {
             }
         }
         for probe in &mut self.probes {
-            let transaction = transaction_id(&mut self.rng);
+            let transaction = self.transaction_ids.next_id();
             *probe = ReflexiveProbe::new(probe.server(), now, transaction);
         }
         for (key, entry) in &mut self.peers {
@@ -423,7 +425,7 @@ impl Controller {
             entry.session.handle_timeout(now);
         }
         for probe in &mut self.probes {
-            let transaction = transaction_id(&mut self.rng);
+            let transaction = self.transaction_ids.next_id();
             probe.handle_timeout(now, transaction);
         }
         for relay in &mut self.relays {
@@ -834,11 +836,6 @@ fn candidate(kind: CandidateKind, address: SocketAddr, related: Option<SocketAdd
         foundation: String::new(),
         related,
     }
-}
-
-fn transaction_id(rng: &mut SplitMix64) -> u128 {
-    // 96 bits (RFC 8489 §5).
-    (u128::from(rng.next_u64()) << 32 | u128::from(rng.next_u64() >> 32)) & ((1 << 96) - 1)
 }
 
 /// The STUN test of the shared-socket demux (design §2), for datagrams a relay unwrapped.

@@ -11,6 +11,8 @@ mod relay;
 mod server;
 
 #[cfg(test)]
+mod random_tests;
+#[cfg(test)]
 mod tests;
 
 pub use controller::{
