@@ -150,25 +150,48 @@ fn print(text: &str) -> Result<(), String> {
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
-        // boringtun logs routine session expiry at ERROR, and the TURN/STUN crates log every
-        // request at INFO and routine refusals at ERROR: show them only at trace (RUST_LOG
-        // can ask for them by name).
-        _ => {
-            let quiet = !matches!(level, "debug" | "trace");
-            let boringtun = if quiet { "off" } else { level };
-            let turn = if level == "trace" { "trace" } else { "off" };
-            EnvFilter::try_new(format!(
-                "{level},boringtun={boringtun},turn_client_proto={turn},turn_types={turn},stun_proto={turn},stun_types={turn}"
-            ))
-        }
-    }
-    .map_err(|e| format!("bad log level: {e}"))?;
+    let filter = EnvFilter::try_new(log_filter(level, std::env::var("RUST_LOG").ok().as_deref()))
+        .map_err(|e| format!("bad log level: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     Ok(())
+}
+
+/// The log filter: `level` for wice, with third-party crates capped, then `RUST_LOG`'s
+/// directives, which win where they name a crate.
+///
+/// The caps are there because a stranger's datagrams can make these crates log: `is` warns
+/// once per odd STUN attribute (a 1400-byte datagram can cost hundreds of lines); boringtun
+/// logs routine session expiry at ERROR; the TURN/STUN crates log every request at INFO and
+/// routine refusals at ERROR. Ask for them by name (`RUST_LOG=is=debug`) to see them.
+fn log_filter(level: &str, rust_log: Option<&str>) -> String {
+    let quiet = !matches!(level, "debug" | "trace");
+    let boringtun = if quiet { "off" } else { level };
+    let turn = if level == "trace" { "trace" } else { "off" };
+    let base = format!(
+        "{level},is=error,str0m=error,str0m_proto=error,boringtun={boringtun},\
+         turn_client_proto={turn},turn_types={turn},stun_proto={turn},stun_types={turn}"
+    );
+    match rust_log {
+        Some(spec) if !spec.is_empty() => format!("{base},{spec}"),
+        _ => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn third_party_crates_are_capped_unless_named_in_rust_log() {
+        let filter = log_filter("info", Some("debug"));
+        assert!(filter.contains("is=error"), "{filter}");
+        assert!(filter.ends_with(",debug"), "{filter}");
+        let named = log_filter("info", Some("is=debug"));
+        assert!(named.ends_with("is=debug"), "{named}");
+        assert!(EnvFilter::try_new(named).is_ok());
+    }
 }

@@ -104,6 +104,7 @@ impl Status {
             ice_counters.unexpected_datagrams,
         );
         drops.insert("ice_unknown_sender".to_owned(), ice_counters.unknown_sender);
+        drops.insert("ice_rate_limited".to_owned(), ice_counters.rate_limited);
         Self {
             interface: interface.to_owned(),
             public_key: PublicKey::from_bytes(engine.public_key()).to_base64(),

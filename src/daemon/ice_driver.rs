@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use wice_datapath::ControlDatagram;
 
 use crate::ice::{
-    Controller, ControllerCounters, ControllerEvent, PathTarget, PeerIceStatus, TurnServer,
+    Controller, ControllerCounters, ControllerEvent, PathTarget, PeerIceStatus, Routed, TurnServer,
 };
 use crate::keys::PublicKey;
 use crate::signaling::{Received, SessionDescription, Signaling, SignalingMessage};
@@ -27,6 +27,9 @@ const ADDRESS_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Lists the host candidates and our address toward each TURN server, as the OS says now.
 pub(crate) type AddressScan = Box<dyn Fn() -> (Vec<SocketAddr>, Vec<TurnServer>) + Send>;
+
+/// How often the status snapshot is rebuilt when nothing else asked for it (drop counters).
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Offers waiting for the publisher; the controller produces a handful per peer per session.
 const PUBLISH_QUEUE: usize = 1024;
@@ -82,11 +85,19 @@ pub(crate) async fn run(
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let mut scan = tokio::time::interval(ADDRESS_SCAN_INTERVAL);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshot_timer = tokio::time::interval(SNAPSHOT_INTERVAL);
+    snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let publisher = tokio::spawn(publish(Arc::clone(&signaling), publish_rx));
+    // Whether the last input may have changed the controller: only then are its status and
+    // deadline asked again (both walk every session).
+    let mut changed = true;
+    let mut deadline = None;
     loop {
         flush(&mut controller, &publish_tx, datapath.as_ref());
-        publish_snapshot(&controller, &snapshot);
-        let deadline = controller.poll_timeout(Instant::now());
+        if std::mem::take(&mut changed) {
+            publish_snapshot(&controller, &snapshot);
+            deadline = controller.poll_timeout(Instant::now());
+        }
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -101,13 +112,21 @@ pub(crate) async fn run(
                         controller.handle_signal(Instant::now(), sender, offer);
                     }
                 }
+                changed = true;
             }
             datagram = datagrams.recv() => {
                 let Some(ControlDatagram { from, to, data, .. }) = datagram else { break };
-                controller.handle_datagram(Instant::now(), from, to, &data);
+                let routed = controller.handle_datagram(Instant::now(), from, to, &data);
+                changed = !matches!(routed, Routed::Dropped(_));
             }
-            () = sleep => controller.handle_timeout(Instant::now()),
+            () = sleep => {
+                controller.handle_timeout(Instant::now());
+                changed = true;
+            }
+            // For the drop counters.
+            _ = snapshot_timer.tick() => changed = true,
             _ = scan.tick() => {
+                changed = true;
                 let (host, turn) = addresses();
                 if controller.handle_addresses(Instant::now(), host, &turn) {
                     // The signaling connection may be bound to an address we lost; waiting

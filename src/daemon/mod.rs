@@ -18,8 +18,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::session::rng::IceRandom;
 use ipnet::IpNet;
-use rand_core::{OsRng, RngCore};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -343,7 +343,7 @@ async fn start_ice(
         config.interface.private_key.public_key(),
         ice_peers,
         sources,
-        OsRng.next_u64(),
+        IceRandom::from_os(),
         Instant::now(),
     );
     device

@@ -24,12 +24,17 @@ use std::time::Instant;
 
 use crate::config::CandidateTypes;
 use crate::keys::PublicKey;
-use crate::session::rng::SplitMix64;
+use crate::session::rng::{IceRandom, TransactionIds};
 use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
 
 use super::reflexive::{ProbeOutcome, ReflexiveProbe};
 use super::relay::{Relay, RelayEvent, RelayReceive, RelayState};
+
+mod routing;
+
+pub use routing::{CHECK_LIFETIME, DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, Routed};
+use routing::{Routing, is_stun};
 
 /// Where a peer's WireGuard datagrams go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,8 +127,11 @@ pub struct Sources {
 /// Counters for datagrams the controller could not use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ControllerCounters {
-    /// STUN from an address no session accepted (stale session, wrong credentials, scan).
+    /// STUN no session took: checks for no live ufrag of ours, answers to no check of ours,
+    /// and what the session's agent refused (stale session, wrong credentials, scan).
     pub unmatched_stun: u64,
+    /// Datagrams over their source's rate limit, dropped before a look past the header.
+    pub rate_limited: u64,
     /// WireGuard that arrived relayed in a Send indication before its channel was bound.
     pub relayed_wireguard_unbound: u64,
     /// Non-STUN datagrams from addresses that are not TURN servers.
@@ -181,28 +189,31 @@ pub struct Controller {
     host: Vec<SocketAddr>,
     probes: Vec<ReflexiveProbe>,
     relays: Vec<Relay>,
-    rng: SplitMix64,
+    transaction_ids: TransactionIds,
     transmits: VecDeque<Datagram>,
     offers: VecDeque<(PublicKey, SessionDescription)>,
     events: VecDeque<ControllerEvent>,
     counters: ControllerCounters,
+    routing: Routing,
 }
 
 impl Controller {
     /// A controller for `local`'s sessions with `peers`, gathering from `sources`, started at
-    /// `now`. `seed` feeds session ids, credentials and STUN transaction ids.
+    /// `now`. `random` feeds session ids, credentials and STUN transaction ids: keyed from the
+    /// OS in the daemon ([`IceRandom::from_os`]), a fixed `u64` seed in tests.
     pub fn new(
         local: PublicKey,
         peers: &[PublicKey],
         sources: Sources,
-        seed: u64,
+        random: impl Into<IceRandom>,
         now: Instant,
     ) -> Self {
-        let mut rng = SplitMix64::new(seed);
+        let mut random = random.into();
+        let mut transaction_ids = random.transaction_ids();
         let peers = peers
             .iter()
             .map(|peer| {
-                let session = Session::new(local, *peer, rng.next_u64(), now);
+                let session = Session::new(local, *peer, random.session(), now);
                 let entry = PeerEntry {
                     session,
                     gather_for: None,
@@ -221,7 +232,7 @@ impl Controller {
             servers.extend(sources.turn.iter().map(|turn| turn.address));
             servers.dedup();
             for server in servers {
-                let transaction = transaction_id(&mut rng);
+                let transaction = transaction_ids.next_id();
                 probes.push(ReflexiveProbe::new(server, now, transaction));
             }
         }
@@ -240,11 +251,12 @@ impl Controller {
             host: if types.host { sources.host } else { Vec::new() },
             probes,
             relays,
-            rng,
+            transaction_ids,
             transmits: VecDeque::new(),
             offers: VecDeque::new(),
             events: VecDeque::new(),
             counters: ControllerCounters::default(),
+            routing: Routing::new(),
         };
         controller.process(now);
         controller
@@ -262,87 +274,26 @@ impl Controller {
         self.process(now);
     }
 
-    /// A STUN or TURN datagram from `from`, arrived on our address `to` if known.
-    pub fn handle_datagram(
+    fn relayed_from_peer(
         &mut self,
         now: Instant,
-        from: SocketAddr,
-        to: Option<SocketAddr>,
-        datagram: &[u8],
-    ) {
-        self.route_datagram(now, from, to, datagram);
-        self.process(now);
-    }
-
-    fn route_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        to: Option<SocketAddr>,
-        datagram: &[u8],
-    ) {
-        tracing::trace!(%from, ?to, len = datagram.len(), "control datagram");
-        if let Some(index) = self.relays.iter().position(|r| r.server() == from) {
-            match self.relays[index].handle_datagram(now, datagram) {
-                RelayReceive::Handled => return,
-                RelayReceive::PeerData { peer, data } => {
-                    self.relayed_from_peer(now, index, peer, &data);
-                    return;
-                }
-                // Perhaps the answer to our Binding probe of the same server.
-                RelayReceive::Ignored => {}
-            }
-        }
-        if let Some(probe) = self.probes.iter_mut().find(|p| p.server() == from)
-            && probe.handle_response(now, datagram, to)
-        {
-            return;
-        }
-        if !is_stun(datagram) {
-            self.counters.unexpected_datagrams += 1;
-            return;
-        }
-        let Some(destination) = to.or_else(|| self.host_of_family(from)) else {
-            self.counters.unmatched_stun += 1;
-            return;
-        };
-        self.stun_to_sessions(now, datagram, from, destination);
-    }
-
-    fn relayed_from_peer(&mut self, now: Instant, relay: usize, peer: SocketAddr, data: &[u8]) {
+        relay: usize,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> Routed {
         // Whoever reaches our relay may become the nominated pair: let its WireGuard come
         // as ChannelData, which the datapath takes without us.
         self.relays[relay].bind(now, peer);
         if !is_stun(data) {
-            self.counters.relayed_wireguard_unbound += 1;
-            return;
+            return Routed::Dropped(DropReason::RelayedWireGuardUnbound);
+        }
+        if !self.allow_relayed(now, peer) {
+            return Routed::Dropped(DropReason::RateLimited);
         }
         let Some(relayed) = self.relays[relay].relayed() else {
-            return;
+            return Routed::Dropped(DropReason::NoLocalAddress);
         };
-        tracing::trace!(%peer, %relayed, len = data.len(), "relayed STUN");
-        self.stun_to_sessions(now, data, peer, relayed);
-    }
-
-    fn stun_to_sessions(
-        &mut self,
-        now: Instant,
-        datagram: &[u8],
-        from: SocketAddr,
-        destination: SocketAddr,
-    ) {
-        // The agent that knows the USERNAME (requests) or the transaction (responses)
-        // takes it; with a handful of peers trying each is cheaper than indexing them.
-        for entry in self.peers.values_mut() {
-            if entry
-                .session
-                .handle_stun(now, datagram, from, destination)
-                .is_ok()
-            {
-                return;
-            }
-        }
-        self.counters.unmatched_stun += 1;
+        self.stun_to_session(now, data, peer, relayed)
     }
 
     /// The node's addresses as the OS lists them now (host candidates with the listen port,
@@ -400,7 +351,7 @@ impl Controller {
             }
         }
         for probe in &mut self.probes {
-            let transaction = transaction_id(&mut self.rng);
+            let transaction = self.transaction_ids.next_id();
             *probe = ReflexiveProbe::new(probe.server(), now, transaction);
         }
         for (key, entry) in &mut self.peers {
@@ -423,7 +374,7 @@ impl Controller {
             entry.session.handle_timeout(now);
         }
         for probe in &mut self.probes {
-            let transaction = transaction_id(&mut self.rng);
+            let transaction = self.transaction_ids.next_id();
             probe.handle_timeout(now, transaction);
         }
         for relay in &mut self.relays {
@@ -634,6 +585,7 @@ impl Controller {
         }
         // Transmits through a relay may have queued TURN traffic.
         self.drain_relays(now);
+        self.refresh_ufrags();
     }
 
     fn drain_relays(&mut self, now: Instant) {
@@ -751,6 +703,8 @@ impl Controller {
             self.offers.push_back((key, offer));
         }
         while let Some(transmit) = entry.session.poll_transmit() {
+            self.routing
+                .note_sent(now, key, transmit.destination, &transmit.contents);
             let relay = self
                 .relays
                 .iter_mut()
@@ -834,17 +788,4 @@ fn candidate(kind: CandidateKind, address: SocketAddr, related: Option<SocketAdd
         foundation: String::new(),
         related,
     }
-}
-
-fn transaction_id(rng: &mut SplitMix64) -> u128 {
-    // 96 bits (RFC 8489 §5).
-    (u128::from(rng.next_u64()) << 32 | u128::from(rng.next_u64() >> 32)) & ((1 << 96) - 1)
-}
-
-/// The STUN test of the shared-socket demux (design §2), for datagrams a relay unwrapped.
-fn is_stun(datagram: &[u8]) -> bool {
-    datagram.len() >= 20
-        && datagram[0] & 0xC0 == 0
-        && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42]
-        && usize::from(u16::from_be_bytes([datagram[2], datagram[3]])) == datagram.len() - 20
 }

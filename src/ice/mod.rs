@@ -9,15 +9,21 @@ mod host;
 mod reflexive;
 mod relay;
 mod server;
+mod source_limit;
 
+#[cfg(test)]
+mod random_tests;
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;
 
 pub use controller::{
-    Controller, ControllerCounters, ControllerEvent, Datagram, PathKind, PathTarget, PeerIceStatus,
-    Sources, TurnServer,
+    CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent, DROP_LOG_PER_SECOND, Datagram,
+    DropReason, MAX_CHECKS, PathKind, PathTarget, PeerIceStatus, Routed, Sources, TurnServer,
 };
 pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
 pub use reflexive::{ProbeOutcome, ReflexiveProbe};
 pub use relay::{Relay, RelayEvent, RelayReceive, RelayState};
 pub use server::{DEFAULT_PORT, ServerScheme, ServerUrl, ServerUrlError};
+pub use source_limit::{MAX_SOURCES, SourceLimit};

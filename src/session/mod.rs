@@ -4,7 +4,7 @@
 //! published offer (session id, version, credentials, candidates, end-of-candidates), the
 //! remote's accepted offer, the ICE agent that runs connectivity checks, and the timers the
 //! agent lacks (resending our credentials, giving up, restarting). It reads no clock, opens no
-//! socket and draws no OS randomness: time comes in as `now`, randomness from a caller's seed,
+//! socket and draws no OS randomness: time comes in as `now`, randomness from a caller-given generator,
 //! and everything to send comes out of `poll_*` calls.
 //!
 //! # Contract
@@ -54,7 +54,7 @@
 
 mod candidate;
 mod offer;
-pub(crate) mod rng;
+pub mod rng;
 mod state;
 mod timers;
 
@@ -75,7 +75,7 @@ pub use timers::{
 };
 
 use offer::{Offers, Verdict};
-use rng::SplitMix64;
+use rng::SessionRandom;
 use timers::Timers;
 
 /// A path for the peer's traffic: send from `local` (one of our candidates' bases, or a
@@ -158,7 +158,7 @@ pub enum StunError {
 pub struct Session {
     remote: PublicKey,
     controlling: bool,
-    rng: SplitMix64,
+    rng: SessionRandom,
     offers: Offers,
     agent: Option<is::IceAgent>,
     state: SessionState,
@@ -187,14 +187,19 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// A session of `local` with `remote`, started at `now`: an agent exists, state Idle, and
-    /// our first offer (version 0) waits in [`Session::poll_offer`]. `seed` feeds session ids,
-    /// ICE credentials and the ICE tie-breaker; give each session its own (from the OS in the
-    /// daemon, fixed in tests).
-    pub fn new(local: PublicKey, remote: PublicKey, seed: u64, now: Instant) -> Self {
+    /// our first offer (version 0) waits in [`Session::poll_offer`]. `random` feeds session
+    /// ids, ICE credentials and the ICE tie-breaker: a session's own generator from the node's
+    /// [`rng::IceRandom`] (keyed from the OS in the daemon), or a fixed `u64` seed in tests.
+    pub fn new(
+        local: PublicKey,
+        remote: PublicKey,
+        random: impl Into<SessionRandom>,
+        now: Instant,
+    ) -> Self {
         let mut session = Self {
             remote,
             controlling: local < remote,
-            rng: SplitMix64::new(seed),
+            rng: random.into(),
             offers: Offers::new(),
             agent: None,
             state: SessionState::Unknown,
@@ -447,12 +452,12 @@ impl Session {
         }
         self.nominated = None;
         self.connected_once = false;
-        let id = self.rng.next_u64();
+        let id = self.rng.session_id();
         let creds = self.rng.ice_credentials();
         let offer = self.offers.new_local(id, &creds);
         let mut agent = is::IceAgent::new(creds);
         agent.set_controlling(self.controlling);
-        agent.set_control_tie_breaker(self.rng.next_u64());
+        agent.set_control_tie_breaker(self.rng.tie_breaker());
         self.agent = Some(agent);
         self.timers.new_session();
         self.set_state(SessionState::Idle);

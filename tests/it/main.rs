@@ -5,6 +5,7 @@
 //! - `interop`: wice ↔ wireguard-go configured with `wg` (root).
 //! - `lifecycle`: signals, crashed runs, name clashes (root).
 //! - `natlab`: meshes across NAT routers, with `wice signal` and coturn (root).
+//! - `attack_stun`: a STUN-lookalike flood at a running node (root).
 //! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
@@ -20,7 +21,7 @@
 mod harness;
 
 mod attack_handshake;
-
+mod attack_stun;
 mod cli;
 mod datapath_robustness;
 mod interop;
