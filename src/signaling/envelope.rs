@@ -12,10 +12,16 @@
 //!    (`Truncated` when it cannot even hold the tag, `Tampered` when the tag fails);
 //! 4. content: the plaintext must decode (`Malformed`), name the same sender and recipient
 //!    as the envelope (`Reflected`: XSalsa20-Poly1305 has no associated data, and the key
-//!    A→B equals B→A, so an envelope turned around would otherwise open), carry a counter
-//!    near our clock (`Stale`, `FromTheFuture`) and a known message kind (`Unusable`);
-//! 5. replay: the counter must be new in the sender's [`ReplayWindow`] (`Replayed`,
-//!    `TooOld`). The window moves only after everything above passed.
+//!    A→B equals B→A, so an envelope turned around would otherwise open), carry a sealing
+//!    time near our clock (`Stale`, `FromTheFuture`) and a known message kind (`Unusable`);
+//! 5. replay: the counter must be new in the window of the sender's boot
+//!    ([`SenderWindows`]; `Replayed`, `TooOld`). The window moves only after everything
+//!    above passed.
+//!
+//! Time and order are separate on purpose: the counter (1, 2, 3, ... per random boot id)
+//! orders and de-duplicates and never looks at a clock, so a clock jump cannot wedge it; the
+//! sealing time is the sender's honest clock, checked only for freshness, so a sender whose
+//! clock ran fast is heard again as soon as its clock is right.
 //!
 //! Everything here is pure: time comes in as `now: SystemTime`, randomness as an RNG.
 
@@ -31,22 +37,20 @@ use rand_core::CryptoRngCore;
 use wice_proto::signaling as proto;
 
 use super::message::{MessageError, SignalingMessage};
-use super::replay::{ReplayError, ReplayWindow};
+use super::replay::{ReplayError, SenderWindows};
+pub use super::size_limits::MAX_ENVELOPE_LEN;
 use crate::keys::{KEY_LEN, PrivateKey, PublicKey};
 
-/// Largest encoded envelope sealed, accepted or relayed: 64 KiB, a hundred times a full
-/// session description, small enough that a flood of them costs little memory.
-pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
 /// Length of a crypto_box nonce.
 pub const NONCE_LEN: usize = 24;
 /// Length of the Poly1305 tag at the front of every ciphertext.
 pub const TAG_LEN: usize = 16;
-/// How far a sender's clock (its counter) may be from ours, either way, before its content
-/// is refused. Without this bound a receiver that just started (empty replay windows) would
-/// accept a recording of any old envelope.
+/// How far a sender's clock (its sealing time) may be from ours, either way, before its
+/// content is refused. Without this bound a receiver that just started (empty replay
+/// windows) would accept a recording of any old envelope.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
 /// Most senders whose replay windows an [`Opener`] keeps with [`SenderPolicy::AnyKey`]; when
-/// full, the sender heard from least recently (by counter) is forgotten.
+/// full, the sender heard from least recently is forgotten.
 pub const MAX_TRACKED_SENDERS: usize = 4096;
 /// Most precomputed shared keys a [`Sealer`] or [`Opener`] caches.
 const MAX_CACHED_BOXES: usize = 1024;
@@ -200,6 +204,8 @@ pub enum SealError {
 pub struct Sealer {
     public: PublicKey,
     boxes: BoxCache,
+    /// Drawn from the RNG at the first seal; a new sealer (a restart) draws a new one.
+    boot_id: Option<u64>,
     last_counter: u64,
 }
 
@@ -209,6 +215,7 @@ impl Sealer {
         Self {
             public: private.public_key(),
             boxes: BoxCache::new(private),
+            boot_id: None,
             last_counter: 0,
         }
     }
@@ -218,8 +225,9 @@ impl Sealer {
         self.public
     }
 
-    /// Seals `message` to `recipient` with a fresh random nonce from `rng`. The counter is
-    /// `now` in microseconds, or one past the last counter if the clock has not moved on.
+    /// Seals `message` to `recipient` with a fresh random nonce from `rng`. The counter is one
+    /// past the last (1 for the first of this sealer's boot); `now` is sealed only as the
+    /// sealing time receivers check for freshness.
     pub fn seal(
         &mut self,
         recipient: &PublicKey,
@@ -228,12 +236,15 @@ impl Sealer {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Envelope, SealError> {
         message.validate()?;
-        let counter = unix_micros(now).max(self.last_counter.saturating_add(1));
+        let counter = self.last_counter.saturating_add(1);
+        let boot_id = *self.boot_id.get_or_insert_with(|| rng.next_u64());
         let content = proto::SealedContent {
             sender: Bytes::copy_from_slice(self.public.as_bytes()),
             recipient: Bytes::copy_from_slice(recipient.as_bytes()),
             counter,
             message: Some(message.to_proto()),
+            boot_id,
+            sealed_at_micros: unix_micros(now),
         };
         let nonce = SalsaBox::generate_nonce(rng);
         let ciphertext = self
@@ -305,17 +316,17 @@ pub enum OpenError {
     /// The sealed keys differ from the envelope's: an envelope turned around or re-addressed.
     #[error("sealed keys do not match the envelope's (reflected or re-addressed)")]
     Reflected,
-    /// The counter is more than [`MAX_CLOCK_SKEW`] behind our clock.
-    #[error("counter {counter} is more than {max:?} behind our clock", max = MAX_CLOCK_SKEW)]
+    /// The sealing time is more than [`MAX_CLOCK_SKEW`] behind our clock.
+    #[error("sealed at {sealed_at} µs, more than {max:?} behind our clock", max = MAX_CLOCK_SKEW)]
     Stale {
-        /// The sender's counter (µs since the epoch).
-        counter: u64,
+        /// The sender's sealing time (µs since the epoch).
+        sealed_at: u64,
     },
-    /// The counter is more than [`MAX_CLOCK_SKEW`] ahead of our clock.
-    #[error("counter {counter} is more than {max:?} ahead of our clock", max = MAX_CLOCK_SKEW)]
+    /// The sealing time is more than [`MAX_CLOCK_SKEW`] ahead of our clock.
+    #[error("sealed at {sealed_at} µs, more than {max:?} ahead of our clock", max = MAX_CLOCK_SKEW)]
     FromTheFuture {
-        /// The sender's counter (µs since the epoch).
-        counter: u64,
+        /// The sender's sealing time (µs since the epoch).
+        sealed_at: u64,
     },
     /// Seen before, or older than the replay window remembers.
     #[error("replayed: {0}")]
@@ -389,7 +400,9 @@ pub struct Opener {
     public: PublicKey,
     boxes: BoxCache,
     policy: SenderPolicy,
-    windows: HashMap<PublicKey, ReplayWindow>,
+    windows: HashMap<PublicKey, SenderWindows>,
+    /// Grows with every accepted envelope: which sender was heard from least recently.
+    tick: u64,
     counters: OpenCounters,
 }
 
@@ -401,6 +414,7 @@ impl Opener {
             boxes: BoxCache::new(private),
             policy,
             windows: HashMap::new(),
+            tick: 0,
             counters: OpenCounters::default(),
         }
     }
@@ -489,13 +503,19 @@ impl Opener {
             return Err(OpenError::Reflected);
         }
         let counter = content.counter;
+        // A sender from before boot ids sealed its clock as the counter.
+        let sealed_at = if content.sealed_at_micros == 0 {
+            counter
+        } else {
+            content.sealed_at_micros
+        };
         let now_micros = unix_micros(now);
         let skew = u64::try_from(MAX_CLOCK_SKEW.as_micros()).unwrap_or(u64::MAX);
-        if counter < now_micros.saturating_sub(skew) {
-            return Err(OpenError::Stale { counter });
+        if sealed_at < now_micros.saturating_sub(skew) {
+            return Err(OpenError::Stale { sealed_at });
         }
-        if counter > now_micros.saturating_add(skew) {
-            return Err(OpenError::FromTheFuture { counter });
+        if sealed_at > now_micros.saturating_add(skew) {
+            return Err(OpenError::FromTheFuture { sealed_at });
         }
         let message = content
             .message
@@ -503,19 +523,21 @@ impl Opener {
             .and_then(|m| SignalingMessage::from_proto(m).map_err(OpenError::Unusable));
         // A replayed envelope must count as replayed even when its message is unusable, so
         // the window is consulted first; an unusable message still moves it.
+        self.tick += 1;
+        let tick = self.tick;
         self.window(&sender)
-            .accept(counter)
+            .accept(content.boot_id, counter, tick)
             .map_err(OpenError::Replayed)?;
         Ok((sender, message?))
     }
 
-    fn window(&mut self, sender: &PublicKey) -> &mut ReplayWindow {
+    fn window(&mut self, sender: &PublicKey) -> &mut SenderWindows {
         if self.windows.len() >= MAX_TRACKED_SENDERS
             && !self.windows.contains_key(sender)
             && let Some(quietest) = self
                 .windows
                 .iter()
-                .min_by_key(|(_, window)| window.highest())
+                .min_by_key(|(_, windows)| windows.last_heard())
                 .map(|(key, _)| *key)
         {
             // Forgetting a window reopens it only for counters within MAX_CLOCK_SKEW of now.

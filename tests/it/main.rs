@@ -5,6 +5,7 @@
 //! - `interop`: wice ↔ wireguard-go configured with `wg` (root).
 //! - `lifecycle`: signals, crashed runs, name clashes (root).
 //! - `natlab`: meshes across NAT routers, with `wice signal` and coturn (root).
+//! - `attack_signaling`: `wice signal` against publish without proof, floods, idle sockets.
 //! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
 //!
@@ -16,6 +17,7 @@
 
 mod harness;
 
+mod attack_signaling;
 mod cli;
 mod interop;
 mod lifecycle;
