@@ -72,6 +72,12 @@ pub const MAX_REQUEST_LEN: usize = MAX_BATCH * delimited(MAX_ENVELOPE_LEN);
 /// Largest message a client accepts from the server: one envelope in a `SubscribeResponse`.
 pub const MAX_RESPONSE_LEN: usize = delimited(MAX_ENVELOPE_LEN) + 16;
 
+// Checked when compiling: a full batch of the largest envelopes fits one request, and the
+// limits stay small (an envelope under 8 KiB, a request under 1 MiB).
+const _: () = assert!(MAX_REQUEST_LEN >= MAX_BATCH * (MAX_ENVELOPE_LEN + 3));
+const _: () = assert!(MAX_ENVELOPE_LEN < 8 * 1024);
+const _: () = assert!(MAX_REQUEST_LEN < 1024 * 1024);
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -126,12 +132,5 @@ mod tests {
         assert!(len <= MAX_ENVELOPE_LEN, "{len} > {MAX_ENVELOPE_LEN}");
         // Within the few bytes the counter's varint has not grown into yet.
         assert!(MAX_ENVELOPE_LEN - len <= 16, "{len} vs {MAX_ENVELOPE_LEN}");
-        assert!(MAX_ENVELOPE_LEN < 8 * 1024, "{MAX_ENVELOPE_LEN}");
-    }
-
-    #[test]
-    fn a_full_batch_of_the_largest_envelopes_fits_one_request() {
-        assert!(MAX_REQUEST_LEN >= MAX_BATCH * (MAX_ENVELOPE_LEN + 3));
-        assert!(MAX_REQUEST_LEN < 1024 * 1024, "{MAX_REQUEST_LEN}");
     }
 }
