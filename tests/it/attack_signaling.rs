@@ -484,3 +484,50 @@ async fn idle_and_half_open_connections_are_closed_within_the_timeouts() {
     assert_eq!(counters.connections, 0, "{counters}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_from_one_address_share_its_rate_limit() {
+    // Per connection 5/s with a burst of 10; per address eight times that (a burst of 80).
+    let server = RunningServer::start(ServerConfig {
+        rate_per_second: 5,
+        burst: 10,
+        ..loopback_config()
+    })
+    .await;
+    let addr = server.addr;
+    let attacker_ip: Option<IpAddr> = Some("127.0.0.3".parse().expect("ip"));
+    let target = PrivateKey::generate();
+    let mut refused = 0;
+    let mut proofs = Vec::new();
+    // Twelve connections, each staying within its own burst (1 subscription + 9 envelopes).
+    for _ in 0..12 {
+        let key = PrivateKey::generate();
+        let channel = channel_from(addr, attacker_ip).await;
+        match subscribe_on(channel.clone(), key.public_key(), answer_with(&key)).await {
+            Ok(proof) => proofs.push(proof),
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                refused += 1;
+                continue;
+            }
+            Err(status) => panic!("{status}"),
+        }
+        let mut sealer = Sealer::new(&key);
+        let batch: Vec<Bytes> = (0..9).map(|i| sealed(&mut sealer, &target, i)).collect();
+        match SignalingClient::new(channel)
+            .publish(proto::PublishRequest { envelopes: batch })
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::ResourceExhausted => refused += 1,
+            Err(status) => panic!("{status}"),
+        }
+    }
+    assert!(
+        refused >= 3,
+        "the address's shared budget ran out: {refused} refused"
+    );
+    assert!(server.counters.snapshot().rate_limited > 0);
+    // Another address is not affected.
+    two_peers_still_talk(addr).await;
+    server.stop().await;
+}

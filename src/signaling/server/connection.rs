@@ -54,14 +54,23 @@ pub(super) struct ConnectionInfo {
     /// The client's address.
     pub(super) remote: SocketAddr,
     bucket: Arc<Mutex<TokenBucket>>,
+    /// Where the source address's bucket is (shared by its connections).
+    per_source: PerSource,
     shared: Arc<Shared>,
 }
 
 impl ConnectionInfo {
-    fn new(remote: SocketAddr, rate_per_second: u32, burst: u32, now: Instant) -> Self {
+    fn new(
+        remote: SocketAddr,
+        rate_per_second: u32,
+        burst: u32,
+        per_source: PerSource,
+        now: Instant,
+    ) -> Self {
         Self {
             remote,
             bucket: Arc::new(Mutex::new(TokenBucket::new(rate_per_second, burst))),
+            per_source,
             shared: Arc::new(Shared {
                 proven: Mutex::new(Vec::new()),
                 open_calls: AtomicUsize::new(0),
@@ -71,12 +80,21 @@ impl ConnectionInfo {
         }
     }
 
-    /// Takes `n` tokens from this connection's rate limit.
+    /// Takes `n` tokens from this connection's rate limit and from its source address's
+    /// (shared by every connection from that address).
     pub(super) fn try_take(&self, n: u32, now: Instant) -> bool {
-        self.bucket
+        let connection_ok = self
+            .bucket
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .try_take(n, now)
+            .try_take(n, now);
+        connection_ok
+            && self
+                .per_source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&source_of(self.remote.ip()))
+                .is_none_or(|source| source.bucket.try_take(n, now))
     }
 
     fn proven(&self) -> std::sync::MutexGuard<'_, Vec<PublicKey>> {
@@ -166,15 +184,25 @@ enum Expiry {
     Idle,
 }
 
-/// Open connections per source address (IPv6: per /64).
-type PerSource = Arc<Mutex<HashMap<IpAddr, u32>>>;
+/// How many times a connection's rate and burst one source address gets across all its
+/// connections.
+pub(super) const SOURCE_RATE_FACTOR: u32 = 8;
+
+/// What is kept per source address (IPv6: per /64) while it has connections open.
+#[derive(Debug)]
+struct SourceState {
+    open: u32,
+    bucket: TokenBucket,
+}
+
+/// Per source address: open connections and the shared rate limit.
+type PerSource = Arc<Mutex<HashMap<IpAddr, SourceState>>>;
 
 /// One accepted connection.
 pub(super) struct Connection {
     stream: TcpStream,
     info: ConnectionInfo,
     counters: Arc<ServerCounters>,
-    per_source: PerSource,
     accepted: Instant,
     timeouts: Timeouts,
     timer: Pin<Box<Sleep>>,
@@ -215,12 +243,13 @@ impl Drop for Connection {
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
         let source = source_of(self.info.remote.ip());
         let mut per_source = self
+            .info
             .per_source
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(open) = per_source.get_mut(&source) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
+        if let Some(state) = per_source.get_mut(&source) {
+            state.open = state.open.saturating_sub(1);
+            if state.open == 0 {
                 per_source.remove(&source);
             }
         }
@@ -341,9 +370,17 @@ impl Stream for Incoming {
                             .per_source
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner);
-                        let entry = per_source.entry(source_of(remote.ip())).or_default();
-                        *entry += 1;
-                        *entry
+                        let state = per_source.entry(source_of(remote.ip())).or_insert_with(|| {
+                            SourceState {
+                                open: 0,
+                                bucket: TokenBucket::new(
+                                    limits.rate_per_second.saturating_mul(SOURCE_RATE_FACTOR),
+                                    limits.burst.saturating_mul(SOURCE_RATE_FACTOR),
+                                ),
+                            }
+                        });
+                        state.open += 1;
+                        state.open
                     };
                     let connection = Connection {
                         stream,
@@ -351,10 +388,10 @@ impl Stream for Incoming {
                             remote,
                             limits.rate_per_second,
                             limits.burst,
+                            Arc::clone(&self.per_source),
                             now,
                         ),
                         counters: Arc::clone(&self.counters),
-                        per_source: Arc::clone(&self.per_source),
                         accepted: now,
                         timeouts: limits.timeouts,
                         timer: Box::pin(tokio::time::sleep_until(

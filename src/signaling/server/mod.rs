@@ -21,7 +21,7 @@
 //! | connection without a call within [`ServerConfig::handshake_timeout`], or without an open call for [`ServerConfig::idle_timeout`] | closed, `closed_handshake_timeout` / `closed_idle` |
 //! | request body that is not protobuf | `INTERNAL` ("failed to decode"), `rejected_malformed` |
 //! | bytes that are not HTTP/2 (or TLS) at all | connection closed by hyper; not counted (logged at debug) |
-//! | publishing faster than the per-connection rate | `RESOURCE_EXHAUSTED`, `rate_limited` (per envelope) |
+//! | publishing faster than the per-connection rate, or 8× it summed over one source address's connections | `RESOURCE_EXHAUSTED`, `rate_limited` (per envelope) |
 //! | subscribe with a missing/short key, or wrong first step | `INVALID_ARGUMENT`, `rejected_malformed` |
 //! | wrong answer to the key proof, or none within [`ServerConfig::auth_timeout`] | `UNAUTHENTICATED`, `auth_failed` |
 //! | subscriber reading too slowly | its queue keeps the newest [`ServerConfig::queue_len`] envelopes within [`ServerConfig::queue_bytes`]; older ones dropped, `dropped_queue_full` |
