@@ -60,11 +60,17 @@ async fn connect(port: u16) -> Channel {
         .expect("connect")
 }
 
-/// Subscribes one key on its own connection and counts what arrives.
-async fn subscriber(port: u16, key: PrivateKey, shared: Arc<Shared>, ready: mpsc::Sender<()>) {
+/// Subscribes one key on `channel` and counts what arrives. The subscription is also the
+/// key proof that lets the connection publish as the key.
+async fn subscriber(
+    channel: Channel,
+    key: PrivateKey,
+    shared: Arc<Shared>,
+    ready: mpsc::Sender<()>,
+) {
     use proto::subscribe_request::Step;
     use proto::subscribe_response::Event;
-    let mut client = SignalingClient::new(connect(port).await);
+    let mut client = SignalingClient::new(channel);
     let (steps, requests) = mpsc::channel(2);
     let hello = proto::SubscribeRequest {
         step: Some(Step::Hello(proto::Hello {
@@ -116,13 +122,13 @@ async fn subscriber(port: u16, key: PrivateKey, shared: Arc<Shared>, ready: mpsc
 }
 
 /// An envelope the server will relay: real key lengths, the send time in the ciphertext.
-fn envelope(recipient: &[u8; 32], shared: &Shared) -> Bytes {
+fn envelope(sender: &[u8; 32], recipient: &[u8; 32], shared: &Shared) -> Bytes {
     let mut ciphertext = vec![0u8; ENVELOPE_PAYLOAD];
     let now = shared.start.elapsed().as_micros() as u64;
     ciphertext[..8].copy_from_slice(&now.to_le_bytes());
     Bytes::from(
         proto::Envelope {
-            sender: Bytes::from_static(&[7u8; 32]),
+            sender: Bytes::copy_from_slice(sender),
             recipient: Bytes::copy_from_slice(recipient),
             nonce: Bytes::from_static(&[1u8; 24]),
             ciphertext: Bytes::from(ciphertext),
@@ -131,17 +137,38 @@ fn envelope(recipient: &[u8; 32], shared: &Shared) -> Bytes {
     )
 }
 
-fn batch(keys: &[[u8; 32]], seed: &mut u64, shared: &Shared, n: usize) -> proto::PublishRequest {
+fn batch(
+    keys: &[[u8; 32]],
+    sender: &[u8; 32],
+    seed: &mut u64,
+    shared: &Shared,
+    n: usize,
+) -> proto::PublishRequest {
     proto::PublishRequest {
         envelopes: (0..n)
             .map(|_| {
                 *seed ^= *seed << 13;
                 *seed ^= *seed >> 7;
                 *seed ^= *seed << 17;
-                envelope(&keys[(*seed % keys.len() as u64) as usize], shared)
+                envelope(sender, &keys[(*seed % keys.len() as u64) as usize], shared)
             })
             .collect(),
     }
+}
+
+/// A connection that proved a fresh key (publishing needs it), and that key.
+async fn publisher(port: u16, shared: &Arc<Shared>) -> (SignalingClient<Channel>, [u8; 32]) {
+    let key = PrivateKey::generate();
+    let channel = connect(port).await;
+    let (ready_tx, mut ready) = mpsc::channel(1);
+    tokio::spawn(subscriber(
+        channel.clone(),
+        key.clone(),
+        Arc::clone(shared),
+        ready_tx,
+    ));
+    ready.recv().await.expect("publisher's key proven");
+    (SignalingClient::new(channel), key.public_key().to_bytes())
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -166,6 +193,8 @@ async fn run(n: usize) {
             "10000000",
             "--burst",
             "10000000",
+            "--max-connections-per-ip",
+            "1000000",
             "--log-level",
             "warn",
         ])
@@ -188,7 +217,7 @@ async fn run(n: usize) {
     for chunk in keys.chunks(200) {
         for key in chunk {
             tokio::spawn(subscriber(
-                port,
+                connect(port).await,
                 key.clone(),
                 Arc::clone(&shared),
                 ready_tx.clone(),
@@ -206,13 +235,13 @@ async fn run(n: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut publishers = Vec::new();
     for p in 0..PUBLISHERS {
-        let mut client = SignalingClient::new(connect(port).await);
+        let (mut client, sender) = publisher(port, &shared).await;
         let (public, shared, stop) = (public.clone(), Arc::clone(&shared), Arc::clone(&stop));
         publishers.push(tokio::spawn(async move {
             let mut seed = 0x9E37_79B9_7F4A_7C15 ^ p as u64;
             while !stop.load(Ordering::Relaxed) {
                 let _ = client
-                    .publish(batch(&public, &mut seed, &shared, BATCH))
+                    .publish(batch(&public, &sender, &mut seed, &shared, BATCH))
                     .await;
             }
         }));
@@ -231,12 +260,14 @@ async fn run(n: usize) {
 
     // Latency at a steady 2 000 envelopes/s.
     shared.record_latency.store(true, Ordering::Relaxed);
-    let mut client = SignalingClient::new(connect(port).await);
+    let (mut client, sender) = publisher(port, &shared).await;
     let mut seed = 0xDEAD_BEEF_u64;
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
     for _ in 0..500 {
         ticker.tick().await;
-        let _ = client.publish(batch(&public, &mut seed, &shared, 20)).await;
+        let _ = client
+            .publish(batch(&public, &sender, &mut seed, &shared, 20))
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies = std::mem::take(

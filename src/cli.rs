@@ -65,7 +65,8 @@ pub enum Command {
     /// Run the gRPC signaling server in the foreground until SIGINT/SIGTERM.
     ///
     /// A stateless fan-out by recipient key: envelopes go to the current subscribers of
-    /// their recipient and are never stored. Subscribers must prove they hold the key.
+    /// their recipient and are never stored. Subscribers must prove they hold the key, and a
+    /// connection publishes only as keys proven on it.
     Signal {
         /// Address to listen on, like `0.0.0.0:8443` or `[::]:8443`.
         #[arg(long, value_name = "ADDR")]
@@ -88,6 +89,18 @@ pub enum Command {
         /// Seconds between counter log lines.
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         stats_interval: u64,
+        /// MiB of envelopes queued overall before new ones are refused (the memory budget).
+        #[arg(long, default_value_t = 256, value_name = "MIB")]
+        memory_budget: usize,
+        /// Connections allowed from one address (IPv6: one /64).
+        #[arg(long, default_value_t = 256, value_name = "N")]
+        max_connections_per_ip: u32,
+        /// Seconds a new connection has to make its first call.
+        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        handshake_timeout: u64,
+        /// Seconds a connection may stay open without a call.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        idle_timeout: u64,
         /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
         #[arg(long, default_value = "info", value_name = "LEVEL")]
         log_level: String,

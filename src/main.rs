@@ -81,6 +81,10 @@ fn run(cli: Cli) -> Result<(), String> {
             rate_limit,
             burst,
             stats_interval,
+            memory_budget,
+            max_connections_per_ip,
+            handshake_timeout,
+            idle_timeout,
             log_level,
         } => {
             let tls = match (tls_cert, tls_key) {
@@ -96,6 +100,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 rate_per_second: rate_limit,
                 burst,
                 stats_interval: std::time::Duration::from_secs(stats_interval.max(1)),
+                budgets: wice::signaling::server::BudgetLimits {
+                    global: memory_budget.max(1) << 20,
+                    ..Default::default()
+                },
+                max_connections_per_ip,
+                handshake_timeout: std::time::Duration::from_secs(handshake_timeout.max(1)),
+                idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 ..ServerConfig::new(listen)
             };
             signal(config, &log_level)

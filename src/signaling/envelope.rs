@@ -12,10 +12,16 @@
 //!    (`Truncated` when it cannot even hold the tag, `Tampered` when the tag fails);
 //! 4. content: the plaintext must decode (`Malformed`), name the same sender and recipient
 //!    as the envelope (`Reflected`: XSalsa20-Poly1305 has no associated data, and the key
-//!    A→B equals B→A, so an envelope turned around would otherwise open), carry a counter
-//!    near our clock (`Stale`, `FromTheFuture`) and a known message kind (`Unusable`);
-//! 5. replay: the counter must be new in the sender's [`ReplayWindow`] (`Replayed`,
-//!    `TooOld`). The window moves only after everything above passed.
+//!    A→B equals B→A, so an envelope turned around would otherwise open), carry a sealing
+//!    time near our clock (`Stale`, `FromTheFuture`) and a known message kind (`Unusable`);
+//! 5. replay: the counter must be new in the window of the sender's boot
+//!    ([`SenderWindows`]; `Replayed`, `TooOld`). The window moves only after everything
+//!    above passed.
+//!
+//! Time and order are separate on purpose: the counter (1, 2, 3, ... per random boot id)
+//! orders and de-duplicates and never looks at a clock, so a clock jump cannot wedge it; the
+//! sealing time is the sender's honest clock, checked only for freshness, so a sender whose
+//! clock ran fast is heard again as soon as its clock is right.
 //!
 //! Everything here is pure: time comes in as `now: SystemTime`, randomness as an RNG.
 
@@ -31,22 +37,20 @@ use rand_core::CryptoRngCore;
 use wice_proto::signaling as proto;
 
 use super::message::{MessageError, SignalingMessage};
-use super::replay::{ReplayError, ReplayWindow};
+use super::replay::{ReplayError, SenderWindows};
+pub use super::size_limits::MAX_ENVELOPE_LEN;
 use crate::keys::{KEY_LEN, PrivateKey, PublicKey};
 
-/// Largest encoded envelope sealed, accepted or relayed: 64 KiB, a hundred times a full
-/// session description, small enough that a flood of them costs little memory.
-pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
 /// Length of a crypto_box nonce.
 pub const NONCE_LEN: usize = 24;
 /// Length of the Poly1305 tag at the front of every ciphertext.
 pub const TAG_LEN: usize = 16;
-/// How far a sender's clock (its counter) may be from ours, either way, before its content
-/// is refused. Without this bound a receiver that just started (empty replay windows) would
-/// accept a recording of any old envelope.
+/// How far a sender's clock (its sealing time) may be from ours, either way, before its
+/// content is refused. Without this bound a receiver that just started (empty replay
+/// windows) would accept a recording of any old envelope.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
 /// Most senders whose replay windows an [`Opener`] keeps with [`SenderPolicy::AnyKey`]; when
-/// full, the sender heard from least recently (by counter) is forgotten.
+/// full, the sender heard from least recently is forgotten.
 pub const MAX_TRACKED_SENDERS: usize = 4096;
 /// Most precomputed shared keys a [`Sealer`] or [`Opener`] caches.
 const MAX_CACHED_BOXES: usize = 1024;
@@ -200,6 +204,8 @@ pub enum SealError {
 pub struct Sealer {
     public: PublicKey,
     boxes: BoxCache,
+    /// Drawn from the RNG at the first seal; a new sealer (a restart) draws a new one.
+    boot_id: Option<u64>,
     last_counter: u64,
 }
 
@@ -209,6 +215,7 @@ impl Sealer {
         Self {
             public: private.public_key(),
             boxes: BoxCache::new(private),
+            boot_id: None,
             last_counter: 0,
         }
     }
@@ -218,8 +225,9 @@ impl Sealer {
         self.public
     }
 
-    /// Seals `message` to `recipient` with a fresh random nonce from `rng`. The counter is
-    /// `now` in microseconds, or one past the last counter if the clock has not moved on.
+    /// Seals `message` to `recipient` with a fresh random nonce from `rng`. The counter is one
+    /// past the last (1 for the first of this sealer's boot); `now` is sealed only as the
+    /// sealing time receivers check for freshness.
     pub fn seal(
         &mut self,
         recipient: &PublicKey,
@@ -228,12 +236,15 @@ impl Sealer {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Envelope, SealError> {
         message.validate()?;
-        let counter = unix_micros(now).max(self.last_counter.saturating_add(1));
+        let counter = self.last_counter.saturating_add(1);
+        let boot_id = *self.boot_id.get_or_insert_with(|| rng.next_u64());
         let content = proto::SealedContent {
             sender: Bytes::copy_from_slice(self.public.as_bytes()),
             recipient: Bytes::copy_from_slice(recipient.as_bytes()),
             counter,
             message: Some(message.to_proto()),
+            boot_id,
+            sealed_at_micros: unix_micros(now),
         };
         let nonce = SalsaBox::generate_nonce(rng);
         let ciphertext = self
@@ -305,17 +316,17 @@ pub enum OpenError {
     /// The sealed keys differ from the envelope's: an envelope turned around or re-addressed.
     #[error("sealed keys do not match the envelope's (reflected or re-addressed)")]
     Reflected,
-    /// The counter is more than [`MAX_CLOCK_SKEW`] behind our clock.
-    #[error("counter {counter} is more than {max:?} behind our clock", max = MAX_CLOCK_SKEW)]
+    /// The sealing time is more than [`MAX_CLOCK_SKEW`] behind our clock.
+    #[error("sealed at {sealed_at} µs, more than {max:?} behind our clock", max = MAX_CLOCK_SKEW)]
     Stale {
-        /// The sender's counter (µs since the epoch).
-        counter: u64,
+        /// The sender's sealing time (µs since the epoch).
+        sealed_at: u64,
     },
-    /// The counter is more than [`MAX_CLOCK_SKEW`] ahead of our clock.
-    #[error("counter {counter} is more than {max:?} ahead of our clock", max = MAX_CLOCK_SKEW)]
+    /// The sealing time is more than [`MAX_CLOCK_SKEW`] ahead of our clock.
+    #[error("sealed at {sealed_at} µs, more than {max:?} ahead of our clock", max = MAX_CLOCK_SKEW)]
     FromTheFuture {
-        /// The sender's counter (µs since the epoch).
-        counter: u64,
+        /// The sender's sealing time (µs since the epoch).
+        sealed_at: u64,
     },
     /// Seen before, or older than the replay window remembers.
     #[error("replayed: {0}")]
@@ -389,7 +400,9 @@ pub struct Opener {
     public: PublicKey,
     boxes: BoxCache,
     policy: SenderPolicy,
-    windows: HashMap<PublicKey, ReplayWindow>,
+    windows: HashMap<PublicKey, SenderWindows>,
+    /// Grows with every accepted envelope: which sender was heard from least recently.
+    tick: u64,
     counters: OpenCounters,
 }
 
@@ -401,6 +414,7 @@ impl Opener {
             boxes: BoxCache::new(private),
             policy,
             windows: HashMap::new(),
+            tick: 0,
             counters: OpenCounters::default(),
         }
     }
@@ -489,13 +503,19 @@ impl Opener {
             return Err(OpenError::Reflected);
         }
         let counter = content.counter;
+        // A sender from before boot ids sealed its clock as the counter.
+        let sealed_at = if content.sealed_at_micros == 0 {
+            counter
+        } else {
+            content.sealed_at_micros
+        };
         let now_micros = unix_micros(now);
         let skew = u64::try_from(MAX_CLOCK_SKEW.as_micros()).unwrap_or(u64::MAX);
-        if counter < now_micros.saturating_sub(skew) {
-            return Err(OpenError::Stale { counter });
+        if sealed_at < now_micros.saturating_sub(skew) {
+            return Err(OpenError::Stale { sealed_at });
         }
-        if counter > now_micros.saturating_add(skew) {
-            return Err(OpenError::FromTheFuture { counter });
+        if sealed_at > now_micros.saturating_add(skew) {
+            return Err(OpenError::FromTheFuture { sealed_at });
         }
         let message = content
             .message
@@ -503,19 +523,21 @@ impl Opener {
             .and_then(|m| SignalingMessage::from_proto(m).map_err(OpenError::Unusable));
         // A replayed envelope must count as replayed even when its message is unusable, so
         // the window is consulted first; an unusable message still moves it.
+        self.tick += 1;
+        let tick = self.tick;
         self.window(&sender)
-            .accept(counter)
+            .accept(content.boot_id, counter, tick)
             .map_err(OpenError::Replayed)?;
         Ok((sender, message?))
     }
 
-    fn window(&mut self, sender: &PublicKey) -> &mut ReplayWindow {
+    fn window(&mut self, sender: &PublicKey) -> &mut SenderWindows {
         if self.windows.len() >= MAX_TRACKED_SENDERS
             && !self.windows.contains_key(sender)
             && let Some(quietest) = self
                 .windows
                 .iter()
-                .min_by_key(|(_, window)| window.highest())
+                .min_by_key(|(_, windows)| windows.last_heard())
                 .map(|(key, _)| *key)
         {
             // Forgetting a window reopens it only for counters within MAX_CLOCK_SKEW of now.
@@ -526,325 +548,5 @@ impl Opener {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::signaling::message::tests::sample;
-    use rand_core::OsRng;
-
-    const NOW_SECS: u64 = 1_800_000_000;
-
-    fn now() -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(NOW_SECS)
-    }
-
-    fn key(n: u8) -> PrivateKey {
-        PrivateKey::from_bytes([n; 32])
-    }
-
-    struct Pair {
-        alice: Sealer,
-        bob: Opener,
-    }
-
-    fn pair() -> Pair {
-        let bob = key(2);
-        Pair {
-            alice: Sealer::new(&key(1)),
-            bob: Opener::new(&bob, SenderPolicy::AnyKey),
-        }
-    }
-
-    fn seal(alice: &mut Sealer, at: SystemTime) -> Envelope {
-        alice
-            .seal(&key(2).public_key(), &sample(), at, &mut OsRng)
-            .unwrap()
-    }
-
-    #[test]
-    fn a_sealed_message_opens_with_the_senders_key_and_the_same_content() {
-        let mut p = pair();
-        let envelope = seal(&mut p.alice, now());
-        assert_eq!(envelope.sender, key(1).public_key());
-        assert_eq!(envelope.recipient, key(2).public_key());
-        let (sender, message) = p.bob.open(&envelope, now()).unwrap();
-        assert_eq!(sender, key(1).public_key());
-        assert_eq!(message, sample());
-        assert_eq!(
-            p.bob.counters(),
-            OpenCounters {
-                accepted: 1,
-                ..OpenCounters::default()
-            }
-        );
-    }
-
-    #[test]
-    fn the_plaintext_does_not_appear_in_the_envelope() {
-        let mut p = pair();
-        let bytes = seal(&mut p.alice, now()).encode();
-        let needle = b"a-password-of-22-chars";
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle));
-    }
-
-    #[test]
-    fn every_envelope_gets_a_fresh_nonce_and_a_growing_counter() {
-        let mut p = pair();
-        // Same clock reading three times: counters still grow, so none looks replayed.
-        let envelopes: Vec<_> = (0..3).map(|_| seal(&mut p.alice, now())).collect();
-        assert_ne!(envelopes[0].nonce, envelopes[1].nonce);
-        assert_ne!(envelopes[1].nonce, envelopes[2].nonce);
-        for envelope in &envelopes {
-            p.bob.open(envelope, now()).unwrap();
-        }
-    }
-
-    #[test]
-    fn an_envelope_replayed_is_refused_and_counted() {
-        let mut p = pair();
-        let envelope = seal(&mut p.alice, now());
-        p.bob.open(&envelope, now()).unwrap();
-        assert!(matches!(
-            p.bob.open(&envelope, now()),
-            Err(OpenError::Replayed(ReplayError::Replayed(_)))
-        ));
-        assert_eq!(p.bob.counters().replayed, 1);
-        assert_eq!(p.bob.counters().accepted, 1);
-    }
-
-    #[test]
-    fn envelopes_opened_out_of_order_are_all_accepted() {
-        let mut p = pair();
-        let mut envelopes: Vec<_> = (0..10)
-            .map(|i| seal(&mut p.alice, now() + Duration::from_millis(i * 100)))
-            .collect();
-        envelopes.reverse();
-        envelopes.swap(2, 7);
-        for envelope in &envelopes {
-            p.bob
-                .open(envelope, now() + Duration::from_secs(1))
-                .unwrap();
-        }
-        assert_eq!(p.bob.counters().accepted, 10);
-    }
-
-    #[test]
-    fn a_flipped_bit_anywhere_in_the_ciphertext_or_nonce_is_refused_as_tampered() {
-        let mut p = pair();
-        let envelope = seal(&mut p.alice, now());
-        let mut refused = 0;
-        for i in 0..envelope.ciphertext.len() {
-            let mut bad = envelope.clone();
-            let mut bytes = bad.ciphertext.to_vec();
-            bytes[i] ^= 0x01;
-            bad.ciphertext = Bytes::from(bytes);
-            assert!(matches!(
-                p.bob.open(&bad, now()),
-                Err(OpenError::Tampered(_))
-            ));
-            refused += 1;
-        }
-        let mut bad = envelope.clone();
-        bad.nonce[0] ^= 0x80;
-        assert!(matches!(
-            p.bob.open(&bad, now()),
-            Err(OpenError::Tampered(_))
-        ));
-        assert_eq!(p.bob.counters().tampered, refused + 1);
-        // The original still opens: the forgeries did not move the replay window.
-        p.bob.open(&envelope, now()).unwrap();
-    }
-
-    #[test]
-    fn an_envelope_claiming_another_sender_does_not_authenticate() {
-        let mut p = pair();
-        let mut envelope = seal(&mut p.alice, now());
-        envelope.sender = key(3).public_key();
-        assert_eq!(
-            p.bob.open(&envelope, now()),
-            Err(OpenError::Tampered(key(3).public_key()))
-        );
-    }
-
-    #[test]
-    fn an_envelope_turned_around_is_refused_as_reflected() {
-        // Alice seals to Bob; an attacker swaps the keys and hands it to Alice "from Bob".
-        // The shared key is the same both ways, so only the sealed copy of the keys tells.
-        let mut alice_sealer = Sealer::new(&key(1));
-        let mut alice_opener = Opener::new(&key(1), SenderPolicy::AnyKey);
-        let mut envelope = seal(&mut alice_sealer, now());
-        std::mem::swap(&mut envelope.sender, &mut envelope.recipient);
-        assert_eq!(
-            alice_opener.open(&envelope, now()),
-            Err(OpenError::Reflected)
-        );
-        assert_eq!(alice_opener.counters().reflected, 1);
-    }
-
-    #[test]
-    fn an_envelope_for_another_key_is_refused_before_decryption() {
-        let mut p = pair();
-        let envelope = p
-            .alice
-            .seal(&key(3).public_key(), &sample(), now(), &mut OsRng)
-            .unwrap();
-        assert_eq!(
-            p.bob.open(&envelope, now()),
-            Err(OpenError::WrongRecipient(key(3).public_key()))
-        );
-        assert_eq!(p.bob.counters().wrong_recipient, 1);
-    }
-
-    #[test]
-    fn a_sender_outside_the_configured_peers_is_refused() {
-        let mut alice = Sealer::new(&key(1));
-        let mut bob = Opener::new(
-            &key(2),
-            SenderPolicy::Only([key(4).public_key()].into_iter().collect()),
-        );
-        let envelope = seal(&mut alice, now());
-        assert_eq!(
-            bob.open(&envelope, now()),
-            Err(OpenError::UnknownSender(key(1).public_key()))
-        );
-        assert_eq!(bob.counters().unknown_sender, 1);
-        bob.set_policy(SenderPolicy::Only(
-            [key(1).public_key()].into_iter().collect(),
-        ));
-        bob.open(&envelope, now()).unwrap();
-    }
-
-    #[test]
-    fn a_truncated_envelope_is_refused_and_counted() {
-        let mut p = pair();
-        let envelope = seal(&mut p.alice, now());
-        // Cut below the tag: cannot be checked at all.
-        let mut short = envelope.clone();
-        short.ciphertext = envelope.ciphertext.slice(..TAG_LEN - 1);
-        assert_eq!(
-            p.bob.open(&short, now()),
-            Err(OpenError::Truncated { len: 15 })
-        );
-        // Cut by one byte: the tag no longer matches.
-        let mut cut = envelope.clone();
-        cut.ciphertext = envelope.ciphertext.slice(..envelope.ciphertext.len() - 1);
-        assert!(matches!(
-            p.bob.open(&cut, now()),
-            Err(OpenError::Tampered(_))
-        ));
-        // The encoded bytes cut anywhere: never an envelope that opens.
-        let bytes = envelope.encode();
-        for end in 0..bytes.len() {
-            assert!(
-                p.bob.open_bytes(&bytes[..end], now()).is_err(),
-                "cut at {end}"
-            );
-        }
-        let c = p.bob.counters();
-        // Cuts inside the ciphertext field decode to envelopes too short for the tag.
-        assert!(c.truncated >= 2, "{c:?}");
-        assert_eq!(c.accepted, 0);
-        assert_eq!(c.rejected(), 2 + bytes.len() as u64);
-        p.bob.open_bytes(&bytes, now()).unwrap();
-    }
-
-    #[test]
-    fn an_oversized_envelope_is_refused_unread_and_counted() {
-        let mut p = pair();
-        let mut envelope = seal(&mut p.alice, now());
-        envelope.ciphertext = Bytes::from(vec![0u8; MAX_ENVELOPE_LEN]);
-        assert!(matches!(
-            p.bob.open(&envelope, now()),
-            Err(OpenError::Oversized { .. })
-        ));
-        let bytes = vec![0u8; MAX_ENVELOPE_LEN + 1];
-        assert_eq!(
-            p.bob.open_bytes(&bytes, now()),
-            Err(OpenError::Oversized {
-                len: MAX_ENVELOPE_LEN + 1
-            })
-        );
-        assert_eq!(p.bob.counters().oversized, 2);
-    }
-
-    #[test]
-    fn a_recording_older_than_the_clock_skew_is_refused_even_by_a_fresh_receiver() {
-        let mut p = pair();
-        let envelope = seal(&mut p.alice, now());
-        let much_later = now() + MAX_CLOCK_SKEW + Duration::from_secs(1);
-        assert!(matches!(
-            p.bob.open(&envelope, much_later),
-            Err(OpenError::Stale { .. })
-        ));
-        let much_earlier = now() - MAX_CLOCK_SKEW - Duration::from_secs(1);
-        assert!(matches!(
-            p.bob.open(&envelope, much_earlier),
-            Err(OpenError::FromTheFuture { .. })
-        ));
-        assert_eq!(p.bob.counters().clock_skew, 2);
-    }
-
-    #[test]
-    fn garbage_ciphertext_from_a_real_key_is_tampered_not_a_crash() {
-        let mut p = pair();
-        let envelope = Envelope {
-            sender: key(1).public_key(),
-            recipient: key(2).public_key(),
-            nonce: [7; NONCE_LEN],
-            ciphertext: Bytes::from(vec![0xAB; 300]),
-        };
-        assert!(matches!(
-            p.bob.open(&envelope, now()),
-            Err(OpenError::Tampered(_))
-        ));
-    }
-
-    #[test]
-    fn encoded_envelopes_with_bad_field_lengths_are_malformed() {
-        let mut p = pair();
-        let mut raw = seal(&mut p.alice, now()).to_proto();
-        raw.nonce = raw.nonce.slice(..23);
-        assert_eq!(
-            Envelope::from_proto(raw.clone()),
-            Err(EnvelopeError::BadNonceLength { len: 23 })
-        );
-        raw.sender = raw.sender.slice(..31);
-        let bytes = raw.encode_to_vec();
-        assert!(matches!(
-            p.bob.open_bytes(&bytes, now()),
-            Err(OpenError::Malformed(_))
-        ));
-        assert_eq!(p.bob.counters().malformed, 1);
-    }
-
-    #[test]
-    fn a_message_receivers_would_refuse_is_not_sealed() {
-        let mut alice = Sealer::new(&key(1));
-        let SignalingMessage::SessionDescription(mut sd) = sample();
-        sd.ice_ufrag = "u".repeat(300);
-        assert!(matches!(
-            alice.seal(
-                &key(2).public_key(),
-                &SignalingMessage::SessionDescription(sd),
-                now(),
-                &mut OsRng
-            ),
-            Err(SealError::InvalidMessage(MessageError::FieldTooLong { .. }))
-        ));
-    }
-
-    #[test]
-    fn the_opener_keeps_windows_for_at_most_the_tracked_number_of_senders() {
-        let mut bob = Opener::new(&key(2), SenderPolicy::AnyKey);
-        // Cheap: one envelope from each of many distinct keys.
-        for i in 0..(MAX_TRACKED_SENDERS + 10) {
-            let mut bytes = [0u8; 32];
-            // Byte 0 loses its low bits to clamping, so the index goes after it.
-            bytes[1..9].copy_from_slice(&(i as u64).to_le_bytes());
-            bytes[31] = 0x40;
-            let mut sealer = Sealer::new(&PrivateKey::from_bytes(bytes));
-            let envelope = seal(&mut sealer, now());
-            bob.open(&envelope, now()).unwrap();
-        }
-        assert!(bob.windows.len() <= MAX_TRACKED_SENDERS);
-    }
-}
+#[path = "envelope_tests.rs"]
+mod tests;

@@ -6,6 +6,12 @@
 //! breaks (server restart, network loss, HTTP/2 keepalive timeout) subscribes again after a
 //! jittered exponential back-off, until unsubscribed or closed. `grpcs://` URLs use TLS
 //! (rustls) with the Mozilla roots plus an optional extra CA.
+//!
+//! Publishing rides on the subscription's proof: the server lets a connection publish
+//! envelopes from the keys proven on it, and subscriptions and publishes share the one
+//! HTTP/2 connection. So a publish waits (up to the publish timeout) until the sender's
+//! subscription is established, then is one unary call: no extra round trip in steady
+//! state. Batches larger than [`MAX_BATCH`] are split.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand_core::OsRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -24,13 +30,12 @@ use wice_proto::signaling::signaling_client::SignalingClient;
 use super::backend::{Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox};
 use super::backoff::Backoff;
 use super::challenge;
-use super::envelope::{Envelope, MAX_ENVELOPE_LEN};
+use super::envelope::Envelope;
+use super::size_limits::{MAX_BATCH, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
 use crate::keys::{PrivateKey, PublicKey};
 
 /// How long each step of the key proof may take before the attempt is abandoned.
 pub const AUTH_STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest message accepted from the server: one envelope and its framing.
-const MAX_RESPONSE_LEN: usize = MAX_ENVELOPE_LEN + 1024;
 
 /// Settings of a [`GrpcBackend`].
 #[derive(Debug, Clone)]
@@ -172,6 +177,7 @@ impl GrpcBackend {
         inbox: Inbox,
         first: oneshot::Sender<Result<(), BackendError>>,
     ) -> Subscription {
+        let (established_tx, established) = watch::channel(false);
         let task = tokio::spawn(keep_subscribed(
             self.client(),
             identity.clone(),
@@ -179,11 +185,13 @@ impl GrpcBackend {
             Backoff::new(self.options.backoff_initial, self.options.backoff_max),
             Arc::clone(&self.counters),
             first,
+            established_tx,
         ));
         Subscription {
             task,
             identity,
             inbox,
+            established,
         }
     }
 
@@ -191,6 +199,48 @@ impl GrpcBackend {
         self.subscriptions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until a subscription of `sender` has proven the key on the current connection.
+    async fn proven(&self, sender: &PublicKey) -> Result<(), BackendError> {
+        let watchers: Vec<_> = self
+            .subscriptions()
+            .get(sender)
+            .map(|list| list.iter().map(|s| s.established.clone()).collect())
+            .unwrap_or_default();
+        if watchers.is_empty() {
+            return Err(BackendError::Refused {
+                kind: BackendKind::Grpc,
+                reason: format!("{sender} is not subscribed here; publishing needs its key proof"),
+            });
+        }
+        let any = watchers.into_iter().map(|mut established| {
+            Box::pin(async move { established.wait_for(|up| *up).await.map(|_| ()) })
+        });
+        match tokio::time::timeout(
+            self.options.publish_timeout,
+            futures_select_ok(any.collect()),
+        )
+        .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BackendError::Closed),
+            Err(_) => Err(protocol_error(
+                "publish timed out waiting for the key proof",
+            )),
+        }
+    }
+
+    async fn publish_chunk(&self, chunk: &[Envelope]) -> Result<(), BackendError> {
+        let request = proto::PublishRequest {
+            envelopes: chunk.iter().map(Envelope::encode).collect(),
+        };
+        let mut client = self.client();
+        match tokio::time::timeout(self.options.publish_timeout, client.publish(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status_error(&status)),
+            Err(_) => Err(protocol_error("publish timed out")),
+        }
     }
 }
 
@@ -229,16 +279,28 @@ impl Backend for GrpcBackend {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(BackendError::Closed);
             }
-            let request = proto::PublishRequest {
-                envelopes: envelopes.iter().map(Envelope::encode).collect(),
-            };
-            let mut client = self.client();
-            match tokio::time::timeout(self.options.publish_timeout, client.publish(request)).await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(status)) => Err(status_error(&status)),
-                Err(_) => Err(protocol_error("publish timed out")),
+            let mut senders: Vec<PublicKey> = envelopes.iter().map(|e| e.sender).collect();
+            senders.sort_unstable_by_key(|key| *key.as_bytes());
+            senders.dedup();
+            for sender in &senders {
+                self.proven(sender).await?;
             }
+            for chunk in envelopes.chunks(MAX_BATCH) {
+                match self.publish_chunk(chunk).await {
+                    // The connection was replaced under us since the proof: wait for the
+                    // subscription to prove the key again on the new one, and retry once.
+                    Err(BackendError::Refused { reason, .. })
+                        if reason.starts_with("Unauthenticated") =>
+                    {
+                        for sender in &senders {
+                            self.proven(sender).await?;
+                        }
+                        self.publish_chunk(chunk).await?;
+                    }
+                    other => other?,
+                }
+            }
+            Ok(())
         })
     }
 
@@ -311,10 +373,39 @@ struct Subscription {
     task: JoinHandle<()>,
     identity: PrivateKey,
     inbox: Inbox,
+    /// True while the subscription stands (its key proven on the current connection).
+    established: watch::Receiver<bool>,
+}
+
+/// True as soon as one of `waits` succeeds; false when all failed (their tasks ended).
+async fn futures_select_ok<F>(mut waits: Vec<std::pin::Pin<Box<F>>>) -> bool
+where
+    F: std::future::Future<Output = Result<(), watch::error::RecvError>>,
+{
+    std::future::poll_fn(|cx| {
+        let mut index = 0;
+        while index < waits.len() {
+            match waits[index].as_mut().poll(cx) {
+                std::task::Poll::Ready(Ok(())) => return std::task::Poll::Ready(true),
+                std::task::Poll::Ready(Err(_)) => {
+                    drop(waits.swap_remove(index));
+                }
+                std::task::Poll::Pending => index += 1,
+            }
+        }
+        if waits.is_empty() {
+            std::task::Poll::Ready(false)
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 fn new_client(endpoint: &Endpoint) -> SignalingClient<Channel> {
-    SignalingClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESPONSE_LEN)
+    SignalingClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(MAX_RESPONSE_LEN)
+        .max_encoding_message_size(MAX_REQUEST_LEN)
 }
 
 impl Drop for GrpcBackend {
@@ -336,13 +427,15 @@ async fn keep_subscribed(
     mut backoff: Backoff,
     counters: Arc<Counters>,
     first: oneshot::Sender<Result<(), BackendError>>,
+    established: watch::Sender<bool>,
 ) {
     let mut first = Some(first);
     loop {
         let outcome = tokio::select! {
-            outcome = subscribe_once(&mut client, &identity, &inbox, &mut backoff, &counters, &mut first) => outcome,
+            outcome = subscribe_once(&mut client, &identity, &inbox, &mut backoff, &counters, &mut first, &established) => outcome,
             () = inbox.closed() => return,
         };
+        established.send_replace(false);
         counters.failures.fetch_add(1, Ordering::Relaxed);
         let error = outcome
             .err()
@@ -367,6 +460,7 @@ async fn subscribe_once(
     backoff: &mut Backoff,
     counters: &Counters,
     first: &mut Option<oneshot::Sender<Result<(), BackendError>>>,
+    established: &watch::Sender<bool>,
 ) -> Result<(), BackendError> {
     use proto::subscribe_request::Step;
     use proto::subscribe_response::Event;
@@ -415,6 +509,7 @@ async fn subscribe_once(
     };
 
     counters.established.fetch_add(1, Ordering::Relaxed);
+    established.send_replace(true);
     backoff.reset();
     if let Some(first) = first.take() {
         let _ = first.send(Ok(()));

@@ -1,7 +1,9 @@
 //! The in-process backend: a hub that nodes in one process share, for tests and the demo.
 //!
 //! Delivery is immediate and in order; envelopes for keys nobody subscribed are dropped and
-//! counted, never queued.
+//! counted, never queued. Like `wice signal`, a backend publishes only envelopes whose sender
+//! is a key it subscribed (the in-process stand-in for the key proof): with no subscription
+//! a publish is refused, and an envelope from another key is dropped and counted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +27,7 @@ struct HubInner {
     delivered: AtomicU64,
     dropped_no_subscriber: AtomicU64,
     dropped_inbox_full: AtomicU64,
+    refused_sender_not_subscribed: AtomicU64,
 }
 
 /// What an [`InProcessHub`] has done with envelopes.
@@ -36,6 +39,8 @@ pub struct HubCounters {
     pub dropped_no_subscriber: u64,
     /// Envelope copies dropped because the subscriber's inbox was full.
     pub dropped_inbox_full: u64,
+    /// Envelopes whose sender the publishing backend had not subscribed.
+    pub refused_sender_not_subscribed: u64,
 }
 
 impl InProcessHub {
@@ -65,6 +70,10 @@ impl InProcessHub {
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             dropped_no_subscriber: self.inner.dropped_no_subscriber.load(Ordering::Relaxed),
             dropped_inbox_full: self.inner.dropped_inbox_full.load(Ordering::Relaxed),
+            refused_sender_not_subscribed: self
+                .inner
+                .refused_sender_not_subscribed
+                .load(Ordering::Relaxed),
         }
     }
 
@@ -146,7 +155,23 @@ impl Backend for InProcessBackend {
     fn publish(&self, envelopes: Vec<Envelope>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
             self.check_open()?;
-            self.hub.publish(envelopes);
+            let (allowed, refused): (Vec<_>, Vec<_>) = {
+                let mine = self.mine();
+                if mine.is_empty() {
+                    return Err(BackendError::Refused {
+                        kind: BackendKind::InProcess,
+                        reason: "subscribe a key before publishing".to_owned(),
+                    });
+                }
+                envelopes
+                    .into_iter()
+                    .partition(|e| mine.iter().any(|(key, _)| *key == e.sender))
+            };
+            self.hub
+                .inner
+                .refused_sender_not_subscribed
+                .fetch_add(refused.len() as u64, Ordering::Relaxed);
+            self.hub.publish(allowed);
             Ok(())
         })
     }

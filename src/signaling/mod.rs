@@ -6,7 +6,8 @@
 //!   and their protobuf codec, with the limits receivers enforce;
 //! - [`envelope`]: sealing ([`Sealer`]) and opening ([`Opener`]) with crypto_box from the
 //!   sender's WireGuard key to the recipient's, and why each refused envelope was refused;
-//! - [`replay`]: the per-sender [`ReplayWindow`];
+//! - [`replay`]: the per-sender, per-boot [`ReplayWindow`]s;
+//! - [`size_limits`]: the largest envelope and request, computed from the message limits;
 //! - [`challenge`]: the proof a subscriber gives that it holds its key;
 //! - [`backend`]: the [`Backend`] trait and its semantics; backends: [`inprocess`] and
 //!   [`grpc_client`];
@@ -27,6 +28,10 @@ pub mod message;
 pub mod multiplexer;
 pub mod replay;
 pub mod server;
+pub mod size_limits;
+
+#[cfg(test)]
+mod clock_tests;
 
 use std::sync::Arc;
 
@@ -43,7 +48,7 @@ pub use self::message::{
     Candidate, CandidateKind, MessageError, SessionDescription, SignalingMessage, Transport,
 };
 pub use self::multiplexer::{PublishError, Received, Signaling, SignalingCounters};
-pub use self::replay::{ReplayError, ReplayWindow};
+pub use self::replay::{ReplayError, ReplayWindow, SenderWindows};
 pub use self::server::{ServerConfig, SignalingServer};
 
 /// Builds the backends a config names: `inprocess` is the process-wide hub, gRPC URLs get a

@@ -1,21 +1,27 @@
-//! Replay protection for sealed content: a window per sender over its counter.
+//! Replay protection for sealed content: a window per sender and boot over its counter.
 //!
-//! A sender's counter is microseconds since the Unix epoch, pushed past the last value it
-//! used (see [`Sealer`](super::Sealer)), so it only grows, also across restarts. Backends may
-//! reorder, so the window does not demand "greater than the last"; it remembers which
-//! counters it has seen in the last [`WINDOW_SPAN_MICROS`] below the highest one and accepts
-//! any counter inside that span that it has not seen. Below the span, or below the oldest
-//! counter it had to forget when more than [`WINDOW_CAPACITY`] arrived within the span,
-//! everything is refused as too old: it might be a replay the window can no longer tell.
+//! A sender's sealer draws a random boot id when it starts and numbers its envelopes 1, 2,
+//! 3, ... (see [`Sealer`](super::Sealer)); the clock plays no part, so a clock that jumps
+//! cannot wedge the counter. Backends may reorder, so a [`ReplayWindow`] does not demand
+//! "greater than the last": it remembers which counters it has seen in the last
+//! [`WINDOW_SPAN`] below the highest one and accepts any counter inside that span that it has
+//! not seen. Below the span, or below the oldest counter it had to forget when more than
+//! [`WINDOW_CAPACITY`] arrived within the span, everything is refused as too old.
+//!
+//! [`SenderWindows`] keeps one window per boot id of a sender (the last
+//! [`MAX_BOOTS_PER_SENDER`] heard from), so a restarted sender is heard at once and a replay
+//! of its previous run is still refused. What no window can refuse — a recording whose boot
+//! the receiver has forgotten (or never knew, after its own restart) — is bounded by the
+//! freshness check on the sealing time, in the [`Opener`](super::Opener).
 
 use std::collections::BTreeSet;
 
-/// How far below the highest counter seen a reordered counter is still accepted: two
-/// minutes, far longer than any backend delays an envelope.
-pub const WINDOW_SPAN_MICROS: u64 = 120_000_000;
-/// Most counters remembered per sender. A peer sends a handful of descriptions per ICE
-/// session; more than this within the span means everything older is refused.
+/// How far below the highest counter seen a reordered counter is still accepted.
+pub const WINDOW_SPAN: u64 = 1024;
+/// Most counters remembered per window.
 pub const WINDOW_CAPACITY: usize = 1024;
+/// Boots of one sender whose windows are kept; the least recently heard is forgotten first.
+pub const MAX_BOOTS_PER_SENDER: usize = 4;
 
 /// Why a counter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,7 +69,7 @@ impl ReplayWindow {
             return Err(ReplayError::Replayed(counter));
         }
         let highest = self.highest();
-        let span_floor = highest.saturating_sub(WINDOW_SPAN_MICROS);
+        let span_floor = highest.saturating_sub(WINDOW_SPAN);
         if span_floor > self.floor {
             self.floor = span_floor;
             self.seen = self.seen.split_off(&(span_floor + 1));
@@ -89,11 +95,65 @@ impl ReplayWindow {
     }
 }
 
+/// The windows of one sender, one per boot id, least recently heard forgotten first.
+#[derive(Debug, Clone, Default)]
+pub struct SenderWindows {
+    /// (boot id, its window, when it last accepted a counter in the caller's ticks).
+    boots: Vec<(u64, ReplayWindow, u64)>,
+    last_heard: u64,
+}
+
+impl SenderWindows {
+    /// No boot heard yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accepts `counter` of boot `boot` if new in that boot's window. `tick` grows with every
+    /// call across all senders (the caller's recency clock, not time).
+    ///
+    /// Call it only for content that authenticated and is fresh.
+    pub fn accept(&mut self, boot: u64, counter: u64, tick: u64) -> Result<(), ReplayError> {
+        let index = match self.boots.iter().position(|(b, _, _)| *b == boot) {
+            Some(index) => index,
+            None => {
+                if self.boots.len() >= MAX_BOOTS_PER_SENDER
+                    && let Some(oldest) = self
+                        .boots
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, _, heard))| *heard)
+                        .map(|(i, _)| i)
+                {
+                    self.boots.swap_remove(oldest);
+                }
+                self.boots.push((boot, ReplayWindow::new(), tick));
+                self.boots.len() - 1
+            }
+        };
+        let (_, window, heard) = &mut self.boots[index];
+        window.accept(counter)?;
+        *heard = tick;
+        self.last_heard = tick;
+        Ok(())
+    }
+
+    /// The tick of the last accepted counter, for forgetting quiet senders first.
+    pub fn last_heard(&self) -> u64 {
+        self.last_heard
+    }
+
+    /// Boots remembered.
+    pub fn boots(&self) -> usize {
+        self.boots.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const T: u64 = 1_800_000_000_000_000; // some time in 2027, in microseconds
+    const T: u64 = 1_000_000;
 
     #[test]
     fn increasing_counters_are_all_accepted() {
@@ -118,12 +178,12 @@ mod tests {
         let mut window = ReplayWindow::new();
         let order = [7, 3, 9, 1, 2, 8, 4, 6, 5, 0];
         for i in order {
-            assert_eq!(window.accept(T + i * 1_000_000), Ok(()), "counter {i}");
+            assert_eq!(window.accept(T + i * 100), Ok(()), "counter {i}");
         }
         for i in order {
             assert_eq!(
-                window.accept(T + i * 1_000_000),
-                Err(ReplayError::Replayed(T + i * 1_000_000))
+                window.accept(T + i * 100),
+                Err(ReplayError::Replayed(T + i * 100))
             );
         }
     }
@@ -131,7 +191,7 @@ mod tests {
     #[test]
     fn a_counter_older_than_the_span_is_refused_as_too_old() {
         let mut window = ReplayWindow::new();
-        window.accept(T + WINDOW_SPAN_MICROS + 10).unwrap();
+        window.accept(T + WINDOW_SPAN + 10).unwrap();
         assert_eq!(
             window.accept(T + 10),
             Err(ReplayError::TooOld {
@@ -166,5 +226,27 @@ mod tests {
             ReplayWindow::new().accept(0),
             Err(ReplayError::TooOld { .. })
         ));
+    }
+
+    #[test]
+    fn a_new_boot_gets_its_own_window_and_the_old_boot_is_still_refused_on_replay() {
+        let mut windows = SenderWindows::new();
+        windows.accept(7, 1, 1).unwrap();
+        windows.accept(7, 2, 2).unwrap();
+        // The sender restarted: counters start again at 1 under a new boot id.
+        assert_eq!(windows.accept(8, 1, 3), Ok(()));
+        assert_eq!(windows.accept(7, 2, 4), Err(ReplayError::Replayed(2)));
+        assert_eq!(windows.accept(8, 1, 5), Err(ReplayError::Replayed(1)));
+        assert_eq!(windows.boots(), 2);
+    }
+
+    #[test]
+    fn at_most_the_allowed_boots_are_remembered_and_the_quietest_goes_first() {
+        let mut windows = SenderWindows::new();
+        for boot in 0..(MAX_BOOTS_PER_SENDER as u64 + 3) {
+            windows.accept(boot, 1, boot).unwrap();
+        }
+        assert_eq!(windows.boots(), MAX_BOOTS_PER_SENDER);
+        assert_eq!(windows.last_heard(), MAX_BOOTS_PER_SENDER as u64 + 2);
     }
 }

@@ -6,6 +6,7 @@
 //! - `lifecycle`: signals, crashed runs, name clashes (root).
 //! - `natlab`: meshes across NAT routers, with `wice signal` and coturn (root).
 //! - `attack_stun`: a STUN-lookalike flood at a running node (root).
+//! - `attack_signaling`: `wice signal` against publish without proof, floods, idle sockets.
 //! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
@@ -22,6 +23,7 @@ mod harness;
 
 mod attack_handshake;
 mod attack_stun;
+mod attack_signaling;
 mod cli;
 mod datapath_robustness;
 mod interop;

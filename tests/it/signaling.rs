@@ -20,8 +20,9 @@ use wice::signaling::server::{
     CounterHandle, CounterSnapshot, ServerConfig, SignalingServer, TlsIdentity,
 };
 use wice::signaling::{
-    Backend, BackendUrl, Candidate, CandidateKind, GrpcBackend, GrpcOptions, InProcessHub,
-    Received, Sealer, SenderPolicy, SessionDescription, Signaling, SignalingMessage, Transport,
+    Backend, BackendUrl, Candidate, CandidateKind, Delivery, GrpcBackend, GrpcOptions,
+    InProcessHub, Inbox, Received, Sealer, SenderPolicy, SessionDescription, Signaling,
+    SignalingMessage, Transport,
 };
 use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
@@ -31,15 +32,15 @@ use crate::harness::WICE;
 // ---- fixtures ----
 
 /// A `wice signal` server running inside the test's runtime.
-struct RunningServer {
-    addr: SocketAddr,
-    counters: CounterHandle,
+pub(crate) struct RunningServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) counters: CounterHandle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<CounterSnapshot>,
 }
 
 impl RunningServer {
-    async fn start(config: ServerConfig) -> Self {
+    pub(crate) async fn start(config: ServerConfig) -> Self {
         let server = SignalingServer::bind(config).await.expect("bind");
         let addr = server.local_addr();
         let counters = server.counters();
@@ -61,7 +62,7 @@ impl RunningServer {
     }
 
     /// Stops gracefully and returns the final counters.
-    async fn stop(mut self) -> CounterSnapshot {
+    pub(crate) async fn stop(mut self) -> CounterSnapshot {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -72,7 +73,7 @@ impl RunningServer {
     }
 }
 
-fn loopback_config() -> ServerConfig {
+pub(crate) fn loopback_config() -> ServerConfig {
     ServerConfig::new("127.0.0.1:0".parse().expect("addr"))
 }
 
@@ -86,7 +87,7 @@ fn test_certificate() -> TlsIdentity {
 }
 
 /// The URL of a `wice signal` listening on 127.0.0.1.
-fn loopback_url(port: u16, tls: bool) -> BackendUrl {
+pub(crate) fn loopback_url(port: u16, tls: bool) -> BackendUrl {
     BackendUrl::Grpc {
         host: "127.0.0.1".to_owned(),
         port,
@@ -94,7 +95,7 @@ fn loopback_url(port: u16, tls: bool) -> BackendUrl {
     }
 }
 
-fn quick_reconnect() -> GrpcOptions {
+pub(crate) fn quick_reconnect() -> GrpcOptions {
     GrpcOptions {
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
@@ -179,6 +180,12 @@ impl World {
         peers
     }
 
+    /// A backend that may publish as `key`: it subscribed the key (the key proof), into an
+    /// inbox the caller keeps open.
+    async fn publisher(&self, key: &PrivateKey) -> (Arc<dyn Backend>, mpsc::Receiver<Delivery>) {
+        publisher_on(self.backend(), key).await
+    }
+
     /// Envelopes dropped because nobody was subscribed to their recipient.
     fn dropped_no_subscriber(&self) -> u64 {
         match &self.server {
@@ -188,14 +195,14 @@ impl World {
     }
 }
 
-struct Peer {
+pub(crate) struct Peer {
     key: PrivateKey,
-    signaling: Signaling,
+    pub(crate) signaling: Signaling,
     received: mpsc::Receiver<Received>,
 }
 
 impl Peer {
-    async fn start(key: PrivateKey, backends: Vec<Arc<dyn Backend>>) -> Self {
+    pub(crate) async fn start(key: PrivateKey, backends: Vec<Arc<dyn Backend>>) -> Self {
         let (signaling, received) =
             Signaling::start(key.clone(), SenderPolicy::AnyKey, backends).await;
         Self {
@@ -205,16 +212,16 @@ impl Peer {
         }
     }
 
-    fn public(&self) -> PublicKey {
+    pub(crate) fn public(&self) -> PublicKey {
         self.key.public_key()
     }
 
-    async fn publish(&self, to: &[PublicKey], message: &SignalingMessage) {
+    pub(crate) async fn publish(&self, to: &[PublicKey], message: &SignalingMessage) {
         self.signaling.publish(to, message).await.expect("publish");
     }
 
     /// The next message, or panic after `within`.
-    async fn next(&mut self, within: Duration) -> Received {
+    pub(crate) async fn next(&mut self, within: Duration) -> Received {
         tokio::time::timeout(within, self.received.recv())
             .await
             .expect("a message in time")
@@ -222,15 +229,28 @@ impl Peer {
     }
 
     /// Asserts nothing arrives for `quiet`.
-    async fn assert_nothing_for(&mut self, quiet: Duration) {
+    pub(crate) async fn assert_nothing_for(&mut self, quiet: Duration) {
         if let Ok(Some(got)) = tokio::time::timeout(quiet, self.received.recv()).await {
             panic!("expected nothing, got {got:?} from {}", got.sender);
         }
     }
 }
 
+/// `backend`, after subscribing `key` on it so that it may publish as `key`.
+pub(crate) async fn publisher_on(
+    backend: Arc<dyn Backend>,
+    key: &PrivateKey,
+) -> (Arc<dyn Backend>, mpsc::Receiver<Delivery>) {
+    let (inbox, rx) = Inbox::channel(64);
+    backend
+        .subscribe(key.clone(), inbox)
+        .await
+        .expect("subscribe the publishing key");
+    (backend, rx)
+}
+
 /// A session description that names its sender's index and a sequence number.
-fn description(session_id: u64, version: u64) -> SignalingMessage {
+pub(crate) fn description(session_id: u64, version: u64) -> SignalingMessage {
     SignalingMessage::SessionDescription(SessionDescription {
         session_id,
         version,
@@ -248,15 +268,15 @@ fn description(session_id: u64, version: u64) -> SignalingMessage {
     })
 }
 
-fn session_id(message: &SignalingMessage) -> u64 {
+pub(crate) fn session_id(message: &SignalingMessage) -> u64 {
     match message {
         SignalingMessage::SessionDescription(sd) => sd.session_id,
         other => panic!("unexpected {other:?}"),
     }
 }
 
-const WAIT: Duration = Duration::from_secs(5);
-const QUIET: Duration = Duration::from_millis(300);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
 // ---- the conformance suite: each scenario against every backend ----
 
@@ -332,7 +352,7 @@ async fn reordered_envelopes_are_all_accepted(kind: Kind) {
     envelopes.reverse();
     envelopes.swap(1, 9);
     envelopes.swap(3, 6);
-    let backend = world.backend();
+    let (backend, _alice_inbox) = world.publisher(&alice).await;
     for chunk in envelopes.chunks(4) {
         backend.publish(chunk.to_vec()).await.expect("publish");
     }
@@ -512,7 +532,7 @@ async fn forged_replayed_truncated_oversized_and_misaddressed_envelopes_are_refu
             .seal(to, &description(id, 0), SystemTime::now(), &mut OsRng)
             .expect("seal")
     };
-    let injector = world.backend();
+    let (injector, _alice_inbox) = world.publisher(&alice).await;
     let good = seal(&mut sealer, &bob.public(), 1);
 
     let mut tampered = seal(&mut sealer, &bob.public(), 2);
@@ -605,15 +625,27 @@ async fn an_envelope_arriving_through_two_backends_is_handed_on_once() {
 // ---- the key proof ----
 
 /// A raw client: hello with `key`, then answers the challenge with `answer(challenge)`.
-async fn subscribe_raw(
+pub(crate) async fn subscribe_raw(
     addr: SocketAddr,
     key: PublicKey,
     answer: impl FnOnce(&proto::Challenge) -> Vec<u8>,
 ) -> Result<tonic::Streaming<proto::SubscribeResponse>, Status> {
-    use proto::subscribe_request::Step;
-    let mut client = SignalingClient::connect(format!("http://{addr}"))
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
         .await
         .expect("connect");
+    subscribe_on(channel, key, answer).await
+}
+
+/// Subscribes `key` on `channel` (its connection then may publish as `key`).
+pub(crate) async fn subscribe_on(
+    channel: Channel,
+    key: PublicKey,
+    answer: impl FnOnce(&proto::Challenge) -> Vec<u8>,
+) -> Result<tonic::Streaming<proto::SubscribeResponse>, Status> {
+    use proto::subscribe_request::Step;
+    let mut client = SignalingClient::new(channel);
     let (steps, requests) = mpsc::channel(2);
     steps
         .send(proto::SubscribeRequest {
@@ -812,6 +844,13 @@ async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage(
     for seed in 0..20 {
         let _ = raw_publish(channel.clone(), garbage(200, seed)).await;
     }
+    // Publishing needs a key proven on the connection.
+    let prover = PrivateKey::generate();
+    let _proof = subscribe_on(channel.clone(), prover.public_key(), |challenge| {
+        wice::signaling::challenge::answer(&prover, challenge).expect("answer")
+    })
+    .await
+    .expect("prove a key");
     let mut client = SignalingClient::new(channel.clone());
     let junk = proto::PublishRequest {
         envelopes: (0..10)
@@ -903,7 +942,8 @@ async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage(
             .expect("answer");
         (steps, stream)
     };
-    let mut lazy_sealer = Sealer::new(&PrivateKey::generate());
+    let flood_key = PrivateKey::generate();
+    let mut lazy_sealer = Sealer::new(&flood_key);
     let flood: Vec<_> = (0..400)
         .map(|i| {
             lazy_sealer
@@ -916,7 +956,7 @@ async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage(
                 .expect("seal")
         })
         .collect();
-    let flooder = backend();
+    let (flooder, _flood_inbox) = publisher_on(backend(), &flood_key).await;
     for chunk in flood.chunks(100) {
         flooder.publish(chunk.to_vec()).await.expect("publish");
     }
@@ -963,9 +1003,16 @@ async fn a_publisher_over_the_rate_limit_is_refused_and_counted() {
         ..loopback_config()
     })
     .await;
-    let backend = GrpcBackend::new(&loopback_url(server.addr.port(), false), quick_reconnect())
-        .expect("backend");
-    let mut sealer = Sealer::new(&PrivateKey::generate());
+    let publisher = PrivateKey::generate();
+    let (backend, _inbox) = publisher_on(
+        Arc::new(
+            GrpcBackend::new(&loopback_url(server.addr.port(), false), quick_reconnect())
+                .expect("backend"),
+        ),
+        &publisher,
+    )
+    .await;
+    let mut sealer = Sealer::new(&publisher);
     let to = PrivateKey::generate().public_key();
     let batch = |sealer: &mut Sealer, n: u64| -> Vec<_> {
         (0..n)

@@ -15,6 +15,12 @@ pub struct ServerCounters {
     pub(super) auth_failed: AtomicU64,
     pub(super) rate_limited: AtomicU64,
     pub(super) refused_capacity: AtomicU64,
+    pub(super) unauthenticated_publish: AtomicU64,
+    pub(super) sender_not_proven: AtomicU64,
+    pub(super) over_budget_source: AtomicU64,
+    pub(super) over_budget_global: AtomicU64,
+    pub(super) closed_handshake_timeout: AtomicU64,
+    pub(super) closed_idle: AtomicU64,
     pub(super) subscriptions: AtomicU64,
     pub(super) connections: AtomicU64,
 }
@@ -41,10 +47,25 @@ pub struct CounterSnapshot {
     pub rate_limited: u64,
     /// Connections and subscriptions refused because the server was at its limits.
     pub refused_capacity: u64,
+    /// Publish calls on a connection where no key was proven (refused whole).
+    pub unauthenticated_publish: u64,
+    /// Envelopes whose sender is not a key proven on their connection (refused).
+    pub sender_not_proven: u64,
+    /// Envelope copies refused because their sender key or source address had too many
+    /// bytes queued.
+    pub over_budget_source: u64,
+    /// Envelope copies refused because the server had its memory budget queued.
+    pub over_budget_global: u64,
+    /// Connections closed for sending no request within the handshake timeout.
+    pub closed_handshake_timeout: u64,
+    /// Connections closed after the idle timeout without a call.
+    pub closed_idle: u64,
     /// Subscriptions active now.
     pub subscriptions: u64,
     /// Connections open now.
     pub connections: u64,
+    /// Bytes of envelopes queued now, over every subscriber.
+    pub queued_bytes: u64,
 }
 
 impl ServerCounters {
@@ -66,8 +87,15 @@ impl ServerCounters {
             auth_failed: get(&self.auth_failed),
             rate_limited: get(&self.rate_limited),
             refused_capacity: get(&self.refused_capacity),
+            unauthenticated_publish: get(&self.unauthenticated_publish),
+            sender_not_proven: get(&self.sender_not_proven),
+            over_budget_source: get(&self.over_budget_source),
+            over_budget_global: get(&self.over_budget_global),
+            closed_handshake_timeout: get(&self.closed_handshake_timeout),
+            closed_idle: get(&self.closed_idle),
             subscriptions: get(&self.subscriptions),
             connections: get(&self.connections),
+            queued_bytes: 0,
         }
     }
 }
@@ -78,7 +106,9 @@ impl fmt::Display for CounterSnapshot {
             f,
             "accepted={} delivered={} dropped_no_subscriber={} dropped_queue_full={} \
              rejected_oversized={} rejected_malformed={} auth_failed={} rate_limited={} \
-             refused_capacity={} subscriptions={} connections={}",
+             refused_capacity={} unauthenticated_publish={} sender_not_proven={} \
+             over_budget_source={} over_budget_global={} closed_handshake_timeout={} \
+             closed_idle={} subscriptions={} connections={} queued_bytes={}",
             self.accepted,
             self.delivered,
             self.dropped_no_subscriber,
@@ -88,8 +118,15 @@ impl fmt::Display for CounterSnapshot {
             self.auth_failed,
             self.rate_limited,
             self.refused_capacity,
+            self.unauthenticated_publish,
+            self.sender_not_proven,
+            self.over_budget_source,
+            self.over_budget_global,
+            self.closed_handshake_timeout,
+            self.closed_idle,
             self.subscriptions,
-            self.connections
+            self.connections,
+            self.queued_bytes
         )
     }
 }

@@ -2,11 +2,13 @@
 //! envelope beyond the subscribers' own bounded queues.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use prost::bytes::Bytes;
 
+use super::budget::{Budgets, OverBudget};
 use super::counters::ServerCounters;
 use super::queue::{Pushed, SubscriberQueue};
 use crate::keys::PublicKey;
@@ -90,12 +92,14 @@ impl Mailboxes {
         }
     }
 
-    /// Queues `envelope` for every subscriber of `recipient`, counting the outcome. Returns
-    /// true when there was at least one.
+    /// Queues `envelope` for every subscriber of `recipient`, charging each copy to its
+    /// source's budgets, counting the outcome. Returns true when at least one copy was queued.
     pub(super) fn deliver(
         &self,
         recipient: &PublicKey,
         envelope: &Bytes,
+        source: (PublicKey, Option<IpAddr>),
+        budgets: &Arc<Budgets>,
         counters: &ServerCounters,
     ) -> bool {
         let by_key = self.by_key.read().unwrap_or_else(PoisonError::into_inner);
@@ -103,17 +107,38 @@ impl Mailboxes {
             ServerCounters::add(&counters.dropped_no_subscriber, 1);
             return false;
         };
+        let mut queued = false;
         for subscription in entry {
-            match subscription.queue.push(envelope.clone()) {
-                Pushed::Queued => ServerCounters::add(&counters.delivered, 1),
-                Pushed::DroppedOldest => {
+            let charge = match budgets.try_charge(source.0, source.1, envelope.len()) {
+                Ok(charge) => charge,
+                Err(over) => {
+                    let counter = match over {
+                        OverBudget::SenderKey | OverBudget::SourceIp => {
+                            &counters.over_budget_source
+                        }
+                        OverBudget::Global => &counters.over_budget_global,
+                    };
+                    ServerCounters::add(counter, 1);
+                    continue;
+                }
+            };
+            match subscription
+                .queue
+                .push_charged(envelope.clone(), Some(charge))
+            {
+                Pushed::Queued => {
+                    queued = true;
                     ServerCounters::add(&counters.delivered, 1);
-                    ServerCounters::add(&counters.dropped_queue_full, 1);
+                }
+                Pushed::DroppedOldest(n) => {
+                    queued = true;
+                    ServerCounters::add(&counters.delivered, 1);
+                    ServerCounters::add(&counters.dropped_queue_full, n as u64);
                 }
                 Pushed::Closed => {}
             }
         }
-        true
+        queued
     }
 
     /// Refuses new subscriptions and ends every current one (graceful shutdown).

@@ -10,25 +10,35 @@
 //!
 //! | input | outcome |
 //! |---|---|
+//! | publish on a connection where no key was proven | `UNAUTHENTICATED`, `unauthenticated_publish` |
+//! | envelope whose sender is not a key proven on its connection | skipped, `sender_not_proven` |
 //! | envelope over [`ServerConfig::max_envelope_len`] | skipped, `rejected_oversized`; the rest of the batch goes on |
 //! | envelope that is not protobuf or has bad key/nonce lengths | skipped, `rejected_malformed` |
+//! | copy whose sender key or source address has its budget queued | skipped, `over_budget_source` |
+//! | copy while the server has its memory budget queued | skipped, `over_budget_global` |
 //! | batch over [`ServerConfig::max_batch`] envelopes | `INVALID_ARGUMENT`, `rejected_malformed` |
 //! | request over [`MAX_REQUEST_LEN`] | `OUT_OF_RANGE` before it is buffered further, `rejected_oversized` |
+//! | connection without a call within [`ServerConfig::handshake_timeout`], or without an open call for [`ServerConfig::idle_timeout`] | closed, `closed_handshake_timeout` / `closed_idle` |
 //! | request body that is not protobuf | `INTERNAL` ("failed to decode"), `rejected_malformed` |
 //! | bytes that are not HTTP/2 (or TLS) at all | connection closed by hyper; not counted (logged at debug) |
-//! | publishing faster than the per-connection rate | `RESOURCE_EXHAUSTED`, `rate_limited` (per envelope) |
+//! | publishing faster than the per-connection rate, or 8× it summed over one source address's connections | `RESOURCE_EXHAUSTED`, `rate_limited` (per envelope) |
 //! | subscribe with a missing/short key, or wrong first step | `INVALID_ARGUMENT`, `rejected_malformed` |
 //! | wrong answer to the key proof, or none within [`ServerConfig::auth_timeout`] | `UNAUTHENTICATED`, `auth_failed` |
-//! | subscriber reading too slowly | its queue keeps the newest [`ServerConfig::queue_len`]; older ones dropped, `dropped_queue_full` |
+//! | subscriber reading too slowly | its queue keeps the newest [`ServerConfig::queue_len`] envelopes within [`ServerConfig::queue_bytes`]; older ones dropped, `dropped_queue_full` |
 //! | peer gone silent (no HTTP/2 keepalive answer) | connection closed, its subscriptions removed |
-//! | too many connections / subscriptions | closed / `RESOURCE_EXHAUSTED`, `refused_capacity` |
+//! | too many connections (overall, sized from the fd limit, or per source address) / subscriptions | closed / `RESOURCE_EXHAUSTED`, `refused_capacity` |
+//!
+//! Published envelopes are copied out of their request's buffer before they are queued, so a
+//! small queued envelope never keeps a large request alive.
 //!
 //! Shutdown (SIGINT/SIGTERM in `wice signal`): stop accepting, end every subscription
 //! stream, let in-flight calls finish for up to [`ServerConfig::shutdown_grace`], log the
 //! counters.
 
+mod budget;
 mod connection;
 mod counters;
+mod fd_limit;
 mod mailboxes;
 mod queue;
 mod rate_limit;
@@ -39,7 +49,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
+use prost::bytes::Bytes;
 use rand_core::OsRng;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -52,19 +62,19 @@ use wice_proto::signaling::signaling_server::{
     Signaling as SignalingService, SignalingServer as GeneratedServer,
 };
 
+pub use self::budget::{BudgetLimits, Budgets, OverBudget};
 pub use self::counters::{CounterSnapshot, ServerCounters};
+pub use self::fd_limit::raise_fd_limit;
 pub use self::queue::{DropOldest, Pushed, SubscriberQueue};
 pub use self::rate_limit::TokenBucket;
 
-use self::connection::{ConnectionInfo, Incoming};
+use self::connection::{AcceptLimits, ConnectionInfo, Incoming, Timeouts};
 use self::mailboxes::{AddError, Mailboxes};
 use self::refusals::CountRefusals;
 use super::challenge::PendingChallenge;
-use super::envelope::{Envelope, MAX_ENVELOPE_LEN};
+use super::envelope::{Envelope, EnvelopeError, MAX_ENVELOPE_LEN};
+pub use super::size_limits::{MAX_BATCH, MAX_REQUEST_LEN};
 use crate::keys::{KEY_LEN, PublicKey};
-
-/// Largest gRPC request accepted: a full batch of small envelopes, or a few large ones.
-pub const MAX_REQUEST_LEN: usize = 4 * 1024 * 1024;
 
 /// Settings of a [`SignalingServer`].
 #[derive(Debug, Clone)]
@@ -75,6 +85,11 @@ pub struct ServerConfig {
     pub tls: Option<TlsIdentity>,
     /// Envelopes queued per subscriber before the oldest are dropped.
     pub queue_len: usize,
+    /// Bytes queued per subscriber before the oldest are dropped (the per-recipient budget;
+    /// at least one largest envelope).
+    pub queue_bytes: usize,
+    /// Bytes queued per sender key, per source address, and overall.
+    pub budgets: BudgetLimits,
     /// Largest envelope relayed.
     pub max_envelope_len: usize,
     /// Most envelopes in one publish call.
@@ -89,8 +104,14 @@ pub struct ServerConfig {
     pub max_subscriptions: u64,
     /// Most subscriptions per key; a newer one ends the oldest.
     pub max_subscriptions_per_key: usize,
-    /// Most open connections.
+    /// Most open connections; lowered to what the fd limit allows.
     pub max_connections: u64,
+    /// Most open connections from one source address (IPv6: one /64).
+    pub max_connections_per_ip: u32,
+    /// Time from accept until the first call (TCP, TLS, HTTP/2 preface, first request).
+    pub handshake_timeout: Duration,
+    /// Time a connection may stay open without an open call.
+    pub idle_timeout: Duration,
     /// How often the counters are logged.
     pub stats_interval: Duration,
     /// How long shutdown waits for connections to finish.
@@ -104,14 +125,19 @@ impl ServerConfig {
             listen,
             tls: None,
             queue_len: 64,
+            queue_bytes: 256 * 1024,
+            budgets: BudgetLimits::default(),
             max_envelope_len: MAX_ENVELOPE_LEN,
-            max_batch: 1024,
+            max_batch: MAX_BATCH,
             rate_per_second: 200,
             burst: 2000,
             auth_timeout: Duration::from_secs(10),
             max_subscriptions: 100_000,
             max_subscriptions_per_key: 4,
             max_connections: 100_000,
+            max_connections_per_ip: 256,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
             stats_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -156,6 +182,7 @@ struct State {
     config: ServerConfig,
     mailboxes: Mailboxes,
     counters: Arc<ServerCounters>,
+    budgets: Arc<Budgets>,
 }
 
 /// A bound, not yet serving, signaling server.
@@ -168,18 +195,26 @@ pub struct SignalingServer {
 
 /// Reads a running server's counters.
 #[derive(Clone)]
-pub struct CounterHandle(Arc<ServerCounters>);
+pub struct CounterHandle(Arc<ServerCounters>, Arc<Budgets>);
 
 impl CounterHandle {
     /// The counters now.
     pub fn snapshot(&self) -> CounterSnapshot {
-        self.0.snapshot()
+        CounterSnapshot {
+            queued_bytes: self.1.queued_bytes() as u64,
+            ..self.0.snapshot()
+        }
     }
 }
 
 impl SignalingServer {
     /// Binds the listen address.
-    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+    pub async fn bind(mut config: ServerConfig) -> Result<Self, ServerError> {
+        // Every connection costs a descriptor: take all the process may have, and never
+        // accept more connections than fit.
+        let fd_limit = raise_fd_limit();
+        config.max_connections = fd_limit::connections_for(fd_limit, config.max_connections);
+        config.queue_bytes = config.queue_bytes.max(config.max_envelope_len);
         // Refuse a bad certificate or key now, before anything is announced as listening.
         let tls = match &config.tls {
             Some(tls) => {
@@ -207,6 +242,7 @@ impl SignalingServer {
         let state = Arc::new(State {
             mailboxes: Mailboxes::new(config.max_subscriptions, config.max_subscriptions_per_key),
             counters: Arc::default(),
+            budgets: Budgets::new(config.budgets),
             config,
         });
         Ok(Self {
@@ -224,7 +260,10 @@ impl SignalingServer {
 
     /// A handle to read the counters while the server runs.
     pub fn counters(&self) -> CounterHandle {
-        CounterHandle(Arc::clone(&self.state.counters))
+        CounterHandle(
+            Arc::clone(&self.state.counters),
+            Arc::clone(&self.state.budgets),
+        )
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully and returns the final
@@ -242,7 +281,8 @@ impl SignalingServer {
             // Bounds what one connection can make the server buffer.
             .initial_connection_window_size(Some(256 * 1024))
             .initial_stream_window_size(Some(128 * 1024))
-            .max_concurrent_streams(Some(64))
+            // Each stream can hold one request of up to MAX_REQUEST_LEN while it is decoded.
+            .max_concurrent_streams(Some(16))
             .http2_max_header_list_size(Some(16 * 1024))
             // Unary calls (publish) must complete in this time, a stalled upload included;
             // subscription streams are not affected once their response has started.
@@ -263,13 +303,20 @@ impl SignalingServer {
         let incoming = Incoming::new(
             self.listener,
             Arc::clone(&state.counters),
-            config.max_connections,
-            config.rate_per_second,
-            config.burst,
+            AcceptLimits {
+                max_connections: config.max_connections,
+                max_connections_per_ip: config.max_connections_per_ip,
+                rate_per_second: config.rate_per_second,
+                burst: config.burst,
+                timeouts: Timeouts {
+                    handshake: config.handshake_timeout,
+                    idle: config.idle_timeout,
+                },
+            },
         );
 
         let stats = tokio::spawn({
-            let counters = Arc::clone(&state.counters);
+            let counters = CounterHandle(Arc::clone(&state.counters), Arc::clone(&state.budgets));
             let interval = config.stats_interval;
             async move {
                 let mut ticker = tokio::time::interval(interval);
@@ -307,7 +354,8 @@ impl SignalingServer {
             }
         };
         stats.abort();
-        let last = state.counters.snapshot();
+        let last =
+            CounterHandle(Arc::clone(&state.counters), Arc::clone(&state.budgets)).snapshot();
         tracing::info!(target: "wice::signal", "final counters: {last}");
         result.map(|()| last)
     }
@@ -323,6 +371,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// Checks one published envelope: its size, then that it parses with well-formed keys and
+/// nonce. Pure (bytes in, result out): the server's per-envelope parser, and a fuzz target's.
+pub fn check_published(bytes: &[u8], max_envelope_len: usize) -> Result<Envelope, EnvelopeError> {
+    if bytes.len() > max_envelope_len {
+        return Err(EnvelopeError::Oversized { len: bytes.len() });
+    }
+    Envelope::decode(bytes)
 }
 
 #[derive(Clone)]
@@ -358,9 +415,20 @@ impl SignalingService for Service {
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let connection = connection_of(&request);
-        let envelopes = request.into_inner().envelopes;
+        let _call = connection.as_ref().map(ConnectionInfo::call);
         let counters = &self.state.counters;
         let config = &self.state.config;
+        // Publishing needs the key proof a subscription on this connection made.
+        if !connection
+            .as_ref()
+            .is_some_and(ConnectionInfo::has_proven_any)
+        {
+            ServerCounters::add(&counters.unauthenticated_publish, 1);
+            return Err(Status::unauthenticated(
+                "prove a key (subscribe) on this connection before publishing",
+            ));
+        }
+        let envelopes = request.into_inner().envelopes;
         if envelopes.len() > config.max_batch {
             ServerCounters::add(&counters.rejected_malformed, 1);
             return Err(Status::invalid_argument(format!(
@@ -371,18 +439,16 @@ impl SignalingService for Service {
         }
         let n = u32::try_from(envelopes.len()).unwrap_or(u32::MAX);
         self.rate_limit(connection.as_ref(), n)?;
+        let remote_ip = connection.as_ref().map(|c| c.remote.ip());
         let mut response = proto::PublishResponse::default();
         for bytes in envelopes {
-            if bytes.len() > config.max_envelope_len {
-                ServerCounters::add(&counters.rejected_oversized, 1);
-                response.rejected += 1;
-                continue;
-            }
-            let recipient = match proto::Envelope::decode(bytes.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|raw| Envelope::from_proto(raw).map_err(|e| e.to_string()))
-            {
-                Ok(envelope) => envelope.recipient,
+            let envelope = match check_published(&bytes, config.max_envelope_len) {
+                Ok(envelope) => envelope,
+                Err(EnvelopeError::Oversized { .. }) => {
+                    ServerCounters::add(&counters.rejected_oversized, 1);
+                    response.rejected += 1;
+                    continue;
+                }
                 Err(error) => {
                     ServerCounters::add(&counters.rejected_malformed, 1);
                     tracing::debug!(target: "wice::signal", remote = ?connection.as_ref().map(|c| c.remote), %error, "malformed envelope");
@@ -390,8 +456,24 @@ impl SignalingService for Service {
                     continue;
                 }
             };
+            if !connection
+                .as_ref()
+                .is_some_and(|c| c.is_proven(&envelope.sender))
+            {
+                ServerCounters::add(&counters.sender_not_proven, 1);
+                response.rejected += 1;
+                continue;
+            }
             ServerCounters::add(&counters.accepted, 1);
-            if self.state.mailboxes.deliver(&recipient, &bytes, counters) {
+            // Copied out: a slice would keep the whole request buffer alive while queued.
+            let owned = Bytes::copy_from_slice(&bytes);
+            if self.state.mailboxes.deliver(
+                &envelope.recipient,
+                &owned,
+                (envelope.sender, remote_ip),
+                &self.state.budgets,
+                counters,
+            ) {
                 response.delivered += 1;
             }
         }
@@ -406,15 +488,16 @@ impl SignalingService for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let connection = connection_of(&request);
         self.rate_limit(connection.as_ref(), 1)?;
+        let call = connection.as_ref().map(ConnectionInfo::call);
         // One slot: the task waits for the client to read, while its queue absorbs (and
         // trims) what arrives meanwhile.
         let (out, stream) = mpsc::channel(1);
-        tokio::spawn(run_subscription(
-            Arc::clone(&self.state),
-            connection,
-            request.into_inner(),
-            out,
-        ));
+        let state = Arc::clone(&self.state);
+        let inbound = request.into_inner();
+        tokio::spawn(async move {
+            run_subscription(state, connection, inbound, out).await;
+            drop(call);
+        });
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 }
@@ -499,8 +582,14 @@ async fn run_subscription(
         .await;
     }
 
-    // 3. The mailbox.
-    let queue = Arc::new(SubscriberQueue::new(state.config.queue_len));
+    // 3. The mailbox; and this connection may now publish as `key`.
+    if let Some(connection) = &connection {
+        connection.prove(key);
+    }
+    let queue = Arc::new(SubscriberQueue::with_byte_limit(
+        state.config.queue_len,
+        state.config.queue_bytes,
+    ));
     let id = match state.mailboxes.add(key, Arc::clone(&queue), counters) {
         Ok(id) => id,
         Err(AddError::Full) => {

@@ -1,4 +1,5 @@
-//! A subscriber's queue: bounded, and when full it drops the *oldest* envelope, so a slow
+//! A subscriber's queue: bounded in envelopes and bytes, and when full it drops the *oldest*
+//! envelope, so a slow
 //! subscriber loses stale signaling (which later descriptions supersede anyway) and never
 //! grows the server's memory.
 
@@ -7,6 +8,8 @@ use std::sync::{Mutex, PoisonError};
 
 use prost::bytes::Bytes;
 use tokio::sync::Notify;
+
+use super::budget::Charge;
 
 /// A bounded FIFO that makes room by dropping from the front. Pure.
 #[derive(Debug)]
@@ -55,32 +58,51 @@ impl<T> DropOldest<T> {
 pub enum Pushed {
     /// Queued.
     Queued,
-    /// Queued, and the oldest envelope was dropped for it.
-    DroppedOldest,
+    /// Queued, and this many of the oldest envelopes were dropped for it.
+    DroppedOldest(usize),
     /// The subscription has ended; nothing was queued.
     Closed,
 }
 
+/// One queued envelope copy and the budget it is charged to.
+struct Queued {
+    envelope: Bytes,
+    _charge: Option<Charge>,
+}
+
 struct State {
-    items: DropOldest<Bytes>,
+    items: VecDeque<Queued>,
+    bytes: usize,
     closed: bool,
 }
 
-/// One subscriber's queue, shared by publishers (push) and its stream task (pop).
+/// One subscriber's queue, shared by publishers (push) and its stream task (pop): at most
+/// `capacity` envelopes and `max_bytes` bytes (the per-recipient budget), the oldest dropped
+/// first.
 pub struct SubscriberQueue {
     state: Mutex<State>,
+    capacity: usize,
+    max_bytes: usize,
     /// One waiter (the stream task); `notify_one` keeps a permit, so no wakeup is lost.
     ready: Notify,
 }
 
 impl SubscriberQueue {
-    /// A queue of at most `capacity` envelopes.
+    /// A queue of at most `capacity` envelopes, without a byte limit.
     pub fn new(capacity: usize) -> Self {
+        Self::with_byte_limit(capacity, usize::MAX)
+    }
+
+    /// A queue of at most `capacity` envelopes and `max_bytes` bytes.
+    pub fn with_byte_limit(capacity: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State {
-                items: DropOldest::new(capacity),
+                items: VecDeque::new(),
+                bytes: 0,
                 closed: false,
             }),
+            capacity: capacity.max(1),
+            max_bytes,
             ready: Notify::new(),
         }
     }
@@ -89,17 +111,37 @@ impl SubscriberQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues an envelope for the subscriber.
+    /// Queues an envelope for the subscriber, without a budget charge.
     pub fn push(&self, envelope: Bytes) -> Pushed {
+        self.push_charged(envelope, None)
+    }
+
+    /// Queues an envelope holding `charge` until it leaves the queue.
+    pub(super) fn push_charged(&self, envelope: Bytes, charge: Option<Charge>) -> Pushed {
         let outcome = {
             let mut state = self.state();
             if state.closed {
                 return Pushed::Closed;
             }
-            if state.items.push(envelope) {
-                Pushed::DroppedOldest
-            } else {
+            let mut dropped = 0;
+            while !state.items.is_empty()
+                && (state.items.len() >= self.capacity
+                    || state.bytes + envelope.len() > self.max_bytes)
+            {
+                if let Some(old) = state.items.pop_front() {
+                    state.bytes -= old.envelope.len();
+                    dropped += 1;
+                }
+            }
+            state.bytes += envelope.len();
+            state.items.push_back(Queued {
+                envelope,
+                _charge: charge,
+            });
+            if dropped == 0 {
                 Pushed::Queued
+            } else {
+                Pushed::DroppedOldest(dropped)
             }
         };
         self.ready.notify_one();
@@ -114,8 +156,9 @@ impl SubscriberQueue {
                 if state.closed {
                     return None;
                 }
-                if let Some(item) = state.items.pop() {
-                    return Some(item);
+                if let Some(item) = state.items.pop_front() {
+                    state.bytes -= item.envelope.len();
+                    return Some(item.envelope);
                 }
             }
             self.ready.notified().await;
@@ -127,7 +170,8 @@ impl SubscriberQueue {
         {
             let mut state = self.state();
             state.closed = true;
-            state.items = DropOldest::new(1);
+            state.items = VecDeque::new();
+            state.bytes = 0;
         }
         self.ready.notify_one();
     }
@@ -158,7 +202,10 @@ mod tests {
         let queue = SubscriberQueue::new(2);
         assert_eq!(queue.push(Bytes::from_static(b"a")), Pushed::Queued);
         assert_eq!(queue.push(Bytes::from_static(b"b")), Pushed::Queued);
-        assert_eq!(queue.push(Bytes::from_static(b"c")), Pushed::DroppedOldest);
+        assert_eq!(
+            queue.push(Bytes::from_static(b"c")),
+            Pushed::DroppedOldest(1)
+        );
         assert_eq!(queue.pop().await.unwrap(), "b");
         assert_eq!(queue.pop().await.unwrap(), "c");
         queue.close();
@@ -176,5 +223,17 @@ mod tests {
         tokio::task::yield_now().await;
         queue.push(Bytes::from_static(b"x"));
         assert_eq!(waiter.await.unwrap().unwrap(), "x");
+    }
+
+    #[test]
+    fn the_byte_limit_drops_the_oldest_until_the_new_envelope_fits() {
+        let queue = SubscriberQueue::with_byte_limit(100, 10);
+        assert_eq!(queue.push(Bytes::from_static(b"aaaa")), Pushed::Queued);
+        assert_eq!(queue.push(Bytes::from_static(b"bbbb")), Pushed::Queued);
+        assert_eq!(
+            queue.push(Bytes::from_static(b"cccccccc")),
+            Pushed::DroppedOldest(2)
+        );
+        assert_eq!(queue.state().bytes, 8);
     }
 }
