@@ -1,28 +1,46 @@
 #!/usr/bin/env bash
 # Tunnel throughput, side by side, in one run.
 #
-#   sudo benches/tunnel-throughput.sh            # REPS=5 TIME=5 by default
-#   sudo REPS=7 TIME=10 benches/tunnel-throughput.sh
+#   sudo benches/tunnel-throughput.sh            # REPS=3 TIME=5 by default
+#   sudo REPS=5 TIME=10 ONLY="wice wireguard-go" benches/tunnel-throughput.sh
 #
-# For each of: the plain veth, wice, wireguard-go (Debian, configured with wg),
-# boringtun-cli and gotatun-cli (crates.io), it builds two network namespaces
-# joined by a veth pair, brings the tunnel up with MTU 1420 on both ends, and
-# runs iperf3 TCP with 1 and 4 streams, REPS times each. It prints one table of
-# medians: Gbit/s, ratio to wice, machine CPU use during the runs (of 100 % =
-# every core busy), and UDP receive-buffer drops in the two namespaces.
+# For each of: the plain veth, wice, current wireguard-go (built from the Go
+# module proxy, newest version of golang.zx2c4.com/wireguard), Debian's
+# wireguard-go, boringtun-cli and gotatun-cli (crates.io), it builds two
+# network namespaces joined by a veth pair, brings the tunnel up with MTU 1420
+# on both ends, and measures, REPS times each (medians printed):
+#   - iperf3 TCP with 1 and 4 streams: Gbit/s and ratio to wice;
+#   - CPU seconds per GB moved: utime+stime of the two tunnel processes (all
+#     threads, /proc/PID/stat) plus the time of the ksoftirqd threads, over the
+#     bytes iperf3 received. The kernel here is built without
+#     IRQ_TIME_ACCOUNTING, so softirq work that runs in a tunnel process's own
+#     context (a veth send or a TUN write processes the receiver's softirq
+#     inline) is charged to that process's stime; softirq deferred to
+#     ksoftirqd is added (machine-wide: an upper bound). iperf3's own time and
+#     softirq that interrupts other tasks are not counted. This figure does not
+#     depend on how busy the machine is; Gbit/s does;
+#   - ping RTT while the 1-stream TCP run is going (median of the per-run means);
+#   - iperf3 UDP at full rate (-b 0, 1392-byte datagrams): Gbit/s received and
+#     loss %.
+# Caches (built peers) live in PEERS_DIR (~/.cache/wice-bench), outside the repo.
 #
 # A peer that cannot be installed is skipped with a line that says so. All
 # traffic stays inside the namespaces; everything is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REPS=${REPS:-5}
+REPS=${REPS:-3}
 TIME=${TIME:-5}
 PEERS_DIR=${PEERS_DIR:-$HOME/.cache/wice-bench}
-ONLY=${ONLY:-"veth wice wireguard-go boringtun-cli gotatun-cli"}
+ONLY=${ONLY:-"veth wice wireguard-go wireguard-go-deb boringtun-cli gotatun-cli"}
+# TCP stream counts; the table shows 1 and 4, any others are listed below it.
+STREAMS=${STREAMS:-"1 4"}
+# PIN=1: pin each wice's TUN reader to core 0 and UDP reader to core 1.
+PIN=${PIN:-0}
 
 [ "$(id -u)" -eq 0 ] || { echo "needs root (network namespaces, TUN devices)" >&2; exit 1; }
 
+LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 tag="tp$$"
 ns_a="${tag}a"; ns_b="${tag}b"
 work=$(mktemp -d)
@@ -64,6 +82,19 @@ install_crate() { # crate binary -> prints the binary's path, or nothing
   [ -x "$bin" ] && echo "$bin"
 }
 
+install_wireguard_go() { # -> prints the binary's path, or nothing
+  local bin="$PEERS_DIR/bin/wireguard"  # go install names it after the module
+  if [ ! -x "$bin" ] && command -v go >/dev/null; then
+    echo "building golang.zx2c4.com/wireguard@latest into $PEERS_DIR (once)..." >&2
+    GOBIN="$PEERS_DIR/bin" GOPATH="$PEERS_DIR/gopath" GOCACHE="$PEERS_DIR/gocache" \
+      go install golang.zx2c4.com/wireguard@latest >&2 || true
+  fi
+  [ -x "$bin" ] && echo "$bin"
+}
+wireguard_go_version() {
+  GOPATH="$PEERS_DIR/gopath" GOFLAGS=-mod=mod go version -m "$1" 2>/dev/null | awk '$1=="mod"{print $3; exit}'
+}
+
 cargo build --release --locked --quiet --bin wice
 WICE="$PWD/target/release/wice"
 
@@ -102,6 +133,17 @@ TOML
     ip netns exec "$ns" "$WICE" up -c "$work/$side.toml" 2> "$work/wice-$side.log" & pids+=($!)
   done
   for _ in $(seq 100); do [ -S "$work/a.sock" ] && [ -S "$work/b.sock" ] && break; sleep 0.05; done
+  if [ "$PIN" = 1 ]; then
+    for pid in "${pids[@]}"; do
+      for task in /proc/"$pid"/task/*; do
+        case $(cat "$task/comm") in
+          wice-tun-rx) taskset -p -c 0 "${task##*/}" >/dev/null ;;
+          wice-udp-rx) taskset -p -c 1 "${task##*/}" >/dev/null ;;
+        esac
+      done
+    done
+    echo "wice: packet threads pinned (TUN reader core 0, UDP reader core 1)"
+  fi
 }
 
 # Implementations that speak the UAPI and are configured with `wg`.
@@ -122,43 +164,72 @@ start_uapi() { # binary args...
   done
 }
 
-cpu_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
-udp_drops() {
-  local total=0 n
-  for ns in "$ns_a" "$ns_b"; do
-    n=$(ip netns exec "$ns" nstat -az UdpRcvbufErrors 2>/dev/null | awk '/UdpRcvbufErrors/{print $2}')
-    total=$((total + ${n:-0}))
+proc_cpu_ticks() { # pids... -> utime+stime of each process (all its threads), summed, in ticks
+  local total=0 pid t
+  for pid in "$@"; do
+    t=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$((total + t))
   done
   echo $total
 }
+ksoftirqd_ticks() { proc_cpu_ticks $(pgrep -x 'ksoftirqd/[0-9]+' || true); }
+HZ=$(getconf CLK_TCK)
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+json_field() { python3 -c 'import json,sys
+try:
+    d = json.load(sys.stdin)["end"]
+    print(eval(sys.argv[1]))
+except Exception: print("nan")' "$1"; }
 
 declare -A RESULT
 measure() { # name target
   local name=$1 target=$2
   ip netns exec "$ns_a" ping -c 1 -w 10 "$target" >/dev/null \
     || { echo "$name: tunnel did not come up; skipped"; return 1; }
-  for streams in 1 4; do
-    local rates=() cpus=() drops_before drops_after
-    drops_before=$(udp_drops)
+  local tunnel_pids=("${pids[@]}")
+  [ "$name" = veth ] && tunnel_pids=()
+  for streams in $STREAMS; do
+    local rates=() cpus=() rtts=()
     for _ in $(seq "$REPS"); do
       ip netns exec "$ns_b" pkill -x iperf3 2>/dev/null || true
       ip netns exec "$ns_b" iperf3 -s -D >/dev/null 2>&1; sleep 0.3
-      read -r busy0 total0 < <(cpu_busy)
-      local out
+      local own0 soft0 own1 soft1 out ping_out
+      own0=$(proc_cpu_ticks "${tunnel_pids[@]}"); soft0=$(ksoftirqd_ticks)
+      if [ "$streams" = 1 ]; then
+        ip netns exec "$ns_a" ping -q -i 0.1 -w "$((TIME - 1))" "$target" > "$work/ping" 2>&1 &
+        local pinger=$!
+      fi
       out=$(ip netns exec "$ns_a" iperf3 -c "$target" -t "$TIME" -P "$streams" -J 2>/dev/null || true)
-      read -r busy1 total1 < <(cpu_busy)
-      rates+=("$(echo "$out" | python3 -c 'import json,sys
-try: print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)
-except Exception: print("nan")')")
-      cpus+=("$(awk -v b=$((busy1-busy0)) -v t=$((total1-total0)) 'BEGIN{printf "%.0f", t ? 100*b/t : 0}')")
+      own1=$(proc_cpu_ticks "${tunnel_pids[@]}"); soft1=$(ksoftirqd_ticks)
+      if [ "$streams" = 1 ]; then
+        wait "$pinger" || true
+        rtts+=("$(awk -F'/' '/^rtt|^round-trip/{print $5}' "$work/ping")")
+      fi
+      local bytes
+      bytes=$(echo "$out" | json_field 'd["sum_received"]["bytes"]')
+      rates+=("$(echo "$out" | json_field 'd["sum_received"]["bits_per_second"]/1e9')")
+      if [ ${#tunnel_pids[@]} -eq 0 ]; then cpus+=(nan); else
+        cpus+=("$(awk -v o=$((own1 - own0 + soft1 - soft0)) -v hz="$HZ" -v b="$bytes" \
+          'BEGIN{ if (b != "nan" && b > 0) printf "%.2f", (o / hz) / (b / 1e9); else print "nan" }')")
+      fi
     done
-    drops_after=$(udp_drops)
     RESULT[$name,$streams]=$(printf '%s\n' "${rates[@]}" | median)
     RESULT[$name,$streams,cpu]=$(printf '%s\n' "${cpus[@]}" | median)
-    RESULT[$name,$streams,drops]=$((drops_after - drops_before))
-    echo "$name, $streams stream(s): ${rates[*]} Gbit/s" >&2
+    [ "$streams" = 1 ] && RESULT[$name,rtt]=$(printf '%s\n' "${rtts[@]}" | grep -v '^$' | median)
+    echo "$name, $streams stream(s): ${rates[*]} Gbit/s; CPU s/GB ${cpus[*]}" >&2
   done
+  local udp_rates=() udp_loss=()
+  for _ in $(seq "$REPS"); do
+    ip netns exec "$ns_b" pkill -x iperf3 2>/dev/null || true
+    ip netns exec "$ns_b" iperf3 -s -D >/dev/null 2>&1; sleep 0.3
+    local out
+    out=$(ip netns exec "$ns_a" iperf3 -c "$target" -u -b 0 -l 1392 -t "$TIME" -J 2>/dev/null || true)
+    udp_rates+=("$(echo "$out" | json_field 'd["sum"]["bits_per_second"]*(1-d["sum"]["lost_percent"]/100)/1e9')")
+    udp_loss+=("$(echo "$out" | json_field 'd["sum"]["lost_percent"]')")
+  done
+  RESULT[$name,udp]=$(printf '%s\n' "${udp_rates[@]}" | median)
+  RESULT[$name,udp,loss]=$(printf '%s\n' "${udp_loss[@]}" | median)
+  echo "$name, UDP: ${udp_rates[*]} Gbit/s, loss ${udp_loss[*]} %" >&2
   ip netns exec "$ns_b" pkill -x iperf3 2>/dev/null || true
   return 0
 }
@@ -205,10 +276,17 @@ for impl in $ONLY; do
     veth) measure veth 10.0.0.2 && ran+=(veth) ;;
     wice) start_wice; measure wice 10.77.0.2 && ran+=(wice) && verify_transfer wice 10.77.0.2 ;;
     wireguard-go)
-      if command -v wireguard-go >/dev/null; then
-        start_uapi "$(command -v wireguard-go)" -f
+      if bin=$(install_wireguard_go); then
+        echo "wireguard-go: golang.zx2c4.com/wireguard $(wireguard_go_version "$bin")"
+        start_uapi "$bin" -f
         measure wireguard-go 10.77.0.2 && ran+=(wireguard-go)
-      else echo "wireguard-go: not installed (apt-get install wireguard-go); skipped"; fi ;;
+      else echo "wireguard-go: could not be built from the Go module proxy; skipped"; fi ;;
+    wireguard-go-deb)
+      if [ -x /usr/bin/wireguard-go ]; then
+        echo "wireguard-go-deb: Debian $(dpkg-query -W -f '${Version}' wireguard-go 2>/dev/null)"
+        start_uapi /usr/bin/wireguard-go -f
+        measure wireguard-go-deb 10.77.0.2 && ran+=(wireguard-go-deb)
+      else echo "wireguard-go-deb: not installed (apt-get install wireguard-go); skipped"; fi ;;
     boringtun-cli|gotatun-cli)
       binary=$impl; [ "$impl" = gotatun-cli ] && binary=gotatun
       if bin=$(install_crate "$impl" "$binary"); then
@@ -219,17 +297,25 @@ for impl in $ONLY; do
 done
 teardown
 
+ratio() { awk -v r="$1" -v b="$2" 'BEGIN{ if (b+0 > 0 && r != "nan" && r != "") printf "%.2fx", r/b; else print "-" }'; }
 echo
-echo "iperf3 TCP through a veth pair, tunnel MTU 1420, median of $REPS x ${TIME}s; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-printf '%-14s | %9s %8s %5s %7s | %9s %8s %5s %7s\n' "" "1 stream" "vs wice" "CPU" "drops" "4 streams" "vs wice" "CPU" "drops"
-printf '%-14s | %9s %8s %5s %7s | %9s %8s %5s %7s\n' "" "Gbit/s" "" "%" "UDP rx" "Gbit/s" "" "%" "UDP rx"
+echo "$(date -u +%F) $(uname -r); $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average before the run: $LOAD_BEFORE"
+echo "veth pair, tunnel MTU 1420, median of $REPS x ${TIME}s; CPU = s of tunnel processes + ksoftirqd per GB received"
+printf '%-16s | %7s %6s | %7s %6s | %7s %6s | %7s %6s | %7s | %7s %6s\n' \
+  "" "1 TCP" "vs" "4 TCP" "vs" "CPU/GB" "vs" "CPU/GB" "vs" "ping" "UDP" "UDP"
+printf '%-16s | %7s %6s | %7s %6s | %7s %6s | %7s %6s | %7s | %7s %6s\n' \
+  "" "Gbit/s" "wice" "Gbit/s" "wice" "1 TCP" "wice" "4 TCP" "wice" "ms" "Gbit/s" "loss%"
 for impl in "${ran[@]}"; do
-  line=$(printf '%-14s |' "$impl")
-  for streams in 1 4; do
-    rate=${RESULT[$impl,$streams]:-nan}
-    base=${RESULT[wice,$streams]:-nan}
-    ratio=$(awk -v r="$rate" -v b="$base" 'BEGIN{ if (b+0 > 0 && r != "nan") printf "%.2fx", r/b; else print "-" }')
-    line+=$(printf ' %9.2f %8s %5s %7s |' "$rate" "$ratio" "${RESULT[$impl,$streams,cpu]:-}" "${RESULT[$impl,$streams,drops]:-}")
+  printf '%-16s | %7.2f %6s | %7.2f %6s | %7s %6s | %7s %6s | %7s | %7.2f %6s\n' "$impl" \
+    "${RESULT[$impl,1]}" "$(ratio "${RESULT[$impl,1]}" "${RESULT[wice,1]:-}")" \
+    "${RESULT[$impl,4]}" "$(ratio "${RESULT[$impl,4]}" "${RESULT[wice,4]:-}")" \
+    "${RESULT[$impl,1,cpu]}" "$(ratio "${RESULT[$impl,1,cpu]}" "${RESULT[wice,1,cpu]:-}")" \
+    "${RESULT[$impl,4,cpu]}" "$(ratio "${RESULT[$impl,4,cpu]}" "${RESULT[wice,4,cpu]:-}")" \
+    "${RESULT[$impl,rtt]:-nan}" "${RESULT[$impl,udp]}" "$(printf "%.1f" "${RESULT[$impl,udp,loss]}")"
+done
+for streams in $STREAMS; do
+  case $streams in 1|4) continue ;; esac
+  for impl in "${ran[@]}"; do
+    echo "$impl, $streams TCP streams: ${RESULT[$impl,$streams]} Gbit/s, ${RESULT[$impl,$streams,cpu]} CPU s/GB"
   done
-  echo "${line% |}"
 done

@@ -34,14 +34,14 @@ use std::time::{Duration, Instant};
 
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
+use crate::MAX_DATAGRAM;
 use crate::classify::DatagramKind;
 use crate::counters::DropCounters;
 use crate::engine::{Engine, HANDSHAKE_SCRATCH};
 use crate::rx::{InboundSink, RxBatch};
 use crate::threads::{Supervisor, ThreadExit};
-use crate::tx::TxBatch;
+use crate::tx::{PACKET_OFFSET, TxBatch};
 use crate::udp::{RecvBatch, UdpSocket};
-use crate::{BATCH_SIZE, MAX_DATAGRAM};
 
 /// How often WireGuard's timers run while any peer has traffic; boringtun
 /// expects roughly 4 Hz.
@@ -369,17 +369,16 @@ impl TunReader {
     /// Returns only when the device stops, or with the error that ended it.
     fn run(self) -> io::Result<()> {
         let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_DATAGRAM];
-        // Split segments and plain packets are at most one MTU: small buffers
-        // keep the whole batch in cache.
-        let mut packets = vec![vec![0u8; usize::from(self.mtu)]; BATCH_SIZE];
-        let mut sizes = [0usize; BATCH_SIZE];
-        let mut batch = TxBatch::new(self.udp.max_gso_segments());
+        // tun-rs splits each read straight into the batch's slots, where the
+        // packets are sealed in place: MTU-sized slots keep the batch in cache.
+        let mut batch = TxBatch::new(self.udp.max_gso_segments(), usize::from(self.mtu));
         let mut spins = 0;
         let stop = &self.supervisor.stop;
         while !stop.is_stopped() {
+            let (mut slots, sizes) = batch.tun_slots();
             let count = match self
                 .tun
-                .recv_multiple(&mut raw, &mut packets, &mut sizes, 0)
+                .recv_multiple(&mut raw, &mut slots, sizes, PACKET_OFFSET)
             {
                 Ok(count) => count,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -404,13 +403,7 @@ impl TunReader {
                 }
             };
             let table = self.engine.table();
-            for (packet, size) in packets.iter().zip(&sizes).take(count) {
-                if !batch.push(&self.engine, &table, &packet[..*size]) {
-                    self.send(&batch);
-                    batch.clear();
-                    batch.push(&self.engine, &table, &packet[..*size]);
-                }
-            }
+            batch.seal(&self.engine, &table, count);
             drop(table);
             self.send(&batch);
             batch.clear();
@@ -419,12 +412,12 @@ impl TunReader {
     }
 
     fn send(&self, batch: &TxBatch) {
-        for (to, datagrams, segment_size) in batch.runs() {
-            if let Err(err) = self.udp.send_segments(to, datagrams, segment_size) {
+        batch.for_each_run(|to, datagrams, segment_size| {
+            if let Err(err) = self.udp.send_gathered(to, datagrams, segment_size) {
                 tracing::trace!(%err, %to, "UDP send failed");
                 DropCounters::bump(&self.engine.drops.udp_send_error);
             }
-        }
+        });
     }
 }
 

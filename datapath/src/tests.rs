@@ -269,7 +269,7 @@ fn connected() -> (Node, Node) {
 fn datagrams_of(batch: &crate::TxBatch) -> Vec<(SocketAddr, Vec<u8>)> {
     batch
         .runs()
-        .flat_map(|(to, bytes, size)| bytes.chunks(size).map(move |d| (to, d.to_vec())))
+        .flat_map(|(to, datagrams, _)| datagrams.map(move |d| (to, d.to_vec())))
         .collect()
 }
 
@@ -291,7 +291,7 @@ fn fill_batch(
     }
     let runs = batch
         .runs()
-        .map(|(to, bytes, size)| (to, bytes.len(), size))
+        .map(|(to, datagrams, size)| (to, datagrams.map(<[u8]>::len).sum(), size))
         .collect();
     (packets, runs)
 }
@@ -299,7 +299,7 @@ fn fill_batch(
 #[test]
 fn a_tun_batch_to_one_peer_leaves_as_one_gso_run_with_a_short_tail() {
     let (a, b) = connected();
-    let mut batch = crate::TxBatch::new(64);
+    let mut batch = crate::TxBatch::new(64, 1420);
     let (packets, runs) = fill_batch(&mut batch, &a, 10, 472);
     assert_eq!(runs, vec![(b.addr, 10 * 1452 + 532, 1452)]);
     assert_eq!(batch.datagrams(), 11);
@@ -323,7 +323,7 @@ fn a_tun_batch_to_one_peer_leaves_as_one_gso_run_with_a_short_tail() {
 #[test]
 fn a_larger_datagram_after_a_shorter_one_starts_a_new_run() {
     let (a, _) = connected();
-    let mut batch = crate::TxBatch::new(64);
+    let mut batch = crate::TxBatch::new(64, 1420);
     for len in [100, 100, 50, 100, 200] {
         batch.push(
             &a.engine,
@@ -333,7 +333,7 @@ fn a_larger_datagram_after_a_shorter_one_starts_a_new_run() {
     }
     let shape: Vec<(usize, usize)> = batch
         .runs()
-        .map(|(_, bytes, size)| (bytes.len(), size))
+        .map(|(_, datagrams, size)| (datagrams.map(<[u8]>::len).sum(), size))
         .collect();
     // 160-byte datagrams: [160, 160, 110] closes on the short one; [160]; [260].
     assert_eq!(shape, vec![(430, 160), (160, 160), (260, 260)]);
@@ -342,7 +342,7 @@ fn a_larger_datagram_after_a_shorter_one_starts_a_new_run() {
 #[test]
 fn without_gso_every_datagram_is_its_own_run() {
     let (a, _) = connected();
-    let mut batch = crate::TxBatch::new(1);
+    let mut batch = crate::TxBatch::new(1, 1420);
     for _ in 0..3 {
         batch.push(
             &a.engine,
@@ -569,7 +569,7 @@ fn a_tx_batch_to_a_relayed_peer_forms_gso_runs_of_framed_datagrams() {
     let (a, b) = relayed_pair();
     let initiation = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
     exchange_relayed(&a, &b, initiation, true);
-    let mut batch = crate::TxBatch::new(64);
+    let mut batch = crate::TxBatch::new(64, 1420);
     let (packets, runs) = fill_batch(&mut batch, &a, 5, 100);
     assert_eq!(runs, vec![(TURN, 5 * 1456 + 164, 1456)]);
     let mut at_b = Vec::new();
@@ -597,7 +597,7 @@ fn a_relayed_and_a_direct_peer_never_share_a_run() {
     let c_ip = Ipv4Addr::new(10, 0, 0, 3);
     let initiation = send(&a, &ipv4_packet(A_IP, c_ip, b"x")).expect("initiation");
     exchange(&a, &c, initiation, true);
-    let mut batch = crate::TxBatch::new(64);
+    let mut batch = crate::TxBatch::new(64, 1420);
     for dst in [B_IP, c_ip, B_IP] {
         batch.push(
             &a.engine,
@@ -607,7 +607,7 @@ fn a_relayed_and_a_direct_peer_never_share_a_run() {
     }
     let runs: Vec<_> = batch
         .runs()
-        .map(|(to, bytes, _)| (to, bytes.len()))
+        .map(|(to, datagrams, _)| (to, datagrams.map(<[u8]>::len).sum::<usize>()))
         .collect();
     assert_eq!(runs, vec![(TURN, 164), (c.addr, 160), (TURN, 164)]);
 }
@@ -789,3 +789,5 @@ fn set_endpoint_still_sets_a_direct_path() {
     let (to, initiation) = send(&a, &ipv4_packet(A_IP, B_IP, b"x")).expect("initiation");
     assert_eq!((to, initiation.len()), (b.addr, 148));
 }
+
+mod in_place;

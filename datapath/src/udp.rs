@@ -5,13 +5,15 @@
 //! are normalised back at this boundary. Receives are `recvmmsg` batches with
 //! UDP GRO when the kernel offers it (quinn-udp does both).
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
-use socket2::{Domain, Protocol, Socket, Type};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Datagrams per `recvmmsg`: quinn-udp's own batch limit on Linux.
 pub const RECV_BATCH: usize = 32;
@@ -30,6 +32,8 @@ pub struct UdpSocket {
     state: UdpSocketState,
     dual_stack: bool,
     port: u16,
+    /// The kernel refused a GSO send (EIO/EINVAL): send one by one from then on.
+    gso_refused: AtomicBool,
 }
 
 /// Reusable receive buffers and metadata for one batch.
@@ -103,6 +107,7 @@ impl UdpSocket {
             state,
             dual_stack,
             port,
+            gso_refused: AtomicBool::new(false),
         })
     }
 
@@ -137,31 +142,90 @@ impl UdpSocket {
             .try_send(UdpSockRef::from(&self.socket), &transmit)
     }
 
-    /// Sends `contents` as datagrams of `segment_size` bytes (the last may be
-    /// shorter) to one destination: one `sendmsg` with UDP GSO when the kernel
-    /// offers it, else one per datagram. If the kernel turns out to reject GSO
-    /// at run time, the same bytes go out one datagram at a time and GSO stays off.
-    pub fn send_segments(
+    /// Sends `datagrams`, each `segment_size` bytes (the last may be shorter),
+    /// to one destination: one gathering `sendmsg` with UDP GSO when the
+    /// kernel offers it (the kernel cuts segments from the iovecs as if they
+    /// were one buffer, so the datagrams need not be back to back), else one
+    /// `sendmsg` per datagram. If the kernel turns out to reject GSO at run
+    /// time, the same datagrams go out one at a time and GSO stays off.
+    pub fn send_gathered(
         &self,
         to: SocketAddr,
-        contents: &[u8],
+        datagrams: &[IoSlice<'_>],
         segment_size: usize,
     ) -> io::Result<()> {
-        if contents.len() <= segment_size {
-            return self.send_to(to, contents);
-        }
-        if self.state.max_gso_segments() > 1 {
-            match self.transmit(to, contents, Some(segment_size)) {
+        if datagrams.len() > 1
+            && self.state.max_gso_segments() > 1
+            && !self.gso_refused.load(Ordering::Relaxed)
+        {
+            match self.send_gso(to, datagrams, segment_size) {
                 Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
-                    tracing::debug!(%err, "UDP GSO refused; sending datagrams one by one");
+                    tracing::info!(%err, "UDP GSO refused; sending datagrams one by one");
+                    self.gso_refused.store(true, Ordering::Relaxed);
                 }
                 done => return done,
             }
         }
-        for datagram in contents.chunks(segment_size) {
+        for datagram in datagrams {
             self.send_to(to, datagram)?;
         }
         Ok(())
+    }
+
+    /// One `sendmsg` of all `datagrams` with a `UDP_SEGMENT` control message,
+    /// retried when the socket buffer is full.
+    fn send_gso(
+        &self,
+        to: SocketAddr,
+        datagrams: &[IoSlice<'_>],
+        segment_size: usize,
+    ) -> io::Result<()> {
+        #[repr(C, align(8))]
+        struct Control([u8; 32]);
+        let segment_size = u16::try_from(segment_size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        let address = SockAddr::from(if self.dual_stack { map_v4(to) } else { to });
+        let mut control = Control([0; 32]);
+        // SAFETY: a zeroed msghdr is valid; every pointer in it refers to a
+        // local that outlives the sendmsg call, and `IoSlice` is ABI-compatible
+        // with `iovec` on Unix (documented by std). The control buffer is
+        // 8-aligned and larger than CMSG_SPACE(2), so CMSG_FIRSTHDR is
+        // non-null and the u16 fits behind it.
+        let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+        message.msg_name = address.as_ptr() as *mut libc::c_void;
+        message.msg_namelen = address.len();
+        message.msg_iov = datagrams.as_ptr() as *mut libc::iovec;
+        message.msg_iovlen = datagrams.len();
+        message.msg_control = control.0.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a length.
+        message.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+        // SAFETY: see above; the header is inside `control`.
+        unsafe {
+            let header = libc::CMSG_FIRSTHDR(&message);
+            (*header).cmsg_level = libc::SOL_UDP;
+            (*header).cmsg_type = libc::UDP_SEGMENT;
+            (*header).cmsg_len = libc::CMSG_LEN(2) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<u16>(), segment_size);
+        }
+        loop {
+            // SAFETY: `message` is fully initialised above and its buffers live.
+            let sent = unsafe { libc::sendmsg(self.socket.as_raw_fd(), &message, 0) };
+            if sent >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    poll_one(
+                        self.socket.as_raw_fd(),
+                        libc::POLLOUT,
+                        Duration::from_millis(100),
+                    )?;
+                }
+                _ => return Err(err),
+            }
+        }
     }
 
     /// One `sendmsg`, retried when the socket buffer is full: a full buffer
@@ -334,5 +398,36 @@ mod tests {
             seen,
             vec![(from, Some(to), 3), (from, Some(to), 3), (v6, None, 1)]
         );
+    }
+
+    /// Receives `n` datagrams on `socket` (GRO off: one per read).
+    fn receive(socket: &StdUdpSocket, n: usize) -> Vec<Vec<u8>> {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        (0..n)
+            .map(|_| {
+                let mut buf = [0u8; 2048];
+                let len = socket.recv(&mut buf).expect("a datagram");
+                buf[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gathered_run_leaves_as_separate_datagrams_with_their_own_bytes() {
+        let sender = UdpSocket::bind(0).expect("bind");
+        assert!(sender.max_gso_segments() > 1, "this kernel offers UDP GSO");
+        let receiver = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = receiver.local_addr().expect("addr");
+        // Three datagrams in three places, not back to back; the last is short.
+        let (first, second, last) = (vec![1u8; 1000], vec![2u8; 1000], vec![3u8; 300]);
+        let iovecs = [
+            IoSlice::new(&first),
+            IoSlice::new(&second),
+            IoSlice::new(&last),
+        ];
+        sender.send_gathered(to, &iovecs, 1000).expect("send");
+        assert_eq!(receive(&receiver, 3), vec![first, second, last]);
     }
 }
