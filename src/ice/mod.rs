@@ -8,16 +8,22 @@ mod controller;
 mod host;
 mod reflexive;
 mod relay;
+mod remote_filter;
 mod server;
 
+#[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
+mod fake_turn;
 #[cfg(test)]
 mod tests;
 
 pub use controller::{
-    Controller, ControllerCounters, ControllerEvent, Datagram, PathKind, PathTarget, PeerIceStatus,
-    Sources, TurnServer,
+    CHANNELS_PER_PEER, Controller, ControllerCounters, ControllerEvent, Datagram,
+    PERMISSIONS_PER_PEER, PathKind, PathTarget, PeerIceStatus, Sources, TurnServer,
 };
 pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
 pub use reflexive::{ProbeOutcome, ReflexiveProbe};
-pub use relay::{Relay, RelayEvent, RelayReceive, RelayState};
+pub use relay::{REALLOCATE_AFTER_LOSS, Relay, RelayEvent, RelayReceive, RelayState};
+pub use remote_filter::{RefusedCandidate, RefusedCounters, RemoteFilter};
 pub use server::{DEFAULT_PORT, ServerScheme, ServerUrl, ServerUrlError};
