@@ -430,3 +430,110 @@ fn a_connected_session_checks_its_path_on_the_slow_consent_schedule() {
     // the relay, not to C directly).
     assert!((5..=7).contains(&checks), "{checks} checks in 60 s");
 }
+
+/// Not a test: prints the ICE side's wake-ups of a node with 12 connected idle peers over a
+/// minute of fake time (timer wake-ups at `poll_timeout`, and datagrams received).
+/// `cargo test -p wice --lib idle_wakeups -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn idle_wakeups_with_twelve_connected_peers() {
+    let t0 = Instant::now();
+    let peers: Vec<PublicKey> = (2..14).map(key).collect();
+    let host = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 51820);
+    let mut hub = Controller::new(
+        key(1),
+        &peers,
+        sources(CandidateTypes::ALL, "10.0.0.1:51820", false),
+        1,
+        t0,
+    );
+    let mut spokes: Vec<Controller> = (2..14u8)
+        .map(|i| {
+            let text = host(i).to_string();
+            Controller::new(
+                key(i),
+                &[key(1)],
+                sources(CandidateTypes::ALL, &text, false),
+                u64::from(i),
+                t0,
+            )
+        })
+        .collect();
+    let mut received = 0u64;
+    let exchange = |hub: &mut Controller,
+                    spokes: &mut Vec<Controller>,
+                    now: Instant,
+                    count: bool,
+                    received: &mut u64| loop {
+        let mut moved = false;
+        while let Some((to, offer)) = hub.poll_offer() {
+            let i = usize::from(to.to_bytes()[0]) - 2;
+            spokes[i].handle_signal(now, key(1), offer);
+            moved = true;
+        }
+        while let Some(d) = hub.poll_transmit() {
+            if let IpAddr::V4(v4) = d.destination.ip() {
+                let i = usize::from(v4.octets()[3]) - 2;
+                spokes[i].handle_datagram(now, host(1), Some(d.destination), &d.contents);
+                moved = true;
+            }
+        }
+        for (i, spoke) in spokes.iter_mut().enumerate() {
+            while let Some((_, offer)) = spoke.poll_offer() {
+                hub.handle_signal(now, key(u8::try_from(i).unwrap() + 2), offer);
+                moved = true;
+            }
+            while let Some(d) = spoke.poll_transmit() {
+                hub.handle_datagram(
+                    now,
+                    host(u8::try_from(i).unwrap() + 2),
+                    Some(host(1)),
+                    &d.contents,
+                );
+                if count {
+                    *received += 1;
+                }
+                moved = true;
+            }
+            while spoke.poll_event().is_some() {}
+        }
+        while hub.poll_event().is_some() {}
+        if !moved {
+            break;
+        }
+    };
+    // Connect and settle for 30 s in 10 ms steps.
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(30) {
+        now += Duration::from_millis(10);
+        hub.handle_timeout(now);
+        spokes.iter_mut().for_each(|s| s.handle_timeout(now));
+        exchange(&mut hub, &mut spokes, now, false, &mut received);
+    }
+    assert!(hub.status().values().all(|s| s.state.is_connected()));
+    // Then a minute driven by the hub's own deadlines, as the daemon's task is.
+    let start = now;
+    let mut timer_wakeups = 0u64;
+    while now < start + Duration::from_secs(60) {
+        let hub_at = hub
+            .poll_timeout(now)
+            .unwrap_or(now + Duration::from_secs(60));
+        let spoke_at = spokes
+            .iter_mut()
+            .filter_map(|s| s.poll_timeout(now))
+            .min()
+            .unwrap_or(hub_at);
+        let next = hub_at.min(spoke_at).max(now + Duration::from_millis(1));
+        now = next;
+        if hub_at <= now {
+            timer_wakeups += 1;
+            hub.handle_timeout(now);
+        }
+        spokes.iter_mut().for_each(|s| s.handle_timeout(now));
+        exchange(&mut hub, &mut spokes, now, true, &mut received);
+    }
+    eprintln!(
+        "12 idle peers, 60 s: {timer_wakeups} timer wake-ups, {received} datagrams received: {:.1} wake-ups/s",
+        (timer_wakeups + received) as f64 / 60.0
+    );
+}
