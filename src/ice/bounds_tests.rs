@@ -290,7 +290,13 @@ fn a_peer_flooding_ten_thousand_offers_leaves_every_set_bounded_and_other_peers_
             "{}",
             relay.permissions_installed()
         );
-        assert_eq!(relay.channels_installed(), 0);
+        // C's checks through the relay authenticated: its address has a channel; none of
+        // the attacker's addresses ever sent a check that authenticated.
+        assert!(
+            relay.channels_installed() <= 1,
+            "{}",
+            relay.channels_installed()
+        );
     }
     let counters = net.a.counters();
     assert!(counters.permissions_refused > 0, "{counters:?}");

@@ -206,6 +206,8 @@ pub struct Controller {
     probes: Vec<ReflexiveProbe>,
     relays: Vec<Relay>,
     filter: RemoteFilter,
+    /// Peer addresses whose checks reached us through a relay and authenticated.
+    relay_reached: relaying::Reached,
     rng: SplitMix64,
     transmits: VecDeque<Datagram>,
     offers: VecDeque<(PublicKey, SessionDescription)>,
@@ -267,6 +269,7 @@ impl Controller {
             probes,
             relays,
             filter: RemoteFilter::new(sources.mesh),
+            relay_reached: relaying::Reached::default(),
             rng,
             transmits: VecDeque::new(),
             offers: VecDeque::new(),
@@ -358,7 +361,11 @@ impl Controller {
             return;
         };
         tracing::trace!(%peer, %relayed, len = data.len(), "relayed STUN");
+        let unmatched = self.counters.unmatched_stun;
         self.stun_to_sessions(now, data, peer, relayed);
+        if self.counters.unmatched_stun == unmatched {
+            self.relay_reached_by(now, peer);
+        }
     }
 
     fn stun_to_sessions(

@@ -5,16 +5,16 @@
 //! - a permission for each address of a peer's *current* offer (addresses of older offers
 //!   are released, and each peer may hold at most [`PERMISSIONS_PER_PEER`] installed or
 //!   expiring at once);
-//! - a channel only for the remote of a nominated relayed path (at most
-//!   [`CHANNELS_PER_PEER`] installed or expiring per peer), so 4096 channel numbers last;
+//! - a channel only for the remote of a nominated relayed path, or for an address whose
+//!   authenticated check came through our relay (at most [`CHANNELS_PER_PEER`] installed or
+//!   expiring per peer), so 4096 channel numbers last;
 //! - a relayed address whose allocation is gone leaves every session, and sessions whose
 //!   path went through it start over.
 //!
-//! Channels bound only at nomination cost the peer's first handshake through our relay when
-//! the peer's WireGuard arrives before the bind completes (it comes in a Data indication and
-//! is dropped and counted); our own handshake goes out as soon as the channel is bound (the
-//! path change starts one), so the tunnel comes up one TURN round trip later, not after
-//! WireGuard's 5 s retry.
+//! The channel for a checked address is what keeps the peer's first WireGuard handshake
+//! through our relay from arriving in a Data indication (dropped): the checks come first, so
+//! the channel is usually bound before the peer's path is nominated (the 5-node natlab mesh
+//! failed its relay↔relay pair without it).
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -37,6 +37,36 @@ const PERMISSION_LINGER: Duration = Duration::from_secs(300);
 /// How long a channel nobody refreshes keeps its number: 10 min bound, then 5 min before the
 /// number may be bound again (RFC 8656 §12).
 const CHANNEL_LINGER: Duration = Duration::from_secs(900);
+
+/// How long an address whose checks reached us through a relay keeps its channel wanted
+/// after its last check (consent checks come every 10 s while the pair is in use).
+const REACHED_FRESH: Duration = Duration::from_secs(60);
+
+/// Peer addresses whose authenticated checks reached us through a relay, with the time of
+/// the last one: they get a channel before any nomination, so the peer's first WireGuard
+/// handshake through our relay arrives as ChannelData rather than being dropped. Bounded by
+/// [`CHANNELS_PER_PEER`] per configured peer; only a peer holding our ICE password can add.
+#[derive(Debug, Default)]
+pub(super) struct Reached {
+    last_check: HashMap<SocketAddr, Instant>,
+}
+
+impl Controller {
+    /// An authenticated check from `peer` arrived through a relay.
+    pub(super) fn relay_reached_by(&mut self, now: Instant, peer: SocketAddr) {
+        let reached = &mut self.relay_reached.last_check;
+        let known = reached.contains_key(&peer);
+        reached.retain(|_, at| now.duration_since(*at) < CHANNEL_LINGER);
+        if !known && reached.len() >= CHANNELS_PER_PEER * self.peers.len() {
+            self.counters.channels_refused += 1;
+            return;
+        }
+        reached.insert(peer, now);
+        if !known {
+            self.sync_relays(now);
+        }
+    }
+}
 
 /// What one peer holds on our relays: each key wanted now (`None`) or released at a time.
 #[derive(Debug, Default)]
@@ -150,6 +180,13 @@ impl Controller {
             permissions.extend(entry.relay_use.wanted_permissions());
             channels.extend(entry.relay_use.wanted_channels());
         }
+        channels.extend(
+            self.relay_reached
+                .last_check
+                .iter()
+                .filter(|(_, at)| now.duration_since(**at) < REACHED_FRESH)
+                .map(|(peer, _)| *peer),
+        );
         for relay in &mut self.relays {
             let Some(relayed) = relay.relayed() else {
                 // Remembered and requested once allocated.
