@@ -105,6 +105,24 @@ impl Status {
         );
         drops.insert("ice_unknown_sender".to_owned(), ice_counters.unknown_sender);
         drops.insert("ice_rate_limited".to_owned(), ice_counters.rate_limited);
+        for (name, value) in [
+            (
+                "ice_refused_candidates",
+                ice_counters.refused_candidates.total(),
+            ),
+            ("ice_permissions_refused", ice_counters.permissions_refused),
+            ("ice_channels_refused", ice_counters.channels_refused),
+            (
+                "ice_stale_source_transmits",
+                ice_counters.stale_source_transmits,
+            ),
+            (
+                "ice_relay_allocations_lost",
+                ice_counters.relay_allocations_lost,
+            ),
+        ] {
+            drops.insert(name.to_owned(), value);
+        }
         Self {
             interface: interface.to_owned(),
             public_key: PublicKey::from_bytes(engine.public_key()).to_base64(),

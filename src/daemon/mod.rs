@@ -332,7 +332,14 @@ async fn start_ice(
         backends,
     )
     .await;
-    let sources = candidate_sources(&config.ice, &config.interface.name, listen_port);
+    let mut sources = candidate_sources(&config.ice, &config.interface.name, listen_port);
+    sources.mesh = crate::ice::RemoteFilter::mesh_prefixes(
+        config
+            .interface
+            .addresses
+            .iter()
+            .chain(config.peers.iter().flat_map(|peer| &peer.allowed_ips)),
+    );
     tracing::info!(
         host = ?sources.host,
         stun = ?sources.stun,
@@ -381,6 +388,7 @@ fn candidate_sources(ice: &IceConfig, own_interface: &str, listen_port: u16) -> 
         host: host_addresses(own_interface, listen_port),
         stun,
         turn: turn_servers(ice, listen_port),
+        mesh: Vec::new(),
     }
 }
 

@@ -18,9 +18,13 @@
 //!    [`Controller::poll_offer`] (publish through signaling), [`Controller::poll_event`]
 //!    (point a peer's WireGuard traffic somewhere).
 
+mod relaying;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
+
+use ipnet::IpNet;
 
 use crate::config::CandidateTypes;
 use crate::keys::PublicKey;
@@ -29,7 +33,11 @@ use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
 
 use super::reflexive::{ProbeOutcome, ReflexiveProbe};
-use super::relay::{Relay, RelayEvent, RelayReceive, RelayState};
+use super::relay::{Relay, RelayReceive, RelayState};
+use super::remote_filter::{RefusedCounters, RemoteFilter};
+
+use relaying::RelayUse;
+pub use relaying::{CHANNELS_PER_PEER, PERMISSIONS_PER_PEER};
 
 mod routing;
 
@@ -122,6 +130,9 @@ pub struct Sources {
     pub stun: Vec<SocketAddr>,
     /// TURN servers to allocate relays on.
     pub turn: Vec<TurnServer>,
+    /// The mesh's own prefixes (tunnel addresses, peers' allowed IPs): a remote candidate
+    /// inside one would route WireGuard back into the tunnel, so it is refused.
+    pub mesh: Vec<IpNet>,
 }
 
 /// Counters for datagrams the controller could not use.
@@ -138,6 +149,17 @@ pub struct ControllerCounters {
     pub unexpected_datagrams: u64,
     /// Signaling messages from keys that are not ICE peers.
     pub unknown_sender: u64,
+    /// Remote candidates refused (loopback, multicast, unspecified, inside the mesh).
+    pub refused_candidates: RefusedCounters,
+    /// Remote addresses left without a TURN permission: the peer's budget was spent.
+    pub permissions_refused: u64,
+    /// Nominated relayed paths left without a TURN channel: the peer's budget was spent.
+    pub channels_refused: u64,
+    /// Checks (and nominations) from an address we must not send from: a relayed address
+    /// whose allocation is gone, or a host address when host candidates are off.
+    pub stale_source_transmits: u64,
+    /// TURN allocations that worked and were lost.
+    pub relay_allocations_lost: u64,
 }
 
 /// One peer as `wice status` shows its ICE side.
@@ -172,6 +194,8 @@ struct PeerEntry {
     nominated: Option<Nominated>,
     /// Candidate pairs the session had when it last checked: for the failure reason.
     pairs: usize,
+    /// Permissions and channels this peer holds on our relays.
+    relay_use: RelayUse,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +214,9 @@ pub struct Controller {
     probes: Vec<ReflexiveProbe>,
     relays: Vec<Relay>,
     transaction_ids: TransactionIds,
+    filter: RemoteFilter,
+    /// Peer addresses whose checks reached us through a relay and authenticated.
+    relay_reached: relaying::Reached,
     transmits: VecDeque<Datagram>,
     offers: VecDeque<(PublicKey, SessionDescription)>,
     events: VecDeque<ControllerEvent>,
@@ -221,6 +248,7 @@ impl Controller {
                     added: HashSet::new(),
                     nominated: None,
                     pairs: 0,
+                    relay_use: RelayUse::default(),
                 };
                 (*peer, entry)
             })
@@ -252,6 +280,8 @@ impl Controller {
             probes,
             relays,
             transaction_ids,
+            filter: RemoteFilter::new(sources.mesh),
+            relay_reached: relaying::Reached::default(),
             transmits: VecDeque::new(),
             offers: VecDeque::new(),
             events: VecDeque::new(),
@@ -263,14 +293,25 @@ impl Controller {
     }
 
     /// A session description `from` published (already opened and verified).
-    pub fn handle_signal(&mut self, now: Instant, from: PublicKey, offer: SessionDescription) {
+    /// Candidates the session must not use are left out first, and counted.
+    pub fn handle_signal(&mut self, now: Instant, from: PublicKey, mut offer: SessionDescription) {
         let Some(entry) = self.peers.get_mut(&from) else {
             self.counters.unknown_sender += 1;
             return;
         };
+        let (filter, refused) = (&self.filter, &mut self.counters.refused_candidates);
+        offer
+            .candidates
+            .retain(|candidate| match filter.check(candidate.address) {
+                Ok(()) => true,
+                Err(reason) => {
+                    refused.count(reason);
+                    false
+                }
+            });
         let outcome = entry.session.handle_offer(now, offer);
         tracing::debug!(peer = %from, ?outcome, "offer");
-        self.bind_remote_candidates(now, &from);
+        self.update_relay_use(now, &from);
         self.process(now);
     }
 
@@ -281,9 +322,9 @@ impl Controller {
         peer: SocketAddr,
         data: &[u8],
     ) -> Routed {
-        // Whoever reaches our relay may become the nominated pair: let its WireGuard come
-        // as ChannelData, which the datapath takes without us.
-        self.relays[relay].bind(now, peer);
+        // Only addresses a peer signalled have a permission, so only they get here; a
+        // channel is bound once a path through it is nominated, or once the peer's check
+        // through the relay authenticated (see `relaying`).
         if !is_stun(data) {
             return Routed::Dropped(DropReason::RelayedWireGuardUnbound);
         }
@@ -293,7 +334,11 @@ impl Controller {
         let Some(relayed) = self.relays[relay].relayed() else {
             return Routed::Dropped(DropReason::NoLocalAddress);
         };
-        self.stun_to_session(now, data, peer, relayed)
+        let routed = self.stun_to_session(now, data, peer, relayed);
+        if matches!(routed, Routed::Session(_)) {
+            self.relay_reached_by(now, peer);
+        }
+        routed
     }
 
     /// The node's addresses as the OS lists them now (host candidates with the listen port,
@@ -512,25 +557,6 @@ impl Controller {
             .copied()
     }
 
-    /// Lets the relays reach the peer's candidates, so a relayed pair can be checked (and
-    /// its WireGuard carried in ChannelData as soon as it is nominated).
-    fn bind_remote_candidates(&mut self, now: Instant, peer: &PublicKey) {
-        let Some(entry) = self.peers.get(peer) else {
-            return;
-        };
-        let addresses: Vec<SocketAddr> = entry
-            .session
-            .remote_candidates()
-            .iter()
-            .map(|c| c.address)
-            .collect();
-        for relay in &mut self.relays {
-            for address in &addresses {
-                relay.bind(now, *address);
-            }
-        }
-    }
-
     /// The candidates every session gets, as known now.
     fn local_candidates(&self) -> Vec<Candidate> {
         let mut candidates: Vec<Candidate> = self
@@ -602,40 +628,6 @@ impl Controller {
         }
     }
 
-    fn relay_event(&mut self, now: Instant, index: usize, event: RelayEvent) {
-        let server = self.relays[index].server();
-        match event {
-            RelayEvent::Allocated(relayed) => {
-                tracing::info!(%server, %relayed, "TURN allocation");
-                let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
-                for key in keys {
-                    self.bind_remote_candidates(now, &key);
-                }
-            }
-            RelayEvent::Failed(why) => tracing::warn!(%server, %why, "TURN relay unavailable"),
-            RelayEvent::ChannelBound { peer, channel } => {
-                let relayed = self.relays[index].relayed();
-                for (key, entry) in &mut self.peers {
-                    let Some(nominated) = entry.nominated.as_mut() else {
-                        continue;
-                    };
-                    if nominated.target.is_none()
-                        && Some(nominated.path.local) == relayed
-                        && nominated.path.remote == peer
-                    {
-                        let target = PathTarget::Relayed { server, channel };
-                        nominated.target = Some(target);
-                        self.events.push_back(ControllerEvent::PathChanged {
-                            peer: *key,
-                            target,
-                            kind: nominated.kind,
-                        });
-                    }
-                }
-            }
-        }
-    }
-
     fn drive_peer(
         &mut self,
         now: Instant,
@@ -643,43 +635,18 @@ impl Controller {
         candidates: &[Candidate],
         settled: bool,
     ) {
+        let direct_sources = direct_sources(candidates);
+        // Events first: a GatherCandidates must be seen before candidates are handed out.
+        while let Some(event) = self
+            .peers
+            .get_mut(&key)
+            .and_then(|e| e.session.poll_event())
+        {
+            self.handle_session_event(now, key, event, &direct_sources);
+        }
         let Some(entry) = self.peers.get_mut(&key) else {
             return;
         };
-        // Events first: a GatherCandidates must be seen before candidates are handed out.
-        while let Some(event) = entry.session.poll_event() {
-            match event {
-                Event::GatherCandidates => {
-                    entry.gather_for = Some(entry.session.session_id());
-                    entry.completed_for = None;
-                    entry.added.clear();
-                }
-                Event::StateChanged { from, to } => {
-                    tracing::info!(peer = %key, from = from.as_str(), to = to.as_str(), "ICE");
-                    if matches!(to, SessionState::Closed | SessionState::Idle) {
-                        entry.nominated = None;
-                    }
-                }
-                Event::PathNominated(path) => {
-                    let nominated = nominate(entry, path, &mut self.relays, now);
-                    tracing::info!(
-                        peer = %key,
-                        local = %path.local,
-                        remote = %path.remote,
-                        kind = nominated.kind.as_str(),
-                        "path nominated"
-                    );
-                    if let Some(target) = nominated.target {
-                        self.events.push_back(ControllerEvent::PathChanged {
-                            peer: key,
-                            target,
-                            kind: nominated.kind,
-                        });
-                    }
-                    entry.nominated = Some(nominated);
-                }
-            }
-        }
         let id = entry.session.session_id();
         if entry.gather_for == Some(id) {
             for candidate in candidates {
@@ -725,6 +692,14 @@ impl Controller {
                         ),
                     }
                 }
+                // The last guard: nothing goes to a peer from an address that is not one of
+                // our current direct candidates' (a relayed address whose allocation is
+                // gone must not turn into a send from the host socket, and relay-only
+                // mode has no direct source at all).
+                None if !direct_sources.contains(&transmit.source) => {
+                    self.counters.stale_source_transmits += 1;
+                    tracing::trace!(peer = %key, source = %transmit.source, "check from an address we do not send from; dropped");
+                }
                 None => self.transmits.push_back(Datagram {
                     destination: transmit.destination,
                     contents: transmit.contents,
@@ -737,6 +712,64 @@ impl Controller {
             self.drive_peer(now, key, candidates, settled);
         }
     }
+
+    fn handle_session_event(
+        &mut self,
+        now: Instant,
+        key: PublicKey,
+        event: Event,
+        direct_sources: &[SocketAddr],
+    ) {
+        let Some(entry) = self.peers.get_mut(&key) else {
+            return;
+        };
+        match event {
+            Event::GatherCandidates => {
+                entry.gather_for = Some(entry.session.session_id());
+                entry.completed_for = None;
+                entry.added.clear();
+            }
+            Event::StateChanged { from, to } => {
+                tracing::info!(peer = %key, from = from.as_str(), to = to.as_str(), "ICE");
+                if matches!(to, SessionState::Closed | SessionState::Idle) {
+                    entry.nominated = None;
+                    self.update_relay_use(now, &key);
+                }
+            }
+            Event::PathNominated(path) => {
+                let Some(nominated) = self.nominate(now, key, path, direct_sources) else {
+                    return;
+                };
+                tracing::info!(
+                    peer = %key,
+                    local = %path.local,
+                    remote = %path.remote,
+                    kind = nominated.kind.as_str(),
+                    "path nominated"
+                );
+                if let Some(target) = nominated.target {
+                    self.events.push_back(ControllerEvent::PathChanged {
+                        peer: key,
+                        target,
+                        kind: nominated.kind,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Our addresses a check or WireGuard may leave from directly: host candidates and the bases
+/// of server-reflexive ones. Relayed candidates leave through their relay.
+fn direct_sources(candidates: &[Candidate]) -> Vec<SocketAddr> {
+    candidates
+        .iter()
+        .filter_map(|candidate| match candidate.kind {
+            CandidateKind::Host => Some(candidate.address),
+            CandidateKind::ServerReflexive => candidate.related,
+            CandidateKind::Relayed | CandidateKind::PeerReflexive => None,
+        })
+        .collect()
 }
 
 /// The kind of a direct path to `remote`, from the candidate the peer signalled for it. A
@@ -754,29 +787,6 @@ fn path_kind(session: &Session, remote: SocketAddr) -> PathKind {
         Some(CandidateKind::Relayed) => PathKind::Relay,
         Some(CandidateKind::PeerReflexive) | None => PathKind::Prflx,
     }
-}
-
-/// Works out a nominated path's kind and datapath target, binding a TURN channel if needed.
-fn nominate(entry: &PeerEntry, path: Path, relays: &mut [Relay], now: Instant) -> Nominated {
-    let mut kind = path_kind(&entry.session, path.remote);
-    let relay = relays.iter_mut().find(|r| r.relayed() == Some(path.local));
-    let target = match relay {
-        Some(relay) => {
-            kind = PathKind::Relay;
-            match relay.channel(path.remote) {
-                Some(channel) => Some(PathTarget::Relayed {
-                    server: relay.server(),
-                    channel,
-                }),
-                None => {
-                    relay.bind(now, path.remote);
-                    None
-                }
-            }
-        }
-        None => Some(PathTarget::Direct(path.remote)),
-    };
-    Nominated { path, kind, target }
 }
 
 fn candidate(kind: CandidateKind, address: SocketAddr, related: Option<SocketAddr>) -> Candidate {

@@ -8,6 +8,7 @@ mod controller;
 mod host;
 mod reflexive;
 mod relay;
+mod remote_filter;
 mod server;
 mod source_limit;
 
@@ -16,14 +17,20 @@ mod random_tests;
 #[cfg(test)]
 mod routing_tests;
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
+mod fake_turn;
+#[cfg(test)]
 mod tests;
 
 pub use controller::{
-    CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent, DROP_LOG_PER_SECOND, Datagram,
-    DropReason, MAX_CHECKS, PathKind, PathTarget, PeerIceStatus, Routed, Sources, TurnServer,
+    CHANNELS_PER_PEER, CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent,
+    DROP_LOG_PER_SECOND, Datagram, DropReason, MAX_CHECKS, PERMISSIONS_PER_PEER, PathKind,
+    PathTarget, PeerIceStatus, Routed, Sources, TurnServer,
 };
 pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
 pub use reflexive::{ProbeOutcome, ReflexiveProbe};
-pub use relay::{Relay, RelayEvent, RelayReceive, RelayState};
+pub use relay::{REALLOCATE_AFTER_LOSS, Relay, RelayEvent, RelayReceive, RelayState};
+pub use remote_filter::{RefusedCandidate, RefusedCounters, RemoteFilter};
 pub use server::{DEFAULT_PORT, ServerScheme, ServerUrl, ServerUrlError};
 pub use source_limit::{MAX_SOURCES, SourceLimit};

@@ -23,6 +23,7 @@ fn with_stun_server() -> Sources {
         host: vec!["10.0.0.1:51820".parse().unwrap()],
         stun: vec![STUN_SERVER.parse().unwrap()],
         turn: Vec::new(),
+        mesh: Vec::new(),
     }
 }
 

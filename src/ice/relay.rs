@@ -7,21 +7,38 @@
 //! ChannelData itself, so it must know it), and conversion between our `Instant` and the
 //! crate's.
 //!
+//! **What is installed follows what the owner wants.** The owner says which peer addresses
+//! need a permission (the candidates of peers' current offers) and which need a channel (the
+//! remotes of nominated relayed paths) with [`Relay::set_wanted`]. The crate refreshes every
+//! permission and channel it ever made and has no way to release one, so this wrapper drops
+//! its refresh requests for what is no longer wanted: the server lets those expire (5 min for
+//! a permission, 10 for a channel) and the crate then forgets them, freeing the channel
+//! number. The owner bounds how much each peer may have installed or expiring.
+//!
+//! **A lost allocation is replaced at once.** The server says so with 437 (Allocation
+//! Mismatch) to one of our requests, or the crate reports the allocation closed; a new
+//! Allocate follows after [`REALLOCATE_AFTER_LOSS`], and [`RelayEvent::Failed`] names the
+//! relayed address that is gone so no session keeps or nominates a path through it.
+//!
 //! # Driving
 //!
 //! Send [`Relay::poll_transmit`]'s datagrams to [`Relay::server`]; hand every datagram from
 //! the server to [`Relay::handle_datagram`]; call [`Relay::handle_timeout`] at
 //! [`Relay::poll_timeout`]; drain [`Relay::poll_event`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use turn_client_proto::api::{DelayedMessageOrChannelSend, TurnConfig, TurnEvent, TurnPollRet};
 use turn_client_proto::prelude::*;
 use turn_client_proto::stun::agent::Transmit as TurnTransmit;
 use turn_client_proto::types::TurnCredentials;
+use turn_client_proto::types::attribute::XorPeerAddress;
+use turn_client_proto::types::message::{CHANNEL_BIND, CREATE_PERMISSION};
 use turn_client_proto::types::stun::TransportType;
+use turn_client_proto::types::stun::attribute::ErrorCode;
+use turn_client_proto::types::stun::message::{Message, MessageClass};
 use turn_client_proto::udp::TurnClientUdp;
 
 /// How long an allocation may take before the relay counts as failed (the crate itself
@@ -30,6 +47,10 @@ pub(super) const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a failed or closed allocation waits before a new Allocate: servers restart,
 /// and coturn closes an allocation when relaying to a peer fails with a network error.
 pub(super) const REALLOCATE_AFTER: Duration = Duration::from_secs(10);
+/// How long a working allocation that was lost waits before a new Allocate: at once in
+/// practice (the loss was an answer from the server, so it is up), paced only so a server
+/// that keeps dropping allocations cannot make us loop.
+pub const REALLOCATE_AFTER_LOSS: Duration = Duration::from_millis(250);
 
 /// Where the allocation stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +69,12 @@ pub enum RelayEvent {
     /// The allocation exists: a relayed candidate for every session.
     Allocated(SocketAddr),
     /// The allocation failed or closed.
-    Failed(String),
+    Failed {
+        /// Why, in words for the log and status.
+        why: String,
+        /// The relayed address of the allocation that was lost, if one worked.
+        lost: Option<SocketAddr>,
+    },
     /// A channel to `peer` is bound: WireGuard to it can use ChannelData on `channel`.
     ChannelBound {
         /// The peer's address as the server sees it.
@@ -90,6 +116,12 @@ pub struct Relay {
     /// Peers a ChannelBind was sent for: a second bind of the same peer would take another
     /// channel number, which the server refuses (RFC 8656 §12.2).
     requested: HashSet<SocketAddr>,
+    /// Peer addresses the owner wants a permission for.
+    wanted_permissions: BTreeSet<IpAddr>,
+    /// Peer addresses the owner wants a channel to.
+    wanted_channels: BTreeSet<SocketAddr>,
+    /// Refreshes of permissions and channels nobody wants any more, not sent.
+    refreshes_dropped: u64,
     events: VecDeque<RelayEvent>,
 }
 
@@ -114,6 +146,9 @@ impl Relay {
             allocate_deadline: Some(now + ALLOCATE_TIMEOUT),
             channels: HashMap::new(),
             requested: HashSet::new(),
+            wanted_permissions: BTreeSet::new(),
+            wanted_channels: BTreeSet::new(),
+            refreshes_dropped: 0,
             events: VecDeque::new(),
         }
     }
@@ -161,26 +196,104 @@ impl Relay {
         self.channels.get(&peer).copied()
     }
 
-    /// Makes sure the server will relay between us and `peer` both ways, with a channel so
-    /// WireGuard can ride in 4-byte ChannelData headers instead of 36-byte Send indications.
-    /// Idempotent.
-    pub fn bind(&mut self, now: Instant, peer: SocketAddr) {
-        if self
-            .relayed()
-            .is_none_or(|relayed| relayed.is_ipv4() != peer.is_ipv4())
-        {
+    /// Permissions for `permissions` and channels to `channels` from now on: what is new is
+    /// requested (once the allocation exists), what is no longer listed is not refreshed.
+    pub fn set_wanted(
+        &mut self,
+        now: Instant,
+        permissions: BTreeSet<IpAddr>,
+        channels: BTreeSet<SocketAddr>,
+    ) {
+        let new_permissions: Vec<IpAddr> = permissions
+            .difference(&self.wanted_permissions)
+            .copied()
+            .collect();
+        self.wanted_permissions = permissions;
+        self.wanted_channels = channels;
+        for ip in new_permissions {
+            self.request_permission(now, ip);
+        }
+        let channels: Vec<SocketAddr> = self.wanted_channels.iter().copied().collect();
+        for peer in channels {
+            self.request_channel(now, peer);
+        }
+        self.pump(now);
+    }
+
+    /// Peer addresses with a permission wanted, and peers with a channel wanted.
+    pub fn wanted(&self) -> (&BTreeSet<IpAddr>, &BTreeSet<SocketAddr>) {
+        (&self.wanted_permissions, &self.wanted_channels)
+    }
+
+    /// Peers the crate holds a channel to (bound, being bound, or expiring unrefreshed).
+    pub fn channels_installed(&self) -> usize {
+        self.requested.len()
+    }
+
+    /// Permissions the crate holds (wanted or expiring unrefreshed).
+    pub fn permissions_installed(&self) -> usize {
+        self.relayed().map_or(0, |relayed| {
+            self.client.permissions(TransportType::Udp, relayed).count()
+        })
+    }
+
+    /// Refresh requests dropped because nobody wants what they would refresh.
+    pub fn refreshes_dropped(&self) -> u64 {
+        self.refreshes_dropped
+    }
+
+    fn same_family(&self, ip: IpAddr) -> bool {
+        self.relayed()
+            .is_some_and(|relayed| relayed.is_ipv4() == ip.is_ipv4())
+    }
+
+    fn request_permission(&mut self, now: Instant, ip: IpAddr) {
+        if !self.same_family(ip) {
             return;
         }
-        if !self.requested.insert(peer) {
+        let time = self.time(now);
+        // `AlreadyExists` is fine: a permission released earlier is still installed, and its
+        // next refresh goes out again now that it is wanted.
+        if let Err(error) = self.client.create_permission(TransportType::Udp, ip, time) {
+            tracing::trace!(%ip, %error, "TURN permission not requested");
+        }
+    }
+
+    /// ChannelBind installs the permission too (RFC 8656 §12.2); the crate only lets
+    /// `send_to` use it once the server confirmed.
+    fn request_channel(&mut self, now: Instant, peer: SocketAddr) {
+        if !self.same_family(peer.ip()) || !self.requested.insert(peer) {
             return;
         }
-        // ChannelBind installs the permission too (RFC 8656 §12.2); the crate only lets
-        // `send_to` use it once the server confirmed.
         let time = self.time(now);
         if let Err(error) = self.client.bind_channel(TransportType::Udp, peer, time) {
             tracing::debug!(%peer, %error, "TURN channel bind not sent");
         }
-        self.pump(now);
+    }
+
+    /// Whether `datagram` (from the crate, to the server) refreshes a permission or channel
+    /// nobody wants.
+    fn unwanted_refresh(&self, datagram: &[u8]) -> bool {
+        let Ok(message) = Message::from_bytes(datagram) else {
+            return false;
+        };
+        if !message.has_class(MessageClass::Request) {
+            return false;
+        }
+        let method = message.method();
+        if method != CREATE_PERMISSION && method != CHANNEL_BIND {
+            return false;
+        }
+        let Ok(peer) = message.attribute::<XorPeerAddress>() else {
+            return false;
+        };
+        let peer = peer.addr(message.transaction_id());
+        if method == CHANNEL_BIND {
+            !self.wanted_channels.contains(&peer)
+        } else {
+            !self.wanted_permissions.contains(&peer.ip())
+                && !self.wanted_channels.iter().any(|c| c.ip() == peer.ip())
+        }
     }
 
     /// Wraps `data` for `peer` (ChannelData when a channel is bound, else a Send indication).
@@ -203,6 +316,15 @@ impl Relay {
             to: self.client.local_addr(),
         };
         let received = match self.client.recv(transmit, time) {
+            turn_client_proto::api::TurnRecvRet::Handled if allocation_mismatch(datagram) => {
+                // An answer to one of our own requests (the crate matched its transaction):
+                // the server no longer has our allocation.
+                self.fail(
+                    now,
+                    "the server lost the allocation (437 Allocation Mismatch)",
+                );
+                RelayReceive::Handled
+            }
             turn_client_proto::api::TurnRecvRet::Handled => RelayReceive::Handled,
             turn_client_proto::api::TurnRecvRet::Ignored(_) => RelayReceive::Ignored,
             turn_client_proto::api::TurnRecvRet::PeerData(data) => RelayReceive::PeerData {
@@ -226,6 +348,8 @@ impl Relay {
             self.epoch = now;
             self.state = RelayState::Allocating;
             self.allocate_deadline = Some(now + ALLOCATE_TIMEOUT);
+            self.channels.clear();
+            self.requested.clear();
         }
         if self.allocate_deadline.is_some_and(|at| now >= at) {
             self.allocate_deadline = None;
@@ -255,9 +379,15 @@ impl Relay {
     /// A datagram to send to [`Relay::server`].
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         let time = self.time(now);
-        self.client
-            .poll_transmit(time)
-            .map(|transmit| transmit.data.as_ref().to_vec())
+        loop {
+            let transmit = self.client.poll_transmit(time)?;
+            let datagram = transmit.data.as_ref();
+            if self.unwanted_refresh(datagram) {
+                self.refreshes_dropped += 1;
+                continue;
+            }
+            return Some(datagram.to_vec());
+        }
     }
 
     /// The next event.
@@ -266,13 +396,24 @@ impl Relay {
     }
 
     fn fail(&mut self, now: Instant, why: &str) {
-        if !matches!(self.state, RelayState::Failed(_)) {
-            self.reallocate_at = Some(now + REALLOCATE_AFTER);
-            self.state = RelayState::Failed(why.to_owned());
-            self.channels.clear();
-            self.requested.clear();
-            self.events.push_back(RelayEvent::Failed(why.to_owned()));
+        if matches!(self.state, RelayState::Failed(_)) {
+            return;
         }
+        let lost = self.relayed();
+        let wait = if lost.is_some() {
+            REALLOCATE_AFTER_LOSS
+        } else {
+            REALLOCATE_AFTER
+        };
+        self.reallocate_at = Some(now + wait);
+        self.allocate_deadline = None;
+        self.state = RelayState::Failed(why.to_owned());
+        self.channels.clear();
+        self.requested.clear();
+        self.events.push_back(RelayEvent::Failed {
+            why: why.to_owned(),
+            lost,
+        });
     }
 
     /// Runs the client and turns its events into ours.
@@ -290,6 +431,20 @@ impl Relay {
                     self.allocate_deadline = None;
                     self.state = RelayState::Allocated(relayed);
                     self.events.push_back(RelayEvent::Allocated(relayed));
+                    let permissions: Vec<IpAddr> =
+                        self.wanted_permissions.iter().copied().collect();
+                    for ip in permissions {
+                        self.request_permission(now, ip);
+                    }
+                    let channels: Vec<SocketAddr> = self.wanted_channels.iter().copied().collect();
+                    for peer in channels {
+                        self.request_channel(now, peer);
+                    }
+                }
+                TurnEvent::ChannelCreateFailed(TransportType::Udp, peer) => {
+                    // Refused, or expired unrefreshed: the number is free again.
+                    self.channels.remove(&peer);
+                    self.requested.remove(&peer);
                 }
                 TurnEvent::AllocationCreateFailed(_) => {
                     self.fail(now, "the server refused the allocation");
@@ -323,4 +478,14 @@ impl Relay {
             _ => None,
         }
     }
+}
+
+/// Whether `datagram` is an error response with code 437 (Allocation Mismatch).
+fn allocation_mismatch(datagram: &[u8]) -> bool {
+    Message::from_bytes(datagram).is_ok_and(|message| {
+        message.has_class(MessageClass::Error)
+            && message
+                .attribute::<ErrorCode>()
+                .is_ok_and(|code| code.code() == ErrorCode::ALLOCATION_MISMATCH)
+    })
 }

@@ -27,6 +27,7 @@ fn host_only(host: &str) -> Sources {
         host: vec![addr(host)],
         stun: Vec::new(),
         turn: Vec::new(),
+        mesh: Vec::new(),
     }
 }
 

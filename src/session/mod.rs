@@ -71,10 +71,15 @@ use crate::signaling::message::{Candidate, MAX_CANDIDATES, SessionDescription};
 pub use candidate::CandidateError;
 pub use state::SessionState;
 pub use timers::{
-    GIVE_UP_AFTER, RESEND_INITIAL, RESEND_MAX, RESTART_INITIAL, RESTART_MAX, TimeoutReason,
+    CHECK_INTERVAL, CHECK_RETRANSMITS, CONSENT_INTERVAL, CONSENT_RETRANSMITS, GIVE_UP_AFTER,
+    RESEND_INITIAL, RESEND_MAX, RESTART_INITIAL, RESTART_MAX, TimeoutReason,
 };
 
-use offer::{Offers, Verdict};
+/// The most remote candidates (signalled and peer-reflexive) an agent may hold before its
+/// remote side is reset to the latest offer's: the agent never forgets a candidate by itself.
+pub const MAX_AGENT_REMOTE_CANDIDATES: usize = 2 * MAX_CANDIDATES;
+
+use offer::{Accepted, Offers, Verdict};
 use rng::SessionRandom;
 use timers::Timers;
 
@@ -167,6 +172,10 @@ pub struct Session {
     nominated: Option<Path>,
     /// Whether a pair worked in the current local session.
     connected_once: bool,
+    /// Whether the agent runs on the slow, connected schedule ([`CONSENT_INTERVAL`]).
+    consent_schedule: bool,
+    /// Times the agent's remote side was reset (a dropped candidate, too many candidates).
+    remote_resets: u64,
     outbox: VecDeque<SessionDescription>,
     events: VecDeque<Event>,
 }
@@ -207,6 +216,8 @@ impl Session {
             restarts: 0,
             nominated: None,
             connected_once: false,
+            consent_schedule: false,
+            remote_resets: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -244,6 +255,19 @@ impl Session {
         self.restarts
     }
 
+    /// How many times the agent's remote side was reset to the latest offer's candidates
+    /// (the remote dropped a candidate, or checks from too many addresses).
+    pub fn remote_resets(&self) -> u64 {
+        self.remote_resets
+    }
+
+    /// How many remote candidates the agent holds (signalled and peer-reflexive).
+    pub fn agent_remote_candidates(&self) -> usize {
+        self.agent
+            .as_ref()
+            .map_or(0, |agent| agent.remote_candidates().count())
+    }
+
     /// The latest nominated path of the current session.
     pub fn nominated(&self) -> Option<Path> {
         self.nominated
@@ -259,7 +283,7 @@ impl Session {
         self.offers.last_received()
     }
 
-    /// The remote's candidates accepted in its current session, in arrival order.
+    /// The remote's candidates in its latest accepted offer, in the offer's order.
     pub fn remote_candidates(&self) -> &[Candidate] {
         self.offers.remote_candidates()
     }
@@ -306,8 +330,14 @@ impl Session {
                 OfferOutcome::Restarted
             }
         };
-        let fresh = self.offers.accept(&offer);
-        self.add_remote_candidates(&fresh);
+        let Accepted { fresh, dropped } = self.offers.accept(&offer);
+        if dropped {
+            // The agent can only mark a candidate discarded and keeps it for good: start its
+            // remote side over with exactly the offer's set, so memory follows the offer.
+            self.reset_remote_side();
+        } else {
+            self.add_remote_candidates(&fresh);
+        }
         self.drive(now);
         outcome
     }
@@ -331,9 +361,14 @@ impl Session {
         if !agent.handle_packet(now, packet) {
             return Err(StunError::Rejected);
         }
+        let remote_candidates = agent.remote_candidates().count();
         // A check from an address the remote never signalled adds a peer-reflexive candidate.
-        if self.state == SessionState::New && agent.remote_candidates().next().is_some() {
+        if self.state == SessionState::New && remote_candidates > 0 {
             self.set_state(SessionState::Connecting);
+        }
+        // One per address, and the agent keeps them forever.
+        if remote_candidates > MAX_AGENT_REMOTE_CANDIDATES {
+            self.reset_remote_side();
         }
         self.drive(now);
         Ok(())
@@ -359,6 +394,21 @@ impl Session {
         self.outbox.push_back(offer);
         self.drive(now);
         Ok(())
+    }
+
+    /// Drops a local candidate (a relayed address whose allocation is gone): no check
+    /// leaves from it again and it is never nominated. Returns whether the agent had it.
+    pub fn remove_local_candidate(&mut self, now: Instant, address: SocketAddr) -> bool {
+        let Some(agent) = self.agent.as_mut() else {
+            return false;
+        };
+        let found = agent.local_candidates().find(|c| c.addr() == address);
+        let removed = found.is_some_and(|candidate| agent.invalidate_candidate(&candidate));
+        if self.nominated.is_some_and(|path| path.local == address) {
+            self.nominated = None;
+        }
+        self.drive(now);
+        removed
     }
 
     /// Starts a new local session at once (new id, credentials and agent; version 0
@@ -452,6 +502,7 @@ impl Session {
         }
         self.nominated = None;
         self.connected_once = false;
+        self.consent_schedule = false;
         let id = self.rng.session_id();
         let creds = self.rng.ice_credentials();
         let offer = self.offers.new_local(id, &creds);
@@ -477,6 +528,44 @@ impl Session {
         self.timers.arm_give_up(now);
         self.set_state(SessionState::New);
         self.events.push_back(Event::GatherCandidates);
+    }
+
+    /// Forgets every remote candidate the agent holds and gives it the latest offer's set
+    /// again (same credentials both sides, same local candidates): pairs are checked anew.
+    fn reset_remote_side(&mut self) {
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        let Some(remote) = agent.remote_credentials().cloned() else {
+            return;
+        };
+        let local = agent.local_credentials().clone();
+        agent.ice_restart(local, true);
+        agent.set_remote_credentials(remote);
+        self.remote_resets += 1;
+        self.nominated = None;
+        let current = self.offers.remote_candidates().to_vec();
+        self.add_remote_candidates(&current);
+    }
+
+    /// Puts the agent on the slow consent schedule while connected, back on the checking
+    /// schedule otherwise.
+    fn apply_schedule(&mut self) {
+        let connected = self.state.is_connected();
+        if connected == self.consent_schedule {
+            return;
+        }
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        self.consent_schedule = connected;
+        let (interval, retransmits) = if connected {
+            (CONSENT_INTERVAL, CONSENT_RETRANSMITS)
+        } else {
+            (CHECK_INTERVAL, CHECK_RETRANSMITS)
+        };
+        agent.set_max_stun_retransmits(retransmits);
+        agent.set_max_stun_rto(interval);
     }
 
     fn add_remote_candidates(&mut self, candidates: &[Candidate]) {
@@ -567,12 +656,14 @@ impl Session {
                         self.events.push_back(Event::PathNominated(path));
                     }
                 }
-                // Restart notices (our credentials are in our offers already), receive
-                // addresses (the datapath accepts WireGuard from any address that
-                // authenticates) and TCP nominations are of no use here.
+                // Restart notices (our credentials are in our offers already, and a reset
+                // of the remote side keeps them), receive addresses (the datapath accepts
+                // WireGuard from any address that authenticates) and TCP nominations are of
+                // no use here.
                 _ => {}
             }
         }
+        self.apply_schedule();
     }
 
     fn set_state(&mut self, to: SessionState) {

@@ -29,6 +29,15 @@ pub(super) enum Verdict {
     Retired,
 }
 
+/// What [`Offers::accept`] changed in the remote's candidate set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Accepted {
+    /// Candidates not in the previous set.
+    pub(super) fresh: Vec<Candidate>,
+    /// Whether a candidate of the previous set is missing from this one.
+    pub(super) dropped: bool,
+}
+
 /// Both sides' offers.
 #[derive(Debug, Clone)]
 pub(super) struct Offers {
@@ -38,7 +47,7 @@ pub(super) struct Offers {
     last_recv: Option<(u64, u64)>,
     /// The remote session we gave up on; its offers are ignored.
     retired: Option<u64>,
-    /// The remote candidates handed to the agent in the current remote session.
+    /// The remote's candidates in its latest accepted offer (at most one offer's worth).
     remote_candidates: Vec<Candidate>,
     /// The remote said it gathered all its candidates.
     remote_eoc: bool,
@@ -117,22 +126,30 @@ impl Offers {
     }
 
     /// Records an offer classified as [`Verdict::FirstSession`], [`Verdict::Newer`] or
-    /// [`Verdict::Restart`]. Returns the candidates not seen before in this remote session.
-    pub(super) fn accept(&mut self, offer: &SessionDescription) -> Vec<Candidate> {
+    /// [`Verdict::Restart`]. The offer's candidates replace the previous set (each version
+    /// lists every candidate of its session, so the set stays as small as one offer), and
+    /// the answer says which are new and whether any were dropped.
+    pub(super) fn accept(&mut self, offer: &SessionDescription) -> Accepted {
         if self.last_recv.map(|(id, _)| id) != Some(offer.session_id) {
             self.remote_candidates.clear();
             self.remote_eoc = false;
         }
         self.last_recv = Some((offer.session_id, offer.version));
         self.remote_eoc = offer.end_of_candidates;
-        let fresh: Vec<Candidate> = offer
-            .candidates
+        let mut current: Vec<Candidate> = Vec::with_capacity(offer.candidates.len());
+        for candidate in &offer.candidates {
+            if !current.contains(candidate) {
+                current.push(candidate.clone());
+            }
+        }
+        let dropped = self.remote_candidates.iter().any(|c| !current.contains(c));
+        let fresh = current
             .iter()
             .filter(|c| !self.remote_candidates.contains(c))
             .cloned()
             .collect();
-        self.remote_candidates.extend(fresh.iter().cloned());
-        fresh
+        self.remote_candidates = current;
+        Accepted { fresh, dropped }
     }
 
     /// Forgets the current remote session and ignores its offers from now on (at a give-up,
@@ -218,15 +235,39 @@ mod tests {
         b.address = "192.0.2.2:2".parse().unwrap();
         let mut first = offer(5, 1);
         first.candidates = vec![a.clone()];
-        assert_eq!(offers.accept(&first), vec![a.clone()]);
+        assert_eq!(offers.accept(&first).fresh, vec![a.clone()]);
         let mut second = offer(5, 2);
         second.candidates = vec![a.clone(), b.clone()];
         second.end_of_candidates = true;
-        assert_eq!(offers.accept(&second), vec![b]);
+        assert_eq!(offers.accept(&second).fresh, vec![b.clone()]);
         assert!(offers.remote_end_of_candidates());
         let mut restarted = offer(6, 0);
         restarted.candidates = vec![a.clone()];
-        assert_eq!(offers.accept(&restarted), vec![a]);
+        assert_eq!(offers.accept(&restarted).fresh, vec![a.clone()]);
         assert!(!offers.remote_end_of_candidates());
+    }
+
+    #[test]
+    fn each_version_replaces_the_candidate_set_and_says_when_one_was_dropped() {
+        let mut offers = Offers::new();
+        let candidate = |port: u16| Candidate {
+            kind: crate::signaling::message::CandidateKind::Host,
+            transport: crate::signaling::message::Transport::Udp,
+            address: std::net::SocketAddr::from(([192, 0, 2, 1], port)),
+            priority: 1,
+            foundation: "1".to_owned(),
+            related: None,
+        };
+        let mut first = offer(5, 1);
+        first.candidates = vec![candidate(1), candidate(1), candidate(2)];
+        let accepted = offers.accept(&first);
+        assert_eq!(accepted.fresh, vec![candidate(1), candidate(2)]);
+        assert!(!accepted.dropped);
+        let mut second = offer(5, 2);
+        second.candidates = vec![candidate(2), candidate(3)];
+        let accepted = offers.accept(&second);
+        assert_eq!(accepted.fresh, vec![candidate(3)]);
+        assert!(accepted.dropped);
+        assert_eq!(offers.remote_candidates(), [candidate(2), candidate(3)]);
     }
 }

@@ -19,6 +19,21 @@ pub const RESTART_INITIAL: Duration = Duration::from_secs(1);
 /// Longest wait between a give-up and the next session.
 pub const RESTART_MAX: Duration = Duration::from_secs(64);
 
+/// How often the agent checks each pair while looking for a path (the agent's own default:
+/// a failed pair is noticed within ~20 s).
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(3);
+/// How often a connected session checks its pairs (consent and NAT keepalive): below the
+/// 30 s NAT timeout for unanswered UDP even if one check is lost, and slow enough that a
+/// dozen idle peers cost a few wake-ups per second. A dead path is then noticed within
+/// ~40 s instead of ~20 s: the agent retries from 250 ms as soon as a check goes
+/// unanswered for half this interval.
+pub const CONSENT_INTERVAL: Duration = Duration::from_secs(10);
+/// Retransmissions of a check before its pair fails, while checking (the agent's default).
+pub const CHECK_RETRANSMITS: usize = 9;
+/// Retransmissions of a consent check before the pair fails, once connected: with 9 the
+/// retries alone would reach the 10 s interval several times over.
+pub const CONSENT_RETRANSMITS: usize = 7;
+
 /// Why the session wants [`super::Session::handle_timeout`] called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimeoutReason {
