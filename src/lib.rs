@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod ice;
 pub mod keys;
 pub mod lab;
+pub mod secret;
 pub mod session;
 pub mod signaling;
 pub mod status;

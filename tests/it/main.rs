@@ -22,3 +22,5 @@ mod lifecycle;
 mod mesh;
 mod natlab;
 mod signaling;
+
+mod attack_local;
