@@ -46,11 +46,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read as _};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::ops::Range;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -60,6 +59,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::ice::{ServerScheme, ServerUrl, ServerUrlError};
 use crate::keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
+use crate::secret::SecretString;
 use crate::signaling::{BackendUrl, BackendUrlError};
 
 /// TUN interface name used when the file gives none.
@@ -121,20 +121,12 @@ pub struct IceServer {
 }
 
 /// TURN long-term credentials (RFC 8489 §9.2).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnCredentials {
     /// User name.
     pub username: String,
-    /// Password.
-    pub credential: String,
-}
-
-impl fmt::Debug for TurnCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TurnCredentials")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
+    /// Password; `Debug` redacts it.
+    pub credential: SecretString,
 }
 
 /// Which local candidates to gather.
@@ -275,6 +267,19 @@ pub enum ConfigErrorKind {
     /// A key value is not a WireGuard key.
     #[error("{0}")]
     InvalidKey(KeyError),
+    /// The config file holds a secret and group or others can access it.
+    #[error(
+        "is a secret, and {} is {} by group or others (mode {mode:04o}); run: chmod 600 {} (or move the secret to a file of its own, like private_key_file)",
+        path.display(),
+        if mode & 0o044 != 0 { "readable" } else { "accessible" },
+        path.display()
+    )]
+    SecretsInOpenFile {
+        /// The config file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The private key file could not be opened or read.
     #[error("cannot read {}: {error}", path.display())]
     KeyFileUnreadable {
@@ -449,20 +454,62 @@ pub enum ConfigErrorKind {
 
 impl Config {
     /// Reads and validates the config file at `path`, and the private key file it names.
+    ///
+    /// A file that holds a secret inline (`private_key`, a `preshared_key`, a TURN
+    /// `credential`) is refused when group or others can access it, like a key file: the
+    /// secret may already be exposed.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+        let whole_file = |reason| ConfigError {
             file: path.to_path_buf(),
             line: None,
             key: String::new(),
-            reason: ConfigErrorKind::FileUnreadable(error),
-        })?;
-        Self::parse(path, &text)
+            reason,
+        };
+        // Mode and text come from one open file, so they describe the same file.
+        let (text, mode) = read_bounded(path, MAX_CONFIG_LEN)
+            .map_err(|error| whole_file(ConfigErrorKind::FileUnreadable(error)))?;
+        let parser = Parser {
+            path,
+            text: &text,
+            world: World::System,
+        };
+        let config = parser.parse()?;
+        if mode & 0o077 != 0
+            && let Some((key, span)) = parser.first_inline_secret()
+        {
+            return Err(parser.error(
+                &span,
+                key,
+                ConfigErrorKind::SecretsInOpenFile {
+                    path: path.to_path_buf(),
+                    mode,
+                },
+            ));
+        }
+        Ok(config)
     }
 
     /// Validates config `text`; `path` is the file it came from, used in error messages and
     /// as the base for relative paths inside it.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        Parser { path, text }.parse()
+        Parser {
+            path,
+            text,
+            world: World::System,
+        }
+        .parse()
+    }
+
+    /// Validates config `text` like [`Config::parse`] without touching the system: host names
+    /// are not resolved and key or CA files are not read (each is an error naming its place).
+    /// For fuzzing and for checks that must not reach the network or the disk.
+    pub fn parse_offline(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Parser {
+            path,
+            text,
+            world: World::Offline,
+        }
+        .parse()
     }
 
     /// A one-line human summary, for `wice up --check`.
@@ -567,9 +614,116 @@ struct RawPeer {
 struct Parser<'a> {
     path: &'a Path,
     text: &'a str,
+    world: World,
+}
+
+/// Largest config file read: far above any real mesh, small enough that pointing `-c` at a
+/// device or a huge file fails at once instead of filling memory.
+pub const MAX_CONFIG_LEN: u64 = 1 << 20;
+/// Largest CA certificate file read.
+const MAX_CA_FILE_LEN: u64 = 1 << 20;
+
+/// Reads at most `max` bytes of a regular file as UTF-8, with its permission bits, from one
+/// open file. Refuses what is not a regular file (a FIFO or device could block or never
+/// end) and a longer file.
+fn read_bounded(path: &Path, max: u64) -> io::Result<(String, u32)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok((text, metadata.permissions().mode() & 0o7777))
+}
+
+/// What a parse may touch besides the text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum World {
+    /// Resolve host names and read the files the config names.
+    System,
+    /// Neither: see [`Config::parse_offline`].
+    Offline,
+}
+
+/// The error an offline parse gives where it would have read a file.
+fn offline_file_error() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "not read: parsing offline")
+}
+
+impl World {
+    /// The first address of `host`, as the resolver orders them (RFC 6724), as `wg` uses.
+    fn lookup(self, host: &str, port: u16) -> Result<SocketAddr, String> {
+        match self {
+            Self::System => (host, port)
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or_else(|| "no addresses found".to_owned()),
+            Self::Offline => Err("not resolved: parsing offline".to_owned()),
+        }
+    }
+
+    fn read_private_key_file(self, path: &Path) -> Result<PrivateKey, ConfigErrorKind> {
+        match self {
+            Self::System => read_private_key_file(path),
+            Self::Offline => Err(ConfigErrorKind::KeyFileUnreadable {
+                path: path.to_path_buf(),
+                error: offline_file_error(),
+            }),
+        }
+    }
+
+    fn read_ca_file(self, path: &Path) -> Result<Vec<u8>, ConfigErrorKind> {
+        match self {
+            Self::System => read_ca_file(path),
+            Self::Offline => Err(ConfigErrorKind::CaFileUnreadable {
+                path: path.to_path_buf(),
+                error: offline_file_error(),
+            }),
+        }
+    }
 }
 
 impl Parser<'_> {
+    /// The key path and place of the first secret written inline in the text, if any.
+    fn first_inline_secret(&self) -> Option<(String, Range<usize>)> {
+        let raw: RawConfig = toml::from_str(self.text).ok()?;
+        if let Some(key) = raw.interface.and_then(|i| i.into_inner().private_key) {
+            return Some(("interface.private_key".to_owned(), key.span()));
+        }
+        for (index, peer) in raw.peer.into_iter().enumerate() {
+            if let Some(psk) = peer.into_inner().preshared_key {
+                return Some((format!("peer[{index}].preshared_key"), psk.span()));
+            }
+        }
+        let servers = raw
+            .ice
+            .map(|ice| ice.into_inner().servers)
+            .unwrap_or_default();
+        for (index, server) in servers.into_iter().enumerate() {
+            if let Some(credential) = server.into_inner().credential {
+                return Some((
+                    format!("ice.servers[{index}].credential"),
+                    credential.span(),
+                ));
+            }
+        }
+        None
+    }
+
     fn error(&self, span: &Range<usize>, key: String, reason: ConfigErrorKind) -> ConfigError {
         ConfigError {
             file: self.path.to_path_buf(),
@@ -664,7 +818,7 @@ impl Parser<'_> {
                         ConfigErrorKind::InvalidServerUrl(e),
                     )
                 })?;
-                let address = resolve_server(&url)
+                let address = resolve_server(&url, self.world)
                     .map_err(|reason| self.error(&text.span(), url_key, reason))?;
                 parsed.push((url, address));
             }
@@ -674,7 +828,7 @@ impl Parser<'_> {
             let credentials = match (&raw_server.username, &raw_server.credential) {
                 (Some(username), Some(credential)) if wants_turn => Some(TurnCredentials {
                     username: username.get_ref().clone(),
-                    credential: credential.get_ref().clone(),
+                    credential: SecretString::new(credential.get_ref().as_str()),
                 }),
                 (None, _) | (_, None) if wants_turn => {
                     let field = if raw_server.username.is_none() {
@@ -792,8 +946,10 @@ impl Parser<'_> {
                     return Err(self.error(&file.span(), key, ConfigErrorKind::CaFileUnused));
                 }
                 let path = self.resolve(file.get_ref());
-                let pem =
-                    read_ca_file(&path).map_err(|reason| self.error(&file.span(), key, reason))?;
+                let pem = self
+                    .world
+                    .read_ca_file(&path)
+                    .map_err(|reason| self.error(&file.span(), key, reason))?;
                 Some(CaCertificate { path, pem })
             }
             None => None,
@@ -851,7 +1007,8 @@ impl Parser<'_> {
                 if file.get_ref().is_empty() {
                     return Err(self.error(&file.span(), key, ConfigErrorKind::EmptyPath));
                 }
-                read_private_key_file(&self.resolve(file.get_ref()))
+                self.world
+                    .read_private_key_file(&self.resolve(file.get_ref()))
                     .map_err(|reason| self.error(&file.span(), key, reason))?
             }
         };
@@ -963,7 +1120,7 @@ impl Parser<'_> {
 
         let endpoint = match raw.endpoint {
             Some(endpoint) => Some(
-                resolve_endpoint(endpoint.get_ref())
+                resolve_endpoint(endpoint.get_ref(), self.world)
                     .map_err(|reason| self.error(&endpoint.span(), key("endpoint"), reason))?,
             ),
             None => None,
@@ -1189,7 +1346,7 @@ fn parse_allowed_ip(text: &str) -> Result<IpNet, ConfigErrorKind> {
 }
 
 /// Parses `ip:port`, `[v6]:port` or `host:port`, resolving a host name to its first address.
-fn resolve_endpoint(text: &str) -> Result<SocketAddr, ConfigErrorKind> {
+fn resolve_endpoint(text: &str, world: World) -> Result<SocketAddr, ConfigErrorKind> {
     let invalid = |why| ConfigErrorKind::InvalidEndpoint {
         value: text.to_owned(),
         why,
@@ -1227,43 +1384,36 @@ fn resolve_endpoint(text: &str) -> Result<SocketAddr, ConfigErrorKind> {
         host: host.to_owned(),
         error,
     };
-    // The first answer is the resolver's preferred address (RFC 6724 order), as `wg` uses.
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| unresolvable(e.to_string()))?
-        .next()
-        .ok_or_else(|| unresolvable("no addresses found".to_owned()))
+    world.lookup(host, port).map_err(unresolvable)
 }
 
 /// Resolves a STUN/TURN server's host to its first address, as endpoints are.
-fn resolve_server(url: &ServerUrl) -> Result<SocketAddr, ConfigErrorKind> {
+fn resolve_server(url: &ServerUrl, world: World) -> Result<SocketAddr, ConfigErrorKind> {
     if let Ok(ip) = url.host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, url.port));
     }
-    let unresolvable = |error: String| ConfigErrorKind::UnresolvableServer {
-        host: url.host.clone(),
-        error,
-    };
-    (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| unresolvable(e.to_string()))?
-        .next()
-        .ok_or_else(|| unresolvable("no addresses found".to_owned()))
+    world
+        .lookup(&url.host, url.port)
+        .map_err(|error| ConfigErrorKind::UnresolvableServer {
+            host: url.host.clone(),
+            error,
+        })
 }
 
 /// Reads a CA certificate file: it must hold at least one PEM certificate.
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, ConfigErrorKind> {
-    let pem = std::fs::read(path).map_err(|error| ConfigErrorKind::CaFileUnreadable {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    let marker = b"-----BEGIN CERTIFICATE-----";
-    if !pem.windows(marker.len()).any(|w| w == marker) {
+    let (pem, _) =
+        read_bounded(path, MAX_CA_FILE_LEN).map_err(|error| ConfigErrorKind::CaFileUnreadable {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    let marker = "-----BEGIN CERTIFICATE-----";
+    if !pem.contains(marker) {
         return Err(ConfigErrorKind::CaFileInvalid {
             path: path.to_path_buf(),
         });
     }
-    Ok(pem)
+    Ok(pem.into_bytes())
 }
 
 /// Reads a private key file, refusing one that other users can read: the key would already
@@ -1274,7 +1424,13 @@ fn read_private_key_file(path: &Path) -> Result<PrivateKey, ConfigErrorKind> {
         error,
     };
     // Mode and contents come from one open file, so they describe the same file.
-    let mut file = File::open(path).map_err(unreadable)?;
+    // Non-blocking, so a FIFO given as key file fails below (not a regular file) instead
+    // of hanging the start.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(unreadable)?;
     let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {
         return Err(unreadable(io::Error::new(
@@ -2294,7 +2450,7 @@ allowed_ips = ["10.77.0.3/32"]
         let path = dir.write(
             "node.toml",
             &with_interface("[signaling]\nbackends = [\"grpcs://signal.example.org:443\"]\ntls_ca_file = \"ca.pem\"\n"),
-            0o644,
+            0o600,
         );
         let config = Config::load(&path).unwrap();
         let ca = config.signaling.tls_ca.unwrap();
@@ -2352,6 +2508,114 @@ allowed_ips = ["10.77.0.3/32"]
             err.to_string()
                 .starts_with(&format!("{}: cannot read the file: ", path.display())),
             "{err}"
+        );
+    }
+
+    // ---- files that hold secrets, offline parsing, Debug ----
+
+    #[test]
+    fn a_config_with_an_inline_private_key_readable_by_others_is_refused_with_the_fix() {
+        let dir = TempDir::new("open-secret");
+        let path = dir.write("node.toml", &with_interface(""), 0o644);
+        let err = Config::load(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{p}:2: interface.private_key: is a secret, and {p} is readable by group or others (mode 0644); run: chmod 600 {p} (or move the secret to a file of its own, like private_key_file)",
+                p = path.display()
+            )
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        Config::load(&path).expect("the same file at 0600 loads");
+    }
+
+    #[test]
+    fn a_preshared_key_or_turn_credential_in_an_open_file_is_refused_by_its_key() {
+        let dir = TempDir::new("open-psk");
+        dir.write("private.key", NODE_PRIVATE, 0o600);
+        let psk = format!(
+            "[interface]\nprivate_key_file = \"private.key\"\n\n[[peer]]\npublic_key = \"{BOB}\"\npreshared_key = \"{PSK}\"\n"
+        );
+        let path = dir.write("psk.toml", &psk, 0o640);
+        let err = Config::load(&path).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (Some(6), "peer[0].preshared_key")
+        );
+        assert!(matches!(
+            err.reason,
+            ConfigErrorKind::SecretsInOpenFile { mode: 0o640, .. }
+        ));
+
+        let turn = "[interface]\nprivate_key_file = \"private.key\"\n\n[signaling]\nbackends = [\"grpc://127.0.0.1:8443\"]\n\n[[ice.servers]]\nurls = [\"turn:127.0.0.1:3478\"]\nusername = \"lab\"\ncredential = \"labpass\"\n";
+        let path = dir.write("turn.toml", turn, 0o604);
+        let err = Config::load(&path).unwrap_err();
+        assert_eq!(err.key, "ice.servers[0].credential");
+        assert!(err.to_string().contains("run: chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_config_without_inline_secrets_may_be_world_readable() {
+        let dir = TempDir::new("open-nosecret");
+        dir.write("private.key", NODE_PRIVATE, 0o600);
+        let path = dir.write(
+            "node.toml",
+            "[interface]\nprivate_key_file = \"private.key\"\n",
+            0o644,
+        );
+        Config::load(&path).expect("no secret inside, so 0644 is fine");
+    }
+
+    #[test]
+    fn a_config_path_that_is_not_a_regular_file_is_refused_without_reading_it() {
+        for path in ["/dev/zero", "/proc/self"] {
+            let err = Config::load(Path::new(path)).unwrap_err();
+            assert!(
+                err.to_string().contains("not a regular file")
+                    || err.to_string().contains("Is a directory"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_offline_parse_resolves_no_names_and_reads_no_files() {
+        let text = format!(
+            "[interface]\nprivate_key = \"{NODE_PRIVATE}\"\n\n[[peer]]\npublic_key = \"{BOB}\"\nendpoint = \"localhost:51820\"\n"
+        );
+        assert!(
+            Config::parse(Path::new("node.toml"), &text).is_ok(),
+            "online it resolves"
+        );
+        let err = Config::parse_offline(Path::new("node.toml"), &text).unwrap_err();
+        assert_eq!(err.key, "peer[0].endpoint");
+        assert!(err.to_string().contains("parsing offline"), "{err}");
+
+        let dir = TempDir::new("offline");
+        dir.write("private.key", NODE_PRIVATE, 0o600);
+        let err = Config::parse_offline(
+            &dir.0.join("node.toml"),
+            "[interface]\nprivate_key_file = \"private.key\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not read: parsing offline"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let text = format!(
+            "[interface]\nprivate_key = \"{NODE_PRIVATE}\"\n\n[[peer]]\npublic_key = \"{BOB}\"\npreshared_key = \"{PSK}\"\n\n[signaling]\nbackends = [\"grpc://127.0.0.1:8443\"]\n\n[[ice.servers]]\nurls = [\"turn:127.0.0.1:3478\"]\nusername = \"lab\"\ncredential = \"s3cret-turn-pass\"\n"
+        );
+        let shown = format!("{:?}", parse_ok(&text));
+        for secret in [NODE_PRIVATE, PSK, "s3cret-turn-pass"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("lab"),
+            "the user name is not secret: {shown}"
         );
     }
 

@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::status::Status;
+use crate::system;
 
 /// Longest request line accepted; anything longer is a confused client.
 const MAX_REQUEST: usize = 4096;
@@ -33,15 +34,16 @@ struct ErrorReply {
     error: String,
 }
 
-/// Binds the control socket with mode 0600.
+/// Binds the control socket with mode 0600 in a directory private to us (created 0700
+/// when missing, refused when others could replace what is in it: see
+/// [`system::ensure_private_dir`]). `bind` never follows a symbolic link at `path`: an
+/// existing link makes it fail.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        system::ensure_private_dir(dir).map_err(std::io::Error::other)?;
     }
     let listener = UnixListener::bind(path)?;
+    // Inside a private directory nobody else can swap the socket for a link before this.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
@@ -145,4 +147,73 @@ pub fn request_status(path: &Path) -> Result<Status, ClientError> {
         return Err(bad(error));
     }
     serde_json::from_str(&line).map_err(|err| bad(err.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    use std::path::PathBuf;
+
+    /// A fresh path under the temp dir (not created), removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            Self(
+                std::env::temp_dir()
+                    .join(format!("wice-control-test-{}-{name}", std::process::id())),
+            )
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_0600_in_a_directory_created_0700() {
+        let scratch = Scratch::new("create");
+        let socket = scratch.0.join("run").join("n.sock");
+        let _listener = bind(&socket).unwrap();
+        assert_eq!(mode(&socket), 0o600);
+        assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    }
+
+    #[tokio::test]
+    async fn a_socket_directory_open_to_others_is_refused() {
+        let scratch = Scratch::new("open");
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&scratch.0)
+            .unwrap();
+        std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = bind(&scratch.0.join("n.sock")).unwrap_err();
+        assert!(err.to_string().contains("run: chmod 700"), "{err}");
+        assert!(!scratch.0.join("n.sock").exists());
+    }
+
+    #[tokio::test]
+    async fn binding_over_a_symlink_fails_and_leaves_its_target_alone() {
+        let scratch = Scratch::new("link");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&scratch.0)
+            .unwrap();
+        let victim = scratch.0.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let socket = scratch.0.join("n.sock");
+        std::os::unix::fs::symlink(&victim, &socket).unwrap();
+        assert!(bind(&socket).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(mode(&victim), 0o644, "no chmod through the link");
+    }
 }

@@ -6,6 +6,7 @@ pub mod ice;
 pub mod keys;
 pub mod lab;
 pub mod log_limit;
+pub mod secret;
 pub mod session;
 pub mod signaling;
 pub mod status;

@@ -69,8 +69,8 @@ const CONTROL_QUEUE: usize = 1024;
 /// TUN transmit queue length; the kernel default of 500 drops under bursts.
 const TUN_TX_QUEUE_LEN: u32 = 5000;
 
-/// Settings for [`Device::create`].
-#[derive(Debug, Clone)]
+/// Settings for [`Device::create`]. `Debug` leaves out the private key.
+#[derive(Clone)]
 pub struct DeviceConfig {
     /// TUN interface name.
     pub name: String,
@@ -80,6 +80,16 @@ pub struct DeviceConfig {
     pub listen_port: u16,
     /// The device's X25519 private key.
     pub private_key: [u8; 32],
+}
+
+impl std::fmt::Debug for DeviceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceConfig")
+            .field("name", &self.name)
+            .field("mtu", &self.mtu)
+            .field("listen_port", &self.listen_port)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the device could not start.

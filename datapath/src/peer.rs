@@ -10,8 +10,9 @@ use ipnet::IpNet;
 
 use crate::endpoint::Endpoint;
 
-/// What the datapath needs to know to talk to a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the datapath needs to know to talk to a peer. `Debug` says whether a preshared key
+/// is set, never what it is.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     /// The peer's static X25519 public key.
     pub public_key: [u8; 32],
@@ -24,6 +25,18 @@ pub struct PeerConfig {
     pub endpoint: Option<SocketAddr>,
     /// Networks the peer may send from, and that are routed to it.
     pub allowed_ips: Vec<IpNet>,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("public_key", &crate::short_key(&self.public_key))
+            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .field("endpoint", &self.endpoint)
+            .field("allowed_ips", &self.allowed_ips)
+            .finish()
+    }
 }
 
 /// A peer as the packet threads see it.

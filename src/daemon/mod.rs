@@ -113,8 +113,7 @@ impl Drop for Node {
 
 /// Runs the node until SIGINT or SIGTERM, then removes the interface and its routes.
 pub async fn run(config: Config) -> Result<(), UpError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !system::has_net_admin() {
         return Err(UpError::NotRoot(config.interface.name.clone()));
     }
     let iface = &config.interface;
@@ -134,6 +133,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         listen_port: iface.listen_port,
         private_key: iface.private_key.to_bytes(),
     })?;
+    system::record_interface(&iface.name, &iface.control_socket)?;
     let engine = Arc::clone(device.engine());
     let listen_port = device.listen_port();
     let control_datagrams = device.take_control_receiver();

@@ -38,7 +38,7 @@ fn sources(types: CandidateTypes, host: &str, turn: bool) -> Sources {
                 address: addr(TURN),
                 local: addr(host),
                 username: "user".to_owned(),
-                credential: "secret".to_owned(),
+                credential: "secret".into(),
             }]
         } else {
             Vec::new()

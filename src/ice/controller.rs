@@ -28,6 +28,7 @@ use ipnet::IpNet;
 
 use crate::config::CandidateTypes;
 use crate::keys::PublicKey;
+use crate::secret::SecretString;
 use crate::session::rng::{IceRandom, TransactionIds};
 use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
@@ -115,8 +116,8 @@ pub struct TurnServer {
     pub local: SocketAddr,
     /// Long-term credentials.
     pub username: String,
-    /// Long-term credentials.
-    pub credential: String,
+    /// Long-term credentials; `Debug` redacts it.
+    pub credential: SecretString,
 }
 
 /// The node's candidate sources.
@@ -268,7 +269,7 @@ impl Controller {
             sources
                 .turn
                 .iter()
-                .map(|t| Relay::new(t.local, t.address, &t.username, &t.credential, now))
+                .map(|t| Relay::new(t.local, t.address, &t.username, t.credential.expose(), now))
                 .collect()
         } else {
             Vec::new()
@@ -392,7 +393,7 @@ impl Controller {
             let server = self.relays[index].server();
             if let Some(t) = turn.iter().find(|t| t.address == server) {
                 self.relays[index] =
-                    Relay::new(t.local, t.address, &t.username, &t.credential, now);
+                    Relay::new(t.local, t.address, &t.username, t.credential.expose(), now);
             }
         }
         for probe in &mut self.probes {

@@ -13,13 +13,13 @@ mod server;
 mod source_limit;
 
 #[cfg(test)]
-mod random_tests;
-#[cfg(test)]
-mod routing_tests;
-#[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
 mod fake_turn;
+#[cfg(test)]
+mod random_tests;
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;
 

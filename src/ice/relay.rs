@@ -27,6 +27,7 @@
 //! [`Relay::poll_timeout`]; drain [`Relay::poll_event`].
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ use turn_client_proto::types::stun::TransportType;
 use turn_client_proto::types::stun::attribute::ErrorCode;
 use turn_client_proto::types::stun::message::{Message, MessageClass};
 use turn_client_proto::udp::TurnClientUdp;
+
+use crate::secret::SecretString;
 
 /// How long an allocation may take before the relay counts as failed (the crate itself
 /// only notices wrong credentials after its own retransmissions, ~30 s).
@@ -100,13 +103,13 @@ pub enum RelayReceive {
     },
 }
 
-/// One TURN server's allocation for this node.
-#[derive(Debug)]
+/// One TURN server's allocation for this node. `Debug` leaves out the credentials (and the
+/// crate's client, whose own `Debug` would print the password).
 pub struct Relay {
     client: TurnClientUdp,
     /// What a new allocation after a failure needs.
     local: SocketAddr,
-    credentials: (String, String),
+    credentials: (String, SecretString),
     reallocate_at: Option<Instant>,
     /// The zero of the crate's clock.
     epoch: Instant,
@@ -125,6 +128,18 @@ pub struct Relay {
     events: VecDeque<RelayEvent>,
 }
 
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("server", &self.server())
+            .field("local", &self.local)
+            .field("username", &self.credentials.0)
+            .field("state", &self.state)
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Relay {
     /// Starts an allocation on `server` from our address `local` (the address the server
     /// will see as the 5-tuple's client side before NAT) at `now`.
@@ -139,7 +154,7 @@ impl Relay {
         Self {
             client: TurnClientUdp::allocate(local, server, config),
             local,
-            credentials: (username.to_owned(), credential.to_owned()),
+            credentials: (username.to_owned(), SecretString::new(credential)),
             reallocate_at: None,
             epoch: now,
             state: RelayState::Allocating,
@@ -343,7 +358,7 @@ impl Relay {
             self.reallocate_at = None;
             let server = self.client.remote_addr();
             let (username, credential) = &self.credentials;
-            let config = TurnConfig::new(TurnCredentials::new(username, credential));
+            let config = TurnConfig::new(TurnCredentials::new(username, credential.expose()));
             self.client = TurnClientUdp::allocate(self.local, server, config);
             self.epoch = now;
             self.state = RelayState::Allocating;

@@ -495,7 +495,8 @@ impl Lab {
         let config = self.config(i);
         let node = &mut self.nodes[i];
         let path = self.dir.path(&format!("{}.toml", node.label));
-        std::fs::write(&path, config)
+        // 0600: the config holds the node's private key and TURN credential inline.
+        netns::write_private(&path, &config)
             .map_err(|e| LabError(format!("cannot write {}: {e}", path.display())))?;
         let log = append(&node.log)?;
         let mut command = node.ns.command(&self.options.wice);

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::Mutex;
@@ -26,6 +27,18 @@ static SWEPT: Mutex<bool> = Mutex::new(false);
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Writes a file only its owner can read (mode 0600), as configs holding secrets must be.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents.as_bytes())
 }
 
 /// Whether `program` is on the PATH.
@@ -376,7 +389,12 @@ impl TempDir {
     /// Creates the directory.
     pub fn create() -> Result<Self, LabError> {
         let path = std::env::temp_dir().join(format!("wice-lab-{}", unique()));
-        std::fs::create_dir_all(&path)
+        // 0700: daemons keep their control sockets and pid files here, which wice accepts
+        // only in a directory private to it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
             .map_err(|e| LabError(format!("cannot create {}: {e}", path.display())))?;
         Ok(Self(path))
     }

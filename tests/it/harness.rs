@@ -16,17 +16,36 @@ use std::time::{Duration, Instant};
 pub const WICE: &str = env!("CARGO_BIN_EXE_wice");
 
 // The namespace plumbing lives in the product library (`wice::lab`), shared with `wice demo`.
-pub use wice::lab::netns::{Netns, TempDir, unique, veth};
+pub use wice::lab::netns::{Netns, TempDir, unique, veth, write_private};
 
-/// True when the test may run; otherwise prints why it is skipped.
+/// True when the test may run; otherwise says why it is skipped (see [`skip`]).
 pub fn root_or_skip(test: &str) -> bool {
     if wice::lab::netns::is_root() {
         wice::lab::netns::sweep_dead_runs();
         true
     } else {
-        eprintln!("skipping {test}: needs root to create network namespaces and TUN devices");
+        skip(
+            test,
+            "needs root to create network namespaces and TUN devices",
+        );
         false
     }
+}
+
+/// Whether this run is CI's (`CI=true`, as CI sets it).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
+}
+
+/// Reports that `test` cannot run and why. Outside CI it prints that and the test returns
+/// (it passes without having checked anything); under CI it panics, because CI runs as root
+/// with every tool installed and a test that did not run must not count as passed.
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !in_ci(),
+        "{test} cannot run: {why}; under CI (CI=true) a skipped test is a failure"
+    );
+    eprintln!("skipping {test}: {why}");
 }
 
 /// Runs a command and returns its output, panicking with the output if it fails.
@@ -120,7 +139,7 @@ impl WiceNode {
     /// Writes the config and starts `wice up` in `ns`; returns once its control socket answers.
     pub fn start(ns: &mut Netns, dir: &TempDir, label: &str, config: &str) -> Self {
         let config_path = dir.path(&format!("{label}.toml"));
-        std::fs::write(&config_path, config).expect("write config");
+        write_private(&config_path, config).expect("write config");
         let interface = config
             .lines()
             .find_map(|l| l.strip_prefix("name = \""))
@@ -194,6 +213,24 @@ impl WiceNode {
         }
         None
     }
+}
+
+/// The kernel's index of interface `name` in `ns`.
+pub fn interface_index(ns: &Netns, name: &str) -> u32 {
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{name}/ifindex")]);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no ifindex for {name}"))
+}
+
+/// A wice pid file's text as a crashed run leaves it: a pid that is dead now, its start
+/// time, and the interface index of the device it made.
+pub fn dead_pid_record(ifindex: u32) -> String {
+    let mut dead = Command::new("true").spawn().expect("spawn true");
+    let pid = dead.id();
+    dead.wait().expect("wait");
+    format!("{pid}\nstart_time=1\nifindex={ifindex}\n")
 }
 
 /// Whether an interface exists in a namespace.

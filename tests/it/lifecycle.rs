@@ -1,6 +1,6 @@
 //! Start, stop, crash and restart: what the host looks like afterwards.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -93,12 +93,11 @@ fn a_leftover_persistent_interface_of_a_dead_wice_is_cleaned_up() {
     let dir = TempDir::new();
     let name = format!("wp{}", unique());
     let config = lone_node_config(&name, &dir, "n");
-    // What a crash can leave: a TUN device that outlived us, and our pid file naming a dead process.
+    // What a crash can leave: a TUN device that outlived us, and our pid file naming a dead
+    // process and that device's interface index.
     ns.ip(&["tuntap", "add", "mode", "tun", "name", &name]);
-    let mut dead = Command::new("true").spawn().expect("spawn true");
-    let dead_pid = dead.id();
-    dead.wait().expect("wait");
-    std::fs::write(dir.path("n.pid"), format!("{dead_pid}\n")).expect("pid file");
+    let ifindex = interface_index(&ns, &name);
+    write_private(&dir.path("n.pid"), &dead_pid_record(ifindex)).expect("pid file");
 
     let node = WiceNode::start(&mut ns, &dir, "n", &config);
     assert!(
@@ -126,7 +125,7 @@ fn an_interface_name_owned_by_something_else_is_refused_and_left_alone() {
         "link", "add", &name, "type", "veth", "peer", "name", &other_end,
     ]);
     let config_path = dir.path("n.toml");
-    std::fs::write(&config_path, lone_node_config(&name, &dir, "n")).expect("config");
+    write_private(&config_path, &lone_node_config(&name, &dir, "n")).expect("config");
     let out = ns
         .command(WICE)
         .args(["up", "-c"])

@@ -22,8 +22,8 @@
 mod harness;
 
 mod attack_handshake;
-mod attack_stun;
 mod attack_signaling;
+mod attack_stun;
 mod cli;
 mod datapath_robustness;
 mod interop;
@@ -31,3 +31,5 @@ mod lifecycle;
 mod mesh;
 mod natlab;
 mod signaling;
+
+mod attack_local;
