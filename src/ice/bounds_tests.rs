@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::fake_turn::FakeTurn;
+use super::tests::{addr, key};
 use super::*;
 use crate::config::CandidateTypes;
 use crate::keys::PublicKey;
@@ -17,16 +18,6 @@ const A_HOST: &str = "10.0.0.1:51820";
 const C_HOST: &str = "10.0.0.2:51820";
 const TURN: &str = "203.0.113.1:3478";
 const FLOOD_OFFERS: u64 = 10_000;
-
-fn key(first: u8) -> PublicKey {
-    let mut bytes = [0u8; 32];
-    bytes[0] = first;
-    PublicKey::from(bytes)
-}
-
-fn addr(text: &str) -> SocketAddr {
-    text.parse().unwrap()
-}
 
 fn sources(types: CandidateTypes, host: &str, turn: bool) -> Sources {
     Sources {

@@ -4,16 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::tests::key;
 use super::*;
 use crate::config::CandidateTypes;
-use crate::keys::PublicKey;
 use crate::session::rng::IceRandom;
-
-fn key(first: u8) -> PublicKey {
-    let mut bytes = [0u8; 32];
-    bytes[0] = first;
-    PublicKey::from(bytes)
-}
 
 const STUN_SERVER: &str = "203.0.113.1:3478";
 

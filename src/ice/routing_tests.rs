@@ -9,32 +9,12 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
 use super::reflexive::tests::answer as stun_answer;
+use super::tests::{addr, host_only, key};
 use super::*;
-use crate::config::CandidateTypes;
 use crate::keys::PublicKey;
-
-fn key(first: u8) -> PublicKey {
-    let mut bytes = [0u8; 32];
-    bytes[0] = first;
-    PublicKey::from(bytes)
-}
-
-fn addr(text: &str) -> SocketAddr {
-    text.parse().unwrap()
-}
 
 const A: &str = "10.0.0.1:51820";
 const B: &str = "10.0.0.2:51820";
-
-fn host_only(host: &str) -> Sources {
-    Sources {
-        candidate_types: CandidateTypes::ALL,
-        host: vec![addr(host)],
-        stun: Vec::new(),
-        turn: Vec::new(),
-        mesh: Vec::new(),
-    }
-}
 
 /// What happened to every datagram one node handed the other, and `a`'s latest ufrag.
 #[derive(Default)]

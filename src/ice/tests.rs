@@ -11,17 +11,19 @@ use crate::keys::PublicKey;
 use crate::session::SessionState;
 use crate::signaling::CandidateKind;
 
-fn key(first: u8) -> PublicKey {
+/// A test key: `first`, then zeros (shared by the ICE test modules).
+pub(super) fn key(first: u8) -> PublicKey {
     let mut bytes = [0u8; 32];
     bytes[0] = first;
     PublicKey::from(bytes)
 }
 
-fn addr(text: &str) -> SocketAddr {
+pub(super) fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
-fn host_only(host: &str) -> Sources {
+/// Sources with one host candidate and no servers.
+pub(super) fn host_only(host: &str) -> Sources {
     Sources {
         candidate_types: CandidateTypes::ALL,
         host: vec![addr(host)],
