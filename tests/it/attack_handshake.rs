@@ -78,32 +78,12 @@ fn forged_and_replayed_initiations_never_move_a_peer_and_pings_keep_answering() 
     veth(&a, "10.0.0.1/24", &b, "10.0.0.2/24");
     veth(&a, "10.0.1.1/24", &x, &format!("{ATTACKER}/24"));
     let dir = TempDir::new();
-    let (keys_a, keys_b) = (Keys::generate(), Keys::generate());
-    let id = unique();
-    let config_a = node_config(
-        &format!("wa{id}"),
-        &keys_a,
-        51820,
-        &["10.77.0.1/24"],
-        &dir.path("a.sock"),
-        &[PeerSpec {
-            public_key: &keys_b.public,
-            allowed_ips: &["10.77.0.2/32"],
-            endpoint: Some("10.0.0.2:51820"),
-        }],
-    );
-    let config_b = node_config(
-        &format!("wb{id}"),
-        &keys_b,
-        51820,
-        &["10.77.0.2/24"],
-        &dir.path("b.sock"),
-        &[PeerSpec {
-            public_key: &keys_a.public,
-            allowed_ips: &["10.77.0.1/32"],
-            endpoint: Some("10.0.0.1:51820"),
-        }],
-    );
+    let StaticPair {
+        keys_a,
+        keys_b,
+        config_a,
+        config_b,
+    } = static_pair(&dir);
 
     // An eavesdropper on a's link records b's real initiations.
     let capture = a.within(|| capture_initiations([10, 0, 0, 2], 1, Duration::from_secs(20)));

@@ -132,33 +132,12 @@ fn a_node_whose_tun_device_is_deleted_exits_with_an_error_naming_the_dead_thread
 
 /// A pair on one veth, both with `persistent_keepalive = 25`.
 fn keepalive_configs(dir: &TempDir) -> (String, String) {
-    let (keys_a, keys_b) = (Keys::generate(), Keys::generate());
-    let id = unique();
     let with_keepalive = |config: String| config + "persistent_keepalive = 25\n";
-    let a = node_config(
-        &format!("wa{id}"),
-        &keys_a,
-        51820,
-        &["10.77.0.1/24"],
-        &dir.path("a.sock"),
-        &[PeerSpec {
-            public_key: &keys_b.public,
-            allowed_ips: &["10.77.0.2/32"],
-            endpoint: Some("10.0.0.2:51820"),
-        }],
-    );
-    let b = node_config(
-        &format!("wb{id}"),
-        &keys_b,
-        51820,
-        &["10.77.0.2/24"],
-        &dir.path("b.sock"),
-        &[PeerSpec {
-            public_key: &keys_a.public,
-            allowed_ips: &["10.77.0.1/32"],
-            endpoint: Some("10.0.0.1:51820"),
-        }],
-    );
+    let StaticPair {
+        config_a: a,
+        config_b: b,
+        ..
+    } = static_pair(dir);
     (with_keepalive(a), with_keepalive(b))
 }
 

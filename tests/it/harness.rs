@@ -135,6 +135,50 @@ pub fn node_config(
     text
 }
 
+/// Configs for two nodes a (10.0.0.1) and b (10.0.0.2) on one veth, IPv4 tunnel addresses
+/// 10.77.0.1 and 10.77.0.2, each the other's static peer on port 51820.
+pub struct StaticPair {
+    pub keys_a: Keys,
+    pub keys_b: Keys,
+    pub config_a: String,
+    pub config_b: String,
+}
+
+pub fn static_pair(dir: &TempDir) -> StaticPair {
+    let (keys_a, keys_b) = (Keys::generate(), Keys::generate());
+    let id = unique();
+    let config_a = node_config(
+        &format!("wa{id}"),
+        &keys_a,
+        51820,
+        &["10.77.0.1/24"],
+        &dir.path("a.sock"),
+        &[PeerSpec {
+            public_key: &keys_b.public,
+            allowed_ips: &["10.77.0.2/32"],
+            endpoint: Some("10.0.0.2:51820"),
+        }],
+    );
+    let config_b = node_config(
+        &format!("wb{id}"),
+        &keys_b,
+        51820,
+        &["10.77.0.2/24"],
+        &dir.path("b.sock"),
+        &[PeerSpec {
+            public_key: &keys_a.public,
+            allowed_ips: &["10.77.0.1/32"],
+            endpoint: Some("10.0.0.1:51820"),
+        }],
+    );
+    StaticPair {
+        keys_a,
+        keys_b,
+        config_a,
+        config_b,
+    }
+}
+
 impl WiceNode {
     /// Writes the config and starts `wice up` in `ns`; returns once its control socket answers.
     pub fn start(ns: &mut Netns, dir: &TempDir, label: &str, config: &str) -> Self {
