@@ -24,8 +24,8 @@ use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use wice::keys::PrivateKey;
-use wice::signaling::challenge;
+use wice_core::keys::PrivateKey;
+use wice_core::signaling::challenge;
 use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
 

@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand_core::OsRng;
-use wice::keys::PrivateKey;
-use wice::signaling::{
+use wice_core::keys::PrivateKey;
+use wice_core::signaling::{
     Candidate, CandidateKind, Opener, Sealer, SenderPolicy, SessionDescription, SignalingMessage,
     Transport,
 };

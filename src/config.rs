@@ -51,16 +51,17 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::ops::Range;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use wice_core::ice::CandidateTypes;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::ice::{ServerScheme, ServerUrl, ServerUrlError};
-use crate::keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
-use crate::secret::SecretString;
 use crate::signaling::{BackendUrl, BackendUrlError};
+use wice_core::ice::{ServerScheme, ServerUrl, ServerUrlError};
+use wice_core::keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
+use wice_core::secret::SecretString;
 
 /// TUN interface name used when the file gives none.
 pub const DEFAULT_INTERFACE_NAME: &str = "wice0";
@@ -127,26 +128,6 @@ pub struct TurnCredentials {
     pub username: String,
     /// Password; `Debug` redacts it.
     pub credential: SecretString,
-}
-
-/// Which local candidates to gather.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CandidateTypes {
-    /// Interface addresses.
-    pub host: bool,
-    /// Addresses STUN servers see us at.
-    pub srflx: bool,
-    /// TURN relay allocations.
-    pub relay: bool,
-}
-
-impl CandidateTypes {
-    /// Every type: the default.
-    pub const ALL: Self = Self {
-        host: true,
-        srflx: true,
-        relay: true,
-    };
 }
 
 /// The `[signaling]` section: where session descriptions are exchanged.

@@ -8,9 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 use wice::cli::{Cli, Command, read_stdin_key};
 use wice::config::Config;
-use wice::keys::PrivateKey;
 use wice::signaling::server::{ServerConfig, SignalingServer, TlsIdentity};
 use wice::{control, daemon};
+use wice_core::keys::PrivateKey;
 
 mod demo;
 

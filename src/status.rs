@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use wice_datapath::{Engine, PeerStats};
 
-use crate::ice::{ControllerCounters, PathKind, PeerIceStatus};
-use crate::keys::PublicKey;
-use crate::session::SessionState;
+use wice_core::ice::{ControllerCounters, PathKind, PeerIceStatus};
+use wice_core::keys::PublicKey;
+use wice_core::session::SessionState;
 
 /// After this long without a handshake a WireGuard session is dead
 /// (REJECT_AFTER_TIME, WireGuard paper §6.1).

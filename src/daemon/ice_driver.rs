@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wice_datapath::ControlDatagram;
 
-use crate::ice::{
+use crate::signaling::{Received, Signaling};
+use wice_core::ice::{
     Controller, ControllerCounters, ControllerEvent, PathTarget, PeerIceStatus, Routed, TurnServer,
 };
-use crate::keys::PublicKey;
-use crate::signaling::{Received, SessionDescription, Signaling, SignalingMessage};
+use wice_core::keys::PublicKey;
+use wice_core::signaling::{SessionDescription, SignalingMessage};
 
 /// How often the node's addresses are listed again, to notice a network change (a new
 /// address, a lost one, a new route to a TURN server). Listing is a few syscalls.

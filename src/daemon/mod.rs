@@ -18,21 +18,23 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::session::rng::IceRandom;
 use ipnet::IpNet;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use wice_core::session::rng::IceRandom;
 use wice_datapath::{Device, DeviceConfig, Endpoint, PeerConfig as DatapathPeer, ThreadExit};
 
 use crate::config::{Config, IceConfig};
-use crate::ice::{
-    Controller, InterfaceAddress, PathTarget, ServerScheme, Sources, TurnServer, host_candidates,
-};
-use crate::signaling::{SenderPolicy, Signaling, backends_from_urls};
+use crate::control;
+use crate::signaling::{Signaling, backends_from_urls};
 use crate::status::Status;
 use crate::system::{self, SystemError};
-use crate::{control, keys::PublicKey};
+use wice_core::ice::{
+    Controller, InterfaceAddress, PathTarget, ServerScheme, Sources, TurnServer, host_candidates,
+};
+use wice_core::keys::PublicKey;
+use wice_core::signaling::SenderPolicy;
 
 use ice_driver::{Datapath, IceSnapshot, SharedSnapshot};
 
@@ -333,7 +335,7 @@ async fn start_ice(
     )
     .await;
     let mut sources = candidate_sources(&config.ice, &config.interface.name, listen_port);
-    sources.mesh = crate::ice::RemoteFilter::mesh_prefixes(
+    sources.mesh = wice_core::ice::RemoteFilter::mesh_prefixes(
         config
             .interface
             .addresses

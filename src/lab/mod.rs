@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 pub use nat::NatKind;
 pub use netns::{Netns, TempDir};
 
-use crate::keys::PrivateKey;
+use wice_core::keys::PrivateKey;
 
 /// The internet namespace's server address (on its `lo`).
 pub const PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);

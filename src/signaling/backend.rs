@@ -22,8 +22,8 @@ use std::pin::Pin;
 
 use tokio::sync::mpsc;
 
-use super::envelope::Envelope;
-use crate::keys::{PrivateKey, PublicKey};
+use wice_core::keys::{PrivateKey, PublicKey};
+use wice_core::signaling::envelope::Envelope;
 
 /// A backend's future: boxed so that backends of different types can sit in one list.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn a_full_inbox_drops_instead_of_growing() {
         let (inbox, mut rx) = Inbox::channel(2);
-        let envelope = super::super::envelope::Envelope {
+        let envelope = wice_core::signaling::envelope::Envelope {
             sender: PublicKey::from_bytes([1; 32]),
             recipient: PublicKey::from_bytes([2; 32]),
             nonce: [0; 24],

@@ -2,7 +2,7 @@
 //!
 //! One HTTP/2 channel per backend, opened lazily and re-opened by tonic after failures.
 //! Each subscription runs in its own task that proves ownership of the key (see
-//! [`super::challenge`]), streams envelopes into the inbox, and when the stream
+//! [`wice_core::signaling::challenge`]), streams envelopes into the inbox, and when the stream
 //! breaks (server restart, network loss, HTTP/2 keepalive timeout) subscribes again after a
 //! jittered exponential back-off, until unsubscribed or closed. `grpcs://` URLs use TLS
 //! (rustls) with the Mozilla roots plus an optional extra CA.
@@ -28,11 +28,11 @@ use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
 
 use super::backend::{Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox};
-use super::backoff::Backoff;
-use super::challenge;
-use super::envelope::Envelope;
-use super::size_limits::{MAX_BATCH, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
-use crate::keys::{PrivateKey, PublicKey};
+use wice_core::keys::{PrivateKey, PublicKey};
+use wice_core::signaling::backoff::Backoff;
+use wice_core::signaling::challenge;
+use wice_core::signaling::envelope::Envelope;
+use wice_core::signaling::size_limits::{MAX_BATCH, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
 
 /// How long each step of the key proof may take before the attempt is abandoned.
 pub const AUTH_STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,8 +61,8 @@ impl Default for GrpcOptions {
     fn default() -> Self {
         Self {
             ca_certificate_pem: None,
-            backoff_initial: super::backoff::DEFAULT_INITIAL,
-            backoff_max: super::backoff::DEFAULT_MAX,
+            backoff_initial: wice_core::signaling::backoff::DEFAULT_INITIAL,
+            backoff_max: wice_core::signaling::backoff::DEFAULT_MAX,
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),

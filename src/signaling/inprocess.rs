@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::backend::{Backend, BackendError, BackendFuture, BackendKind, Inbox};
-use super::envelope::Envelope;
-use crate::keys::{PrivateKey, PublicKey};
+use wice_core::keys::{PrivateKey, PublicKey};
+use wice_core::signaling::envelope::Envelope;
 
 /// A mailbox hub inside one process. Cloning shares it.
 #[derive(Clone, Default)]

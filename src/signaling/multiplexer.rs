@@ -18,9 +18,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::backend::{Backend, BackendError, Delivery, Inbox};
-use super::envelope::{Envelope, NONCE_LEN, OpenCounters, Opener, SealError, Sealer, SenderPolicy};
-use super::message::SignalingMessage;
-use crate::keys::{PrivateKey, PublicKey};
+use wice_core::keys::{PrivateKey, PublicKey};
+use wice_core::signaling::envelope::{
+    Envelope, NONCE_LEN, OpenCounters, Opener, SealError, Sealer, SenderPolicy,
+};
+use wice_core::signaling::message::SignalingMessage;
 
 /// Envelopes buffered between the backends and the opener; beyond this, backends drop.
 pub const INBOX_CAPACITY: usize = 1024;

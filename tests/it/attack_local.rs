@@ -195,13 +195,13 @@ fn debug_output_of_ice_and_datapath_settings_never_shows_a_secret() {
     let password = "turn-password-that-must-not-leak";
     let server: std::net::SocketAddr = "192.0.2.2:3478".parse().expect("addr");
     let local: std::net::SocketAddr = "10.0.0.1:51820".parse().expect("addr");
-    let turn = wice::ice::TurnServer {
+    let turn = wice_core::ice::TurnServer {
         address: server,
         local,
         username: "lab".to_owned(),
-        credential: wice::secret::SecretString::new(password),
+        credential: wice_core::secret::SecretString::new(password),
     };
-    let relay = wice::ice::Relay::new(local, server, "lab", password, Instant::now());
+    let relay = wice_core::ice::Relay::new(local, server, "lab", password, Instant::now());
     let private = [7u8; 32];
     let psk = [9u8; 32];
     let device = wice_datapath::DeviceConfig {

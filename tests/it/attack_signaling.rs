@@ -12,9 +12,10 @@ use prost::bytes::Bytes;
 use rand_core::OsRng;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
-use wice::keys::PrivateKey;
 use wice::signaling::server::{BudgetLimits, ServerConfig};
-use wice::signaling::{Backend, GrpcBackend, Sealer};
+use wice::signaling::{Backend, GrpcBackend};
+use wice_core::keys::PrivateKey;
+use wice_core::signaling::Sealer;
 use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
 
@@ -26,7 +27,7 @@ use crate::signaling::{
 
 fn answer_with(key: &PrivateKey) -> impl FnOnce(&proto::Challenge) -> Vec<u8> + use<> {
     let key = key.clone();
-    move |challenge| wice::signaling::challenge::answer(&key, challenge).expect("answer")
+    move |challenge| wice_core::signaling::challenge::answer(&key, challenge).expect("answer")
 }
 
 async fn channel_from(addr: SocketAddr, local: Option<IpAddr>) -> Channel {
@@ -237,7 +238,7 @@ async fn a_flood_from_one_key_and_address_to_a_never_reading_subscriber_stays_wi
             .expect("ok")
             .expect("open");
         if let Some(proto::subscribe_response::Event::Envelope(bytes)) = message.event {
-            let envelope = wice::signaling::Envelope::decode(&bytes).expect("envelope");
+            let envelope = wice_core::signaling::Envelope::decode(&bytes).expect("envelope");
             assert_eq!(envelope.sender, alice.public_key());
             heard.push(envelope);
         }

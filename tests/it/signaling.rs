@@ -15,14 +15,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use wice::keys::{PrivateKey, PublicKey};
 use wice::signaling::server::{
     CounterHandle, CounterSnapshot, ServerConfig, SignalingServer, TlsIdentity,
 };
 use wice::signaling::{
-    Backend, BackendUrl, Candidate, CandidateKind, Delivery, GrpcBackend, GrpcOptions,
-    InProcessHub, Inbox, Received, Sealer, SenderPolicy, SessionDescription, Signaling,
-    SignalingMessage, Transport,
+    Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, InProcessHub, Inbox, Received,
+    Signaling,
+};
+use wice_core::keys::{PrivateKey, PublicKey};
+use wice_core::signaling::{
+    Candidate, CandidateKind, Sealer, SenderPolicy, SessionDescription, SignalingMessage, Transport,
 };
 use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
@@ -269,10 +271,8 @@ pub(crate) fn description(session_id: u64, version: u64) -> SignalingMessage {
 }
 
 pub(crate) fn session_id(message: &SignalingMessage) -> u64 {
-    match message {
-        SignalingMessage::SessionDescription(sd) => sd.session_id,
-        other => panic!("unexpected {other:?}"),
-    }
+    let SignalingMessage::SessionDescription(sd) = message;
+    sd.session_id
 }
 
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
@@ -698,7 +698,8 @@ async fn a_client_that_does_not_hold_a_key_cannot_subscribe_to_it() {
     assert_eq!(guessed.expect_err("refused").code(), Code::Unauthenticated);
     // Answering with another key fails: the challenge does not open.
     let answered = subscribe_raw(server.addr, victim.public_key(), |challenge| {
-        wice::signaling::challenge::answer(&attacker, challenge).unwrap_or_else(|_| vec![1u8; 32])
+        wice_core::signaling::challenge::answer(&attacker, challenge)
+            .unwrap_or_else(|_| vec![1u8; 32])
     })
     .await;
     assert_eq!(answered.expect_err("refused").code(), Code::Unauthenticated);
@@ -721,7 +722,7 @@ async fn a_client_that_does_not_hold_a_key_cannot_subscribe_to_it() {
 
     // The key holder itself subscribes fine.
     let mut stream = subscribe_raw(server.addr, victim.public_key(), |challenge| {
-        wice::signaling::challenge::answer(&victim, challenge).expect("our own challenge")
+        wice_core::signaling::challenge::answer(&victim, challenge).expect("our own challenge")
     })
     .await
     .expect("the key holder is let in");
@@ -847,7 +848,7 @@ async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage(
     // Publishing needs a key proven on the connection.
     let prover = PrivateKey::generate();
     let _proof = subscribe_on(channel.clone(), prover.public_key(), |challenge| {
-        wice::signaling::challenge::answer(&prover, challenge).expect("answer")
+        wice_core::signaling::challenge::answer(&prover, challenge).expect("answer")
     })
     .await
     .expect("prove a key");
@@ -931,7 +932,8 @@ async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage(
         else {
             panic!("expected a challenge");
         };
-        let secret = wice::signaling::challenge::answer(&lazy_key, &challenge).expect("answer");
+        let secret =
+            wice_core::signaling::challenge::answer(&lazy_key, &challenge).expect("answer");
         steps
             .send(proto::SubscribeRequest {
                 step: Some(Step::Answer(proto::ChallengeAnswer {

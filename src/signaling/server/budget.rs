@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::keys::PublicKey;
+use wice_core::keys::PublicKey;
 
 /// Byte limits on what is queued, summed over every subscriber queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

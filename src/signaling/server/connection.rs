@@ -32,7 +32,7 @@ use tonic::transport::server::Connected;
 use super::budget::source_of;
 use super::counters::ServerCounters;
 use super::rate_limit::TokenBucket;
-use crate::keys::PublicKey;
+use wice_core::keys::PublicKey;
 
 /// How long to pause accepting after an accept error (out of file descriptors, say).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);

@@ -11,7 +11,7 @@ use prost::bytes::Bytes;
 use super::budget::{Budgets, OverBudget};
 use super::counters::ServerCounters;
 use super::queue::{Pushed, SubscriberQueue};
-use crate::keys::PublicKey;
+use wice_core::keys::PublicKey;
 
 /// Why a subscription was not added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

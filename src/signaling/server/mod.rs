@@ -4,7 +4,7 @@
 //! queued to the current subscribers of its recipient key and dropped when there are none.
 //! It never sees plaintext (envelopes are sealed end to end), so it is trusted only not to
 //! drop or delay, and it keeps each node's mailbox private: a subscriber must prove that it
-//! holds the private key of the key it subscribes to ([`challenge`](super::challenge)).
+//! holds the private key of the key it subscribes to ([`challenge`](wice_core::signaling::challenge)).
 //!
 //! Bad input and what happens to it (each is counted, see [`CounterSnapshot`]):
 //!
@@ -71,10 +71,10 @@ pub use self::rate_limit::TokenBucket;
 use self::connection::{AcceptLimits, ConnectionInfo, Incoming, Timeouts};
 use self::mailboxes::{AddError, Mailboxes};
 use self::refusals::CountRefusals;
-use super::challenge::PendingChallenge;
-use super::envelope::{Envelope, EnvelopeError, MAX_ENVELOPE_LEN};
-pub use super::size_limits::{MAX_BATCH, MAX_REQUEST_LEN};
-use crate::keys::{KEY_LEN, PublicKey};
+use wice_core::keys::{KEY_LEN, PublicKey};
+use wice_core::signaling::challenge::PendingChallenge;
+use wice_core::signaling::envelope::{Envelope, EnvelopeError, MAX_ENVELOPE_LEN};
+pub use wice_core::signaling::size_limits::{MAX_BATCH, MAX_REQUEST_LEN};
 
 /// Settings of a [`SignalingServer`].
 #[derive(Debug, Clone)]

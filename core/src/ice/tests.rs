@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::reflexive::tests::answer as stun_answer;
 use super::*;
-use crate::config::CandidateTypes;
+use crate::ice::CandidateTypes;
 use crate::keys::PublicKey;
 use crate::session::SessionState;
 use crate::signaling::CandidateKind;

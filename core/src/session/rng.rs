@@ -33,6 +33,7 @@ pub struct IceRandom {
 
 impl IceRandom {
     /// Keyed from the OS's entropy: what the daemon uses.
+    #[cfg(any(test, feature = "os-rng"))]
     pub fn from_os() -> Self {
         let mut key = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);

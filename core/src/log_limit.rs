@@ -6,7 +6,7 @@
 //!
 //! ```
 //! # use std::time::Instant;
-//! # use wice::log_limit::LogLimit;
+//! # use wice_core::log_limit::LogLimit;
 //! let mut limit = LogLimit::per_second(2);
 //! let now = Instant::now();
 //! for _ in 0..10 {

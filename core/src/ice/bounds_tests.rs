@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::fake_turn::FakeTurn;
 use super::tests::{addr, key};
 use super::*;
-use crate::config::CandidateTypes;
+use crate::ice::CandidateTypes;
 use crate::keys::PublicKey;
 use crate::session::MAX_AGENT_REMOTE_CANDIDATES;
 use crate::signaling::SessionDescription;

@@ -21,7 +21,6 @@ pub const MAX_FOUNDATION_LEN: usize = 32;
 
 /// One signaling message, opened and parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum SignalingMessage {
     /// A peer's ICE session: credentials and candidates.
     SessionDescription(SessionDescription),

@@ -4,6 +4,7 @@
 //! Sans-IO like the sessions: the daemon enumerates interfaces, reads the clock and owns the
 //! socket; everything here takes `now` and bytes and returns bytes, offers and path changes.
 
+mod candidate_types;
 mod controller;
 mod host;
 mod reflexive;
@@ -23,6 +24,7 @@ mod routing_tests;
 #[cfg(test)]
 mod tests;
 
+pub use candidate_types::CandidateTypes;
 pub use controller::{
     CHANNELS_PER_PEER, CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent,
     DROP_LOG_PER_SECOND, Datagram, DropReason, MAX_CHECKS, PERMISSIONS_PER_PEER, PathKind,

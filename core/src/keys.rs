@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use boringtun::x25519;
-use rand_core::{OsRng, RngCore as _};
+// The same x25519-dalek 2 that boringtun re-exports, so these are the types its tunnels take.
+use x25519_dalek as x25519;
 
 /// Length in bytes of every WireGuard key (private, public and preshared).
 pub const KEY_LEN: usize = 32;
@@ -47,6 +47,7 @@ fn encode_key(bytes: &[u8; KEY_LEN]) -> String {
 ///
 /// The curve arithmetic clamps anyway, but `wg genkey` stores the key already clamped, and
 /// doing the same keeps our generated keys indistinguishable from `wg`'s.
+#[cfg(any(test, feature = "os-rng"))]
 fn clamp(bytes: &mut [u8; KEY_LEN]) {
     bytes[0] &= 248;
     bytes[31] &= 127;
@@ -62,9 +63,11 @@ pub struct PrivateKey(x25519::StaticSecret);
 impl PrivateKey {
     /// Generates a fresh key from the operating system's random source, clamped like
     /// `wg genkey` output.
+    #[cfg(any(test, feature = "os-rng"))]
     pub fn generate() -> Self {
+        use rand_core::RngCore as _;
         let mut bytes = [0u8; KEY_LEN];
-        OsRng.fill_bytes(&mut bytes);
+        rand_core::OsRng.fill_bytes(&mut bytes);
         clamp(&mut bytes);
         Self::from_bytes(bytes)
     }
@@ -196,9 +199,11 @@ pub struct PresharedKey([u8; KEY_LEN]);
 
 impl PresharedKey {
     /// Generates a fresh key from the operating system's random source, like `wg genpsk`.
+    #[cfg(any(test, feature = "os-rng"))]
     pub fn generate() -> Self {
+        use rand_core::RngCore as _;
         let mut bytes = [0u8; KEY_LEN];
-        OsRng.fill_bytes(&mut bytes);
+        rand_core::OsRng.fill_bytes(&mut bytes);
         Self(bytes)
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::tests::key;
 use super::*;
-use crate::config::CandidateTypes;
+use crate::ice::CandidateTypes;
 use crate::session::rng::IceRandom;
 
 const STUN_SERVER: &str = "203.0.113.1:3478";

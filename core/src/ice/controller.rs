@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use crate::config::CandidateTypes;
+use crate::ice::CandidateTypes;
 use crate::keys::PublicKey;
 use crate::secret::SecretString;
 use crate::session::rng::{IceRandom, TransactionIds};
