@@ -1,6 +1,6 @@
 //! Setup time: from starting two `wice up` daemons until the first ping through the tunnel is
 //! answered, for two nodes on one LAN and for two nodes behind endpoint-independent NATs, in
-//! the namespace lab (`wice::lab`) with `wice signal` and coturn. Root only.
+//! the namespace lab (`wice_lab`) with `wice signal` and coturn. Root only.
 //!
 //! `sudo cargo bench --bench setup_time` (RUNS=10 by default; `cargo test --bench setup_time`
 //! runs it on the dev profile). Each run builds a fresh lab (not
@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use wice::lab::{Lab, LabOptions, NatKind, netns};
+use wice_lab::{Lab, LabOptions, NatKind, netns};
 
 const WICE: &str = env!("CARGO_BIN_EXE_wice");
 

@@ -54,6 +54,7 @@ pub enum Command {
     },
     /// Build a three-node mesh across NAT routers in network namespaces on this machine,
     /// show how each pair connected, and tear it all down (needs root).
+    #[cfg(feature = "demo")]
     Demo {
         /// Seconds to wait for every pair to connect.
         #[arg(long, default_value_t = 60, value_name = "SECS")]

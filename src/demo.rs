@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wice::lab::{self, Lab, LabOptions, NatKind, netns};
+use wice_lab::{self as lab, Lab, LabOptions, NatKind, netns};
 
 /// What `wice demo` was asked to do.
 #[derive(Debug, Clone)]

@@ -2,7 +2,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod lab;
 pub mod signaling;
 pub mod status;
 pub mod system;

@@ -12,6 +12,7 @@ use wice::signaling::server::{ServerConfig, SignalingServer, TlsIdentity};
 use wice::{control, daemon};
 use wice_core::keys::PrivateKey;
 
+#[cfg(feature = "demo")]
 mod demo;
 
 fn main() -> ExitCode {
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 print(status.render().trim_end())
             }
         }
+        #[cfg(feature = "demo")]
         Command::Demo { timeout, log_level } => demo::run(&demo::DemoOptions {
             timeout: std::time::Duration::from_secs(timeout),
             log_level,

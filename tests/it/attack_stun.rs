@@ -9,7 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use wice::lab::{self, Lab, LabOptions, NatKind};
+use wice_lab::{self as lab, Lab, LabOptions, NatKind};
 
 use crate::harness::*;
 

@@ -4,7 +4,7 @@
 //! can find and remove what a killed run left behind, and parallel tests never
 //! collide. Children are killed by PID before their namespace is deleted:
 //! processes outlive `ip netns del`. [`Netns`], [`veth`] and [`TempDir`] come from
-//! `wice::lab`, which also builds the NAT lab (`natlab` tests).
+//! `wice_lab`, which also builds the NAT lab (`natlab` tests).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 pub const WICE: &str = env!("CARGO_BIN_EXE_wice");
 
-// The namespace plumbing lives in the product library (`wice::lab`), shared with `wice demo`.
-pub use wice::lab::netns::{Netns, TempDir, unique, veth, write_private};
+// The namespace plumbing lives in the lab crate (`wice_lab`), shared with `wice demo`.
+pub use wice_lab::netns::{Netns, TempDir, unique, veth, write_private};
 
 /// True when the test may run; otherwise says why it is skipped (see [`skip`]).
 pub fn root_or_skip(test: &str) -> bool {
-    if wice::lab::netns::is_root() {
-        wice::lab::netns::sweep_dead_runs();
+    if wice_lab::netns::is_root() {
+        wice_lab::netns::sweep_dead_runs();
         true
     } else {
         skip(
@@ -50,7 +50,7 @@ pub fn skip(test: &str, why: &str) {
 
 /// Runs a command and returns its output, panicking with the output if it fails.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    wice::lab::netns::run(program, args).unwrap_or_else(|e| panic!("{e}"))
+    wice_lab::netns::run(program, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A WireGuard key pair.

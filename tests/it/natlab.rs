@@ -1,4 +1,4 @@
-//! wice meshes across NAT routers in a namespace lab (`wice::lab`): public sites,
+//! wice meshes across NAT routers in a namespace lab (`wice_lab`): public sites,
 //! endpoint-independent and symmetric NATs, a `wice signal` server and coturn for STUN and
 //! TURN on the lab's "internet". Each test builds its own lab, starts its nodes together and
 //! polls `wice status` every 100 ms; the setup time printed is from starting the daemons until
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use wice::lab::{self, Lab, LabOptions, NatKind, PairReport, coturn};
+use wice_lab::{self as lab, Lab, LabOptions, NatKind, PairReport, coturn};
 
 use crate::harness::*;
 

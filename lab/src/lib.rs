@@ -33,6 +33,7 @@
 pub mod coturn;
 pub mod nat;
 pub mod netns;
+mod status;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 
 pub use nat::NatKind;
 pub use netns::{Netns, TempDir};
+use status::request_status;
 
 use wice_core::keys::PrivateKey;
 
@@ -563,8 +565,7 @@ impl Lab {
 
     /// `wice status --json` of node `i`, if its daemon answers.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let status = crate::control::request_status(&self.nodes[i].socket).ok()?;
-        serde_json::to_value(status).ok()
+        request_status(&self.nodes[i].socket)
     }
 
     /// Node `i`'s status entry for node `j`.
