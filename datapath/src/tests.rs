@@ -273,15 +273,17 @@ fn datagrams_of(batch: &crate::TxBatch) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect()
 }
 
+/// A batch's runs as (destination, bytes, segment size).
+type Runs = Vec<(SocketAddr, usize, usize)>;
+
 /// Pushes `full` packets of 1392 payload bytes and one of `tail` bytes from `from` to B into
-/// `batch` (each must fit); returns the packets and the batch's runs as (destination, bytes,
-/// segment size).
+/// `batch` (each must fit); returns the packets and the batch's runs.
 fn fill_batch(
     batch: &mut crate::TxBatch,
     from: &Node,
     full: u8,
     tail: usize,
-) -> (Vec<Vec<u8>>, Vec<(SocketAddr, usize, usize)>) {
+) -> (Vec<Vec<u8>>, Runs) {
     let mut packets: Vec<Vec<u8>> = (0..full)
         .map(|i| ipv4_packet(A_IP, B_IP, &[i; 1392]))
         .collect();
