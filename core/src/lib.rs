@@ -13,6 +13,8 @@
 //! - [`session`]: one peer's offer protocol around an `is` ICE agent;
 //! - [`ice`]: the node's controller: candidate sources shared by every session (host, STUN
 //!   server-reflexive, TURN relays) and the routing of STUN/TURN datagrams to sessions;
+//! - [`wire`]: the rules shared with the datapath: datagram classification, ChannelData
+//!   framing and a peer's path ([`wire::Endpoint`]);
 //! - [`log_limit`], [`secret`]: rate-limited logging of attacker-triggerable lines, and text
 //!   secrets that never show in `Debug`.
 //!
@@ -27,3 +29,4 @@ pub mod log_limit;
 pub mod secret;
 pub mod session;
 pub mod signaling;
+pub mod wire;

@@ -14,10 +14,11 @@
 //! ([`Engine::set_path`]) and names the TURN servers ([`Engine::set_relay_servers`]).
 
 pub mod allowed_ips;
-pub mod classify;
+// The wire rules the control plane shares (classification, ChannelData framing, the peer's
+// path) live in the sans-IO core; the datapath applies them.
+pub use wice_core::wire::{classify, endpoint};
 pub mod counters;
 mod device;
-pub mod endpoint;
 mod engine;
 mod peer;
 pub mod rx;

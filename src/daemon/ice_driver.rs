@@ -17,10 +17,11 @@ use wice_datapath::ControlDatagram;
 
 use crate::signaling::{Received, Signaling};
 use wice_core::ice::{
-    Controller, ControllerCounters, ControllerEvent, PathTarget, PeerIceStatus, Routed, TurnServer,
+    Controller, ControllerCounters, ControllerEvent, PeerIceStatus, Routed, TurnServer,
 };
 use wice_core::keys::PublicKey;
 use wice_core::signaling::{SessionDescription, SignalingMessage};
+use wice_core::wire::Endpoint;
 
 /// How often the node's addresses are listed again, to notice a network change (a new
 /// address, a lost one, a new route to a TURN server). Listing is a few syscalls.
@@ -43,7 +44,7 @@ pub(crate) trait Datapath: Send + Sync + 'static {
     fn send(&self, to: SocketAddr, datagram: &[u8]);
     /// Points the peer's WireGuard traffic at `target` and starts a handshake if none is
     /// current.
-    fn set_path(&self, peer: &PublicKey, target: PathTarget);
+    fn set_path(&self, peer: &PublicKey, target: Endpoint);
 }
 
 /// The latest ICE view of every peer, for `wice status`.

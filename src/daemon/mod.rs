@@ -31,7 +31,7 @@ use crate::signaling::{Signaling, backends_from_urls};
 use crate::status::Status;
 use crate::system::{self, SystemError};
 use wice_core::ice::{
-    Controller, InterfaceAddress, PathTarget, ServerScheme, Sources, TurnServer, host_candidates,
+    Controller, InterfaceAddress, ServerScheme, Sources, TurnServer, host_candidates,
 };
 use wice_core::keys::PublicKey;
 use wice_core::signaling::SenderPolicy;
@@ -302,13 +302,9 @@ impl Datapath for DeviceDatapath {
         }
     }
 
-    fn set_path(&self, peer: &PublicKey, target: PathTarget) {
-        let endpoint = match target {
-            PathTarget::Direct(address) => Endpoint::Direct(address),
-            PathTarget::Relayed { server, channel } => Endpoint::Relayed { server, channel },
-        };
+    fn set_path(&self, peer: &PublicKey, target: Endpoint) {
         let key = peer.to_bytes();
-        self.0.engine().set_path(&key, endpoint);
+        self.0.engine().set_path(&key, target);
         // Handshake at once: waiting for boringtun's own retry costs up to 5 s.
         self.0.initiate_handshake(&key);
     }

@@ -2,6 +2,7 @@
 //! allocation is replaced at once: the controller under fake time, with a TURN server
 //! ([`FakeTurn`]) and a second node played in memory.
 
+use crate::wire::Endpoint;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,7 @@ struct RelayNet {
     block_direct: bool,
     /// Every datagram A sent: (destination, contents).
     a_sent: Vec<(SocketAddr, Vec<u8>)>,
-    a_paths: Vec<(PathTarget, PathKind)>,
+    a_paths: Vec<(Endpoint, PathKind)>,
 }
 
 impl RelayNet {
@@ -324,7 +325,7 @@ fn a_channel_is_bound_only_for_the_nominated_relayed_pair() {
     assert_eq!(
         net.a_paths.last(),
         Some(&(
-            PathTarget::Relayed {
+            Endpoint::Relayed {
                 server: addr(TURN),
                 channel
             },
@@ -387,7 +388,7 @@ fn relay_only_survives_an_allocation_loss_within_two_seconds_and_never_sends_fro
     assert!(
         net.a_paths
             .iter()
-            .all(|(target, _)| matches!(target, PathTarget::Relayed { .. })),
+            .all(|(target, _)| matches!(target, Endpoint::Relayed { .. })),
         "{:?}",
         net.a_paths
     );

@@ -32,6 +32,7 @@ use crate::secret::SecretString;
 use crate::session::rng::{IceRandom, TransactionIds};
 use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
+use crate::wire::Endpoint;
 
 use super::reflexive::{ProbeOutcome, ReflexiveProbe};
 use super::relay::{Relay, RelayReceive, RelayState};
@@ -44,20 +45,6 @@ mod routing;
 
 pub use routing::{CHECK_LIFETIME, DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, Routed};
 use routing::{Routing, is_stun};
-
-/// Where a peer's WireGuard datagrams go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PathTarget {
-    /// Straight to this address.
-    Direct(SocketAddr),
-    /// To our TURN `server`, in ChannelData on `channel`.
-    Relayed {
-        /// The TURN server.
-        server: SocketAddr,
-        /// The channel bound to the peer's address.
-        channel: u16,
-    },
-}
 
 /// What kind of path a peer uses, as `wice status` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,7 +88,7 @@ pub enum ControllerEvent {
         /// The peer.
         peer: PublicKey,
         /// Where to.
-        target: PathTarget,
+        target: Endpoint,
         /// What kind of path it is.
         kind: PathKind,
     },
@@ -204,7 +191,7 @@ struct Nominated {
     path: Path,
     kind: PathKind,
     /// `None` while a relayed path waits for its channel.
-    target: Option<PathTarget>,
+    target: Option<Endpoint>,
 }
 
 /// The node's ICE side. See the [module documentation](self).

@@ -28,7 +28,7 @@ pub use candidate_types::CandidateTypes;
 pub use controller::{
     CHANNELS_PER_PEER, CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent,
     DROP_LOG_PER_SECOND, Datagram, DropReason, MAX_CHECKS, PERMISSIONS_PER_PEER, PathKind,
-    PathTarget, PeerIceStatus, Routed, Sources, TurnServer,
+    PeerIceStatus, Routed, Sources, TurnServer,
 };
 pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
 pub use reflexive::{ProbeOutcome, ReflexiveProbe};

@@ -1,6 +1,7 @@
 //! The controller's contract under fake time: two nodes wired together in memory (their
 //! offers and datagrams handed across by the test), a STUN server played by the test.
 
+use crate::wire::Endpoint;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ struct Node {
     key: PublicKey,
     address: SocketAddr,
     controller: Controller,
-    paths: Vec<(PublicKey, PathTarget, PathKind)>,
+    paths: Vec<(PublicKey, Endpoint, PathKind)>,
 }
 
 impl Node {
@@ -105,7 +106,7 @@ fn two_nodes_on_one_lan_find_the_host_path_and_both_point_wireguard_at_it() {
         a.paths,
         [(
             key(2),
-            PathTarget::Direct(addr("10.0.0.2:51820")),
+            Endpoint::Direct(addr("10.0.0.2:51820")),
             PathKind::Host
         )]
     );
@@ -113,7 +114,7 @@ fn two_nodes_on_one_lan_find_the_host_path_and_both_point_wireguard_at_it() {
         b.paths,
         [(
             key(1),
-            PathTarget::Direct(addr("10.0.0.1:51820")),
+            Endpoint::Direct(addr("10.0.0.1:51820")),
             PathKind::Host
         )]
     );
@@ -337,7 +338,7 @@ fn losing_the_address_of_the_nominated_path_starts_a_new_session_that_finds_the_
     assert_eq!(status.local_candidate, Some(addr("10.0.1.2:51820")));
     assert_eq!(
         a.paths.last().map(|p| p.1),
-        Some(PathTarget::Direct(addr("10.0.1.2:51820")))
+        Some(Endpoint::Direct(addr("10.0.1.2:51820")))
     );
     assert_eq!(a.controller.status()[&key(2)].restarts, 1);
 }

@@ -26,7 +26,7 @@ use crate::session::Path;
 use crate::signaling::message::{CandidateKind, MAX_CANDIDATES};
 
 use super::super::relay::RelayEvent;
-use super::{Controller, ControllerEvent, Nominated, PathKind, PathTarget, path_kind};
+use super::{Controller, ControllerEvent, Endpoint, Nominated, PathKind, path_kind};
 
 /// Permissions one peer may have installed or expiring on a relay: two full offers' worth.
 pub const PERMISSIONS_PER_PEER: usize = 2 * MAX_CANDIDATES;
@@ -227,7 +227,7 @@ impl Controller {
                         && Some(nominated.path.local) == relayed
                         && nominated.path.remote == peer
                     {
-                        let target = PathTarget::Relayed { server, channel };
+                        let target = Endpoint::Relayed { server, channel };
                         nominated.target = Some(target);
                         self.events.push_back(ControllerEvent::PathChanged {
                             peer: *key,
@@ -278,12 +278,12 @@ impl Controller {
             Some((server, channel)) => Nominated {
                 path,
                 kind: PathKind::Relay,
-                target: channel.map(|channel| PathTarget::Relayed { server, channel }),
+                target: channel.map(|channel| Endpoint::Relayed { server, channel }),
             },
             None if direct_sources.contains(&path.local) => Nominated {
                 path,
                 kind: path_kind(&entry.session, path.remote),
-                target: Some(PathTarget::Direct(path.remote)),
+                target: Some(Endpoint::Direct(path.remote)),
             },
             None => {
                 self.counters.stale_source_transmits += 1;

@@ -15,12 +15,12 @@
 //!    in 0x40..=0x7F (channel numbers 0x4000..=0x7FFF; RFC 5766 allowed all of
 //!    them). No WireGuard message starts that way (types 1..=4). Only meaningful
 //!    from a TURN server, which the caller checks before it trusts the header
-//!    ([`crate::endpoint::parse_channel_data`] checks the length field and the
+//!    ([`crate::wire::endpoint::parse_channel_data`] checks the length field and the
 //!    channel number, so a bad one is counted as ChannelData, not as WireGuard).
 //! 3. Everything else goes to WireGuard, whose own parser checks type and exact
 //!    sizes.
 
-use crate::endpoint::CHANNEL_DATA_HEADER_LEN;
+use crate::wire::endpoint::CHANNEL_DATA_HEADER_LEN;
 
 /// What a datagram on the shared socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
