@@ -59,6 +59,8 @@ mod state;
 mod timers;
 
 #[cfg(test)]
+mod consent_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
@@ -509,6 +511,10 @@ impl Session {
         let mut agent = is::IceAgent::new(creds);
         agent.set_controlling(self.controlling);
         agent.set_control_tie_breaker(self.rng.tie_breaker());
+        // Patched `is` (patches/is/WICE-PATCH.md): check ids from our CSPRNG, and once the
+        // nominated pair is valid only it is checked (the other valid pairs rest as backups).
+        agent.set_transaction_id_source(self.rng.check_transaction_ids());
+        agent.set_check_nominated_only(true);
         self.agent = Some(agent);
         self.timers.new_session();
         self.set_state(SessionState::Idle);

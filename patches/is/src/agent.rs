@@ -111,7 +111,27 @@ pub struct IceAgent {
     /// Target MTU (start) and warn threshold (end). Buffer sizing uses the
     /// target; oversized outgoing datagrams above the warn threshold log a warning.
     mtu: RangeInclusive<usize>,
+
+    // ---- wice addition
+    /// Where check transaction ids come from; `None`: `TransId::new()` (fastrand).
+    trans_id_source: Option<TransIdSource>,
+
+    /// Once the nominated pair is valid, check only it (and pairs not yet
+    /// validated), leaving other valid pairs unchecked as backups.
+    check_nominated_only: bool,
+    // ---- end wice addition
 }
+
+// ---- wice addition
+/// A source of STUN transaction ids for the agent's checks, e.g. a CSPRNG stream.
+pub struct TransIdSource(Box<dyn FnMut() -> [u8; 12] + Send>);
+
+impl fmt::Debug for TransIdSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TransIdSource")
+    }
+}
+// ---- end wice addition
 
 /// IceAgent contains only static references to thread-safe traits,
 /// so it's safe to use across panic boundaries.
@@ -347,8 +367,55 @@ impl IceAgent {
             local_preference: LocalPreferenceHolder(Arc::new(default_local_preference)),
             sha1_hmac_provider,
             mtu: DATAGRAM_MTU_TARGET..=DATAGRAM_MTU_WARN,
+            // ---- wice addition
+            trans_id_source: None,
+            check_nominated_only: false,
+            // ---- end wice addition
         }
     }
+
+    // ---- wice addition
+    /// Draws the transaction ids of this agent's connectivity checks from `source`
+    /// instead of the default non-cryptographic generator.
+    pub fn set_transaction_id_source(&mut self, source: impl FnMut() -> [u8; 12] + Send + 'static) {
+        self.trans_id_source = Some(TransIdSource(Box::new(source)));
+    }
+
+    /// When on, an agent whose nominated pair is valid keeps checking only that pair
+    /// (consent freshness, RFC 7675) and pairs not yet validated; other valid pairs stay
+    /// as they are and are checked again when one of them is nominated. Off by default:
+    /// every valid pair is checked at the consent interval.
+    pub fn set_check_nominated_only(&mut self, on: bool) {
+        self.check_nominated_only = on;
+        self.bust_candidate_pair_timeout_caches();
+    }
+
+    /// Whether the agent sends checks on `pair` now.
+    fn is_checked(
+        check_nominated_only: bool,
+        nominated: Option<PairId>,
+        pair: &CandidatePair,
+    ) -> bool {
+        !check_nominated_only
+            || nominated.is_none()
+            || nominated == Some(pair.id())
+            || pair.state() != CheckState::Succeeded
+    }
+
+    /// The pair whose validity lets the other valid pairs rest, if any.
+    fn valid_nominated_pair(&self) -> Option<PairId> {
+        self.nominated_pair()
+            .filter(|p| p.state() == CheckState::Succeeded)
+            .map(|p| p.id())
+    }
+
+    fn next_trans_id(&mut self) -> TransId {
+        match &mut self.trans_id_source {
+            Some(source) => TransId::from_bytes((source.0)()),
+            None => TransId::new(),
+        }
+    }
+    // ---- end wice addition
 
     /// Set the UDP datagram MTU range used for sizing internal buffers (target..=warn).
     pub fn set_mtu(&mut self, mtu: RangeInclusive<usize>) {
@@ -1266,10 +1333,15 @@ impl IceAgent {
         }
 
         // when do we need to handle the next candidate pair?
+        // ---- wice addition: skip resting pairs (set_check_nominated_only)
+        let nominated = self.valid_nominated_pair();
+        let only = self.check_nominated_only;
         let next = self
             .candidate_pairs
             .iter_mut()
             .enumerate()
+            .filter(|(_, c)| Self::is_checked(only, nominated, c))
+            // ---- end wice addition
             .map(|(i, c)| (i, c.next_binding_attempt(now, &self.timing_config)))
             .min_by_key(|(_, t)| *t);
 
@@ -1319,8 +1391,13 @@ impl IceAgent {
             // ice-lite doesn't do checks.
             None
         } else {
+            // ---- wice addition: skip resting pairs (set_check_nominated_only)
+            let nominated = self.valid_nominated_pair();
+            let only = self.check_nominated_only;
             self.candidate_pairs
                 .iter_mut()
+                .filter(|c| Self::is_checked(only, nominated, c))
+                // ---- end wice addition
                 .map(|c| c.next_binding_attempt(last_now, &self.timing_config))
                 .min()
         };
@@ -1724,6 +1801,9 @@ impl IceAgent {
 
     fn stun_client_binding_request(&mut self, now: Instant, pair_idx: usize) {
         let (username, password) = self.stun_credentials(false);
+        // ---- wice addition: transaction ids from the injected source
+        let trans_id = self.next_trans_id();
+        // ---- end wice addition
 
         let pair = &mut self.candidate_pairs[pair_idx];
         let local = pair.local_candidate(&self.local_candidates);
@@ -1732,7 +1812,7 @@ impl IceAgent {
         // Only the controlling side sends USE-CANDIDATE.
         let use_candidate = self.controlling && pair.is_nominated();
 
-        let trans_id = pair.new_attempt(now, &self.timing_config, self.controlling);
+        let trans_id = pair.new_attempt(now, &self.timing_config, self.controlling, trans_id);
 
         self.stats.bind_request_sent += 1;
 

@@ -279,6 +279,8 @@ impl CandidatePair {
         now: Instant,
         timing_config: &StunTiming,
         controlling: bool,
+        // ---- wice addition: the caller picks the id
+        trans_id: TransId,
     ) -> TransId {
         // calculate a new time
         self.cached_next_attempt_time = None;
@@ -289,7 +291,7 @@ impl CandidatePair {
         }
 
         let attempt = BindingAttempt {
-            trans_id: TransId::new(),
+            trans_id,
             request_sent: now,
             respone_recv: None,
             nominated: self.is_nominated(),
@@ -601,7 +603,7 @@ mod tests {
         let mut now = Instant::now();
 
         for _ in 0..20 {
-            let id = pair.new_attempt(now, &stun_timing, false);
+            let id = pair.new_attempt(now, &stun_timing, false, TransId::new());
 
             now += Duration::from_millis(500);
 
@@ -611,7 +613,7 @@ mod tests {
         let offline_at = now;
 
         while pair.is_still_possible(now, &stun_timing) {
-            pair.new_attempt(now, &stun_timing, false);
+            pair.new_attempt(now, &stun_timing, false, TransId::new());
             now = pair.next_binding_attempt(now, &stun_timing);
         }
 
@@ -630,7 +632,7 @@ mod tests {
         assert_eq!(pair.responses_received(), 0);
         assert_eq!(pair.total_round_trip_time(), Duration::ZERO);
 
-        let id1 = pair.new_attempt(now, &stun_timing, false);
+        let id1 = pair.new_attempt(now, &stun_timing, false, TransId::new());
         pair.record_binding_response(now + Duration::from_millis(50), id1, 0);
         assert_eq!(pair.last_successful_rtt(), Some(Duration::from_millis(50)));
         assert_eq!(pair.responses_received(), 1);
@@ -638,12 +640,22 @@ mod tests {
 
         // Newer in-flight attempt without response shouldn't shadow the
         // older successful one or change cumulative counters.
-        let _id2 = pair.new_attempt(now + Duration::from_millis(100), &stun_timing, false);
+        let _id2 = pair.new_attempt(
+            now + Duration::from_millis(100),
+            &stun_timing,
+            false,
+            TransId::new(),
+        );
         assert_eq!(pair.last_successful_rtt(), Some(Duration::from_millis(50)));
         assert_eq!(pair.responses_received(), 1);
 
         // A newer successful attempt replaces current rtt and accumulates totals.
-        let id3 = pair.new_attempt(now + Duration::from_millis(200), &stun_timing, false);
+        let id3 = pair.new_attempt(
+            now + Duration::from_millis(200),
+            &stun_timing,
+            false,
+            TransId::new(),
+        );
         pair.record_binding_response(now + Duration::from_millis(220), id3, 0);
         assert_eq!(pair.last_successful_rtt(), Some(Duration::from_millis(20)));
         assert_eq!(pair.responses_received(), 2);

@@ -95,6 +95,18 @@ impl TransId {
         TransId(t)
     }
 
+    // ---- wice addition
+    /// A transaction id with these bytes.
+    pub fn from_bytes(bytes: [u8; 12]) -> Self {
+        TransId(bytes)
+    }
+
+    /// The id's bytes.
+    pub fn to_bytes(self) -> [u8; 12] {
+        self.0
+    }
+    // ---- end wice addition
+
     fn from_slice(s: &[u8]) -> Self {
         let mut t = [0_u8; 12];
         t[..].copy_from_slice(s);
