@@ -180,6 +180,8 @@ pub struct PeerIceStatus {
     pub session_version: u64,
     /// New local sessions since the first.
     pub restarts: u64,
+    /// Remote candidates the agent holds (signalled and peer-reflexive).
+    pub remote_candidates: usize,
     /// When not connected: why, in words a person can act on.
     pub reason: Option<String>,
 }
@@ -493,6 +495,7 @@ impl Controller {
             session_id: session.session_id(),
             session_version: session.version(),
             restarts: session.restarts(),
+            remote_candidates: session.agent_remote_candidates(),
             reason: self.reason(entry),
         }
     }
