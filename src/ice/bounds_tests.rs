@@ -413,12 +413,19 @@ fn a_connected_session_checks_its_path_on_the_slow_consent_schedule() {
         |_| false,
     );
     net.a_sent.clear();
-    net.run(
-        settled,
-        Duration::from_secs(60),
-        Duration::from_millis(10),
-        |_| false,
-    );
+    // The path carries WireGuard traffic (the daemon reports it every 5 s): the active
+    // consent schedule, not the idle one.
+    let mut now = settled;
+    for _ in 0..12 {
+        net.a.handle_traffic(now, &key(2));
+        net.c.handle_traffic(now, &key(1));
+        now = net.run(
+            now,
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            |_| false,
+        );
+    }
     let checks = net
         .a_sent
         .iter()

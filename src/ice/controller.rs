@@ -416,6 +416,14 @@ impl Controller {
         true
     }
 
+    /// WireGuard traffic crossed the tunnel to `peer` lately: its path is checked on the
+    /// active consent schedule, not the idle one ([`Session::handle_traffic`]).
+    pub fn handle_traffic(&mut self, now: Instant, peer: &PublicKey) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.session.handle_traffic(now);
+        }
+    }
+
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for entry in self.peers.values_mut() {

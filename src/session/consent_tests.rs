@@ -136,7 +136,7 @@ impl MultiHomed {
 }
 
 #[test]
-fn a_connected_idle_session_checks_only_its_nominated_pair() {
+fn a_connected_session_checks_only_its_nominated_pair() {
     let t0 = Instant::now();
     // B has 6 addresses, so A and B each hold 6 pairs that all succeed.
     let mut net = MultiHomed::new(t0, 6);
@@ -146,16 +146,17 @@ fn a_connected_idle_session_checks_only_its_nominated_pair() {
         "{:?}",
         net.sessions
     );
-    let idle_from = net.now;
-    net.run_until(idle_from + Duration::from_secs(60));
+    // The path in use (so on the 10 s consent schedule, not the idle one).
+    let from = net.now;
+    net.run_with_traffic(Duration::from_secs(60));
     assert!(net.sessions.iter().all(|s| s.state().is_connected()));
     // One consent check per interval on the one pair in use (6 per minute at 10 s), not
     // one per valid pair (36 per minute with 6 pairs).
     for peer in 0..2 {
-        let checks = net.checks_since(peer, idle_from);
+        let checks = net.checks_since(peer, from);
         assert!(
             (5..=7).contains(&checks),
-            "peer {peer} sent {checks} checks in an idle minute"
+            "peer {peer} sent {checks} checks in a minute"
         );
     }
 }
@@ -175,4 +176,76 @@ fn a_check_transaction_ids_come_from_the_sessions_csprng_stream() {
     // And another seed gives other ids.
     let mut other = SessionRandom::from(SEED_A + 1).check_transaction_ids();
     assert_ne!(sent[0], other());
+}
+
+/// Largest gap between two checks `peer` sent from `since` on.
+fn largest_gap(net: &MultiHomed, peer: usize, since: Instant) -> Duration {
+    let times: Vec<Instant> = net.checks[peer]
+        .iter()
+        .map(|(at, _)| *at)
+        .filter(|at| *at >= since)
+        .collect();
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+impl MultiHomed {
+    /// Runs for `span`, reporting WireGuard traffic on both sides every 5 s.
+    fn run_with_traffic(&mut self, span: Duration) {
+        let until = self.now + span;
+        while self.now < until {
+            let now = self.now;
+            for session in &mut self.sessions {
+                session.handle_traffic(now);
+            }
+            self.run_until((now + Duration::from_secs(5)).min(until));
+        }
+    }
+}
+
+#[test]
+fn an_idle_path_is_checked_every_25_s_and_one_in_use_every_10_s() {
+    let t0 = Instant::now();
+    let mut net = MultiHomed::new(t0, 1);
+    net.run_until(t0 + Duration::from_secs(5));
+    assert!(net.sessions.iter().all(|s| s.state().is_connected()));
+
+    // In use: the consent schedule.
+    let active = net.now;
+    net.run_with_traffic(Duration::from_secs(60));
+    for peer in 0..2 {
+        let checks = net.checks_since(peer, active);
+        assert!(
+            (5..=7).contains(&checks),
+            "in use: {checks} checks a minute"
+        );
+    }
+
+    // No traffic for 45 s makes the path idle; then checks every 25 s, never more than 25 s
+    // apart (NAT bindings time out after 30 s without traffic).
+    net.run_until(net.now + PATH_IDLE_AFTER);
+    let idle = net.now;
+    net.run_until(idle + Duration::from_secs(100));
+    assert!(net.sessions.iter().all(|s| s.state().is_connected()));
+    for peer in 0..2 {
+        let checks = net.checks_since(peer, idle);
+        assert!((3..=5).contains(&checks), "idle: {checks} checks in 100 s");
+        let gap = largest_gap(&net, peer, idle);
+        assert!(gap <= IDLE_CONSENT_INTERVAL, "idle: checks {gap:?} apart");
+    }
+
+    // Traffic again: back on the 10 s schedule at once.
+    let busy = net.now;
+    net.run_with_traffic(Duration::from_secs(60));
+    for peer in 0..2 {
+        let checks = net.checks_since(peer, busy);
+        assert!(
+            (5..=7).contains(&checks),
+            "in use again: {checks} checks a minute"
+        );
+        assert!(largest_gap(&net, peer, busy) <= CONSENT_INTERVAL);
+    }
 }
