@@ -12,7 +12,8 @@
 //! The Refresh is authenticated like the crate's requests (long-term credentials, the realm
 //! and nonce the server sent in its 401/438 answers, which pass through
 //! [`AllocationProbe::handle_server_datagram`] on their way to the crate); its answer is
-//! matched by its random transaction id and never reaches the crate. A live allocation is
+//! matched by its transaction id (96 bits from `stun-types`' CSPRNG, so an off-path sender
+//! cannot answer it) and never reaches the crate. A live allocation is
 //! probed at most once per [`PROBE_SPACING`], so a peer that stopped answering costs one
 //! Refresh per spacing, not one per check.
 //!
