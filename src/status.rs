@@ -76,6 +76,10 @@ pub struct PeerStatus {
     /// ICE peers: how many times a new local session replaced the first.
     #[serde(default)]
     pub restarts: Option<u64>,
+    /// ICE peers: remote candidates the session's agent holds (bounded however many the
+    /// peer signals).
+    #[serde(default)]
+    pub remote_candidates: Option<usize>,
 }
 
 impl Status {
@@ -180,6 +184,7 @@ impl PeerStatus {
             session_id: None,
             session_version: None,
             restarts: None,
+            remote_candidates: None,
         }
     }
 
@@ -197,6 +202,7 @@ impl PeerStatus {
         self.session_id = Some(ice.session_id);
         self.session_version = Some(ice.session_version);
         self.restarts = Some(ice.restarts);
+        self.remote_candidates = Some(ice.remote_candidates);
         self.reason = match (&ice.reason, handshake_current) {
             (Some(reason), _) => Some(reason.clone()),
             (None, true) => None,

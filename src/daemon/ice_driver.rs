@@ -45,6 +45,8 @@ pub(crate) trait Datapath: Send + Sync + 'static {
     /// Points the peer's WireGuard traffic at `target` and starts a handshake if none is
     /// current.
     fn set_path(&self, peer: &PublicKey, target: Endpoint);
+    /// Plaintext bytes sent plus received, per peer (keepalives carry none).
+    fn traffic(&self) -> Vec<(PublicKey, u64)>;
 }
 
 /// The latest ICE view of every peer, for `wice status`.
@@ -94,6 +96,8 @@ pub(crate) async fn run(
     // deadline asked again (both walk every session).
     let mut changed = true;
     let mut deadline = None;
+    // Each peer's traffic counter at the last scan: a change means its path is in use.
+    let mut traffic: BTreeMap<PublicKey, u64> = BTreeMap::new();
     loop {
         flush(&mut controller, &publish_tx, datapath.as_ref());
         if std::mem::take(&mut changed) {
@@ -129,6 +133,12 @@ pub(crate) async fn run(
             _ = snapshot_timer.tick() => changed = true,
             _ = scan.tick() => {
                 changed = true;
+                let now = Instant::now();
+                for (peer, bytes) in datapath.traffic() {
+                    if traffic.insert(peer, bytes).is_some_and(|before| before != bytes) {
+                        controller.handle_traffic(now, &peer);
+                    }
+                }
                 let (host, turn) = addresses();
                 if controller.handle_addresses(Instant::now(), host, &turn) {
                     // The signaling connection may be bound to an address we lost; waiting

@@ -308,6 +308,20 @@ impl Datapath for DeviceDatapath {
         // Handshake at once: waiting for boringtun's own retry costs up to 5 s.
         self.0.initiate_handshake(&key);
     }
+
+    fn traffic(&self) -> Vec<(PublicKey, u64)> {
+        self.0
+            .engine()
+            .peer_stats()
+            .into_iter()
+            .map(|s| {
+                (
+                    PublicKey::from(s.public_key),
+                    s.tx_bytes.wrapping_add(s.rx_bytes),
+                )
+            })
+            .collect()
+    }
 }
 
 /// Starts signaling and the ICE driver for `ice_peers`.

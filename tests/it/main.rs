@@ -12,6 +12,7 @@
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
 //!   restarted with the same key (root).
 //! - `attack_handshake`: forged and replayed handshake floods (root).
+//! - `attack_candidates`: a configured peer flooding candidates through `wice signal` (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -21,6 +22,7 @@
 
 mod harness;
 
+mod attack_candidates;
 mod attack_handshake;
 mod attack_signaling;
 mod attack_stun;

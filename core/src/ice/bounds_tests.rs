@@ -52,6 +52,8 @@ struct RelayNet {
     c: Controller,
     turn: FakeTurn,
     block_direct: bool,
+    /// C is gone: nothing reaches it.
+    c_down: bool,
     /// Every datagram A sent: (destination, contents).
     a_sent: Vec<(SocketAddr, Vec<u8>)>,
     a_paths: Vec<(Endpoint, PathKind)>,
@@ -67,6 +69,7 @@ impl RelayNet {
             c,
             turn: FakeTurn::new(addr(TURN), "user", "secret"),
             block_direct: true,
+            c_down: false,
             a_sent: Vec::new(),
             a_paths: Vec::new(),
         }
@@ -95,7 +98,7 @@ impl RelayNet {
                             .handle_datagram(now, self.turn.address, Some(addr(A_HOST)), &answer);
                     }
                     for (relayed, peer, payload) in std::mem::take(&mut self.turn.relayed_out) {
-                        if peer == addr(C_HOST) {
+                        if peer == addr(C_HOST) && !self.c_down {
                             self.c
                                 .handle_datagram(now, relayed, Some(addr(C_HOST)), &payload);
                         }
@@ -411,12 +414,19 @@ fn a_connected_session_checks_its_path_on_the_slow_consent_schedule() {
         |_| false,
     );
     net.a_sent.clear();
-    net.run(
-        settled,
-        Duration::from_secs(60),
-        Duration::from_millis(10),
-        |_| false,
-    );
+    // The path carries WireGuard traffic (the daemon reports it every 5 s): the active
+    // consent schedule, not the idle one.
+    let mut now = settled;
+    for _ in 0..12 {
+        net.a.handle_traffic(now, &key(2));
+        net.c.handle_traffic(now, &key(1));
+        now = net.run(
+            now,
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            |_| false,
+        );
+    }
     let checks = net
         .a_sent
         .iter()
@@ -534,4 +544,104 @@ fn idle_wakeups_with_twelve_connected_peers() {
         "12 idle peers, 60 s: {timer_wakeups} timer wake-ups, {received} datagrams received: {:.1} wake-ups/s",
         (timer_wakeups + received) as f64 / 60.0
     );
+}
+
+/// Runs A and C connected through A's relay (relay-only on A), settled for 20 s.
+fn relayed_and_settled(t0: Instant) -> (RelayNet, Instant, Option<SocketAddr>) {
+    let mut net = RelayNet::new(RELAY_ONLY, t0);
+    let now = net.run(t0, Duration::from_secs(3), Duration::from_millis(10), |n| {
+        n.a_connected_through(n.turn.relayed)
+    });
+    let first = net.turn.relayed;
+    assert!(net.a_connected_through(first), "{:?}", net.a.status());
+    let now = net.run(
+        now,
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        |_| false,
+    );
+    assert!(net.a_connected_through(first));
+    (net, now, first)
+}
+
+#[test]
+fn an_allocation_the_server_drops_silently_is_replaced_within_seconds() {
+    let t0 = Instant::now();
+    let (mut net, now, first) = relayed_and_settled(t0);
+    // The server forgets the allocation and says nothing; the crate's next refresh of it is
+    // minutes away. Relayed checks go unanswered, our Refresh gets 437.
+    net.turn.forget_silently();
+    let recovered = net.run(
+        now,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        |n| n.turn.allocations == 2 && n.a_connected_through(n.turn.relayed),
+    );
+    assert_eq!(net.turn.allocations, 2, "{:?}", net.a.status());
+    assert_ne!(net.turn.relayed, first);
+    // At most one consent interval until a check goes unanswered, then the probe's wait.
+    assert!(
+        recovered - now <= Duration::from_secs(15),
+        "connected through a new allocation {:?} after the loss",
+        recovered - now
+    );
+    assert_eq!(net.a.counters().relay_allocations_lost, 1);
+}
+
+#[test]
+fn a_turn_server_that_stops_answering_is_given_up_within_seconds_and_used_again_when_back() {
+    let t0 = Instant::now();
+    let (mut net, now, first) = relayed_and_settled(t0);
+    net.turn.black_hole = true;
+    let given_up = net.run(
+        now,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        |n| n.a.counters().relay_allocations_lost == 1,
+    );
+    assert_eq!(net.a.counters().relay_allocations_lost, 1);
+    assert!(
+        given_up - now <= Duration::from_secs(15),
+        "allocation given up {:?} after the server went silent",
+        given_up - now
+    );
+    // No path is kept through the allocation that is gone.
+    assert_ne!(net.a.status()[&key(2)].local_candidate, first);
+    net.turn.black_hole = false;
+    let back = net.run(
+        given_up,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        |n| n.turn.relayed.is_some() && n.a_connected_through(n.turn.relayed),
+    );
+    assert!(
+        net.a_connected_through(net.turn.relayed),
+        "{:?}",
+        net.a.status()
+    );
+    assert!(
+        back - given_up <= Duration::from_secs(30),
+        "{:?}",
+        back - given_up
+    );
+}
+
+#[test]
+fn a_silent_peer_behind_a_live_relay_costs_a_few_refreshes_not_the_allocation() {
+    let t0 = Instant::now();
+    let (mut net, now, first) = relayed_and_settled(t0);
+    let refreshes = net.turn.refreshes;
+    net.c_down = true;
+    net.run(
+        now,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        |_| false,
+    );
+    assert_eq!(net.turn.allocations, 1);
+    assert_eq!(net.turn.relayed, first);
+    assert_eq!(net.a.counters().relay_allocations_lost, 0);
+    // Probes are spaced: a minute of unanswered checks costs a handful of Refreshes.
+    let probes = net.turn.refreshes - refreshes;
+    assert!((1..=5).contains(&probes), "{probes} Refreshes in a minute");
 }

@@ -167,6 +167,8 @@ pub struct PeerIceStatus {
     pub session_version: u64,
     /// New local sessions since the first.
     pub restarts: u64,
+    /// Remote candidates the agent holds (signalled and peer-reflexive).
+    pub remote_candidates: usize,
     /// When not connected: why, in words a person can act on.
     pub reason: Option<String>,
 }
@@ -401,6 +403,14 @@ impl Controller {
         true
     }
 
+    /// WireGuard traffic crossed the tunnel to `peer` lately: its path is checked on the
+    /// active consent schedule, not the idle one ([`Session::handle_traffic`]).
+    pub fn handle_traffic(&mut self, now: Instant, peer: &PublicKey) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.session.handle_traffic(now);
+        }
+    }
+
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for entry in self.peers.values_mut() {
@@ -480,6 +490,7 @@ impl Controller {
             session_id: session.session_id(),
             session_version: session.version(),
             restarts: session.restarts(),
+            remote_candidates: session.agent_remote_candidates(),
             reason: self.reason(entry),
         }
     }

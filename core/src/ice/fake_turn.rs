@@ -2,7 +2,9 @@
 //! `turn-client-proto` (Allocate with the 401 round, Refresh, CreatePermission, ChannelBind,
 //! Send indications and ChannelData), plus what the tests need to see and break: the
 //! permissions and channels it holds, what it relayed to which peer, and a switch that makes
-//! it forget the allocation and answer 437 (Allocation Mismatch).
+//! it forget the allocation and answer 437 (Allocation Mismatch), one that makes it forget it
+//! without a word (requests inside it are then answered 437, as RFC 8656 says), and one that
+//! makes it answer nothing at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +38,10 @@ pub(super) struct FakeTurn {
     pub(super) channels: BTreeMap<u16, SocketAddr>,
     /// Forget the allocation and answer the next request with 437.
     pub(super) lose_allocation: bool,
+    /// Drop every datagram unanswered (the server died or the path to it broke).
+    pub(super) black_hole: bool,
+    /// Refresh requests received (the crate's and the relay's probes).
+    pub(super) refreshes: usize,
     /// Allocations made so far.
     pub(super) allocations: usize,
     /// What the client asked us to relay: (relayed address it left from, peer, payload).
@@ -52,6 +58,8 @@ impl FakeTurn {
             permissions: BTreeSet::new(),
             channels: BTreeMap::new(),
             lose_allocation: false,
+            black_hole: false,
+            refreshes: 0,
             allocations: 0,
             relayed_out: Vec::new(),
         }
@@ -59,6 +67,9 @@ impl FakeTurn {
 
     /// Handles a datagram from the client at `from`; returns the answers to send back.
     pub(super) fn handle(&mut self, from: SocketAddr, datagram: &[u8]) -> Vec<Vec<u8>> {
+        if self.black_hole {
+            return Vec::new();
+        }
         if matches!(datagram.first(), Some(0x40..=0x4F)) && datagram.len() >= 4 {
             let channel = u16::from_be_bytes([datagram[0], datagram[1]]);
             if let (Some(relayed), Some(peer)) = (self.relayed, self.channels.get(&channel)) {
@@ -97,7 +108,10 @@ impl FakeTurn {
             reply.add_attribute(&code).unwrap();
             return vec![reply.finish()];
         }
-        if self.lose_allocation && method != ALLOCATE {
+        if method == REFRESH {
+            self.refreshes += 1;
+        }
+        if (self.lose_allocation || self.relayed.is_none()) && method != ALLOCATE {
             self.lose_allocation = false;
             self.forget();
             let mut reply = Message::builder_error(&message, MessageWriteVec::new());
@@ -147,7 +161,7 @@ impl FakeTurn {
     /// ChannelData when a channel is bound, a Data indication otherwise, nothing without a
     /// permission.
     pub(super) fn relay_from_peer(&self, peer: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
-        if !self.permissions.contains(&peer.ip()) {
+        if self.black_hole || !self.permissions.contains(&peer.ip()) {
             return None;
         }
         if let Some((channel, _)) = self.channels.iter().find(|(_, p)| **p == peer) {
@@ -163,6 +177,11 @@ impl FakeTurn {
             .unwrap();
         indication.add_attribute(&Data::new(data)).unwrap();
         Some(indication.finish())
+    }
+
+    /// Forgets the allocation without telling the client (a restart, a fail-over).
+    pub(super) fn forget_silently(&mut self) {
+        self.forget();
     }
 
     fn forget(&mut self) {

@@ -9,6 +9,7 @@ mod controller;
 mod host;
 mod reflexive;
 mod relay;
+mod relay_probe;
 mod remote_filter;
 mod server;
 mod source_limit;

@@ -16,7 +16,10 @@
 //! number. The owner bounds how much each peer may have installed or expiring.
 //!
 //! **A lost allocation is replaced at once.** The server says so with 437 (Allocation
-//! Mismatch) to one of our requests, or the crate reports the allocation closed; a new
+//! Mismatch) to one of our requests, the crate reports the allocation closed, or relayed
+//! checks go unanswered and a Refresh of ours finds the allocation or the server gone
+//! ([`super::relay_probe`]: a server that dropped it silently is noticed within seconds,
+//! not at the next refresh); a new
 //! Allocate follows after [`REALLOCATE_AFTER_LOSS`], and [`RelayEvent::Failed`] names the
 //! relayed address that is gone so no session keeps or nominates a path through it.
 //!
@@ -42,6 +45,7 @@ use turn_client_proto::types::stun::attribute::ErrorCode;
 use turn_client_proto::types::stun::message::{Message, MessageClass};
 use turn_client_proto::udp::TurnClientUdp;
 
+use super::relay_probe::{AllocationProbe, AllocationVerdict};
 use crate::secret::SecretString;
 
 /// How long an allocation may take before the relay counts as failed (the crate itself
@@ -125,6 +129,8 @@ pub struct Relay {
     wanted_channels: BTreeSet<SocketAddr>,
     /// Refreshes of permissions and channels nobody wants any more, not sent.
     refreshes_dropped: u64,
+    /// Asks the server whether the allocation lives when relayed checks go unanswered.
+    probe: AllocationProbe,
     events: VecDeque<RelayEvent>,
 }
 
@@ -164,6 +170,7 @@ impl Relay {
             wanted_permissions: BTreeSet::new(),
             wanted_channels: BTreeSet::new(),
             refreshes_dropped: 0,
+            probe: AllocationProbe::default(),
             events: VecDeque::new(),
         }
     }
@@ -316,13 +323,29 @@ impl Relay {
     pub fn send_to(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
         let time = self.time(now);
         match self.client.send_to(TransportType::Udp, peer, data, time) {
-            Ok(Some(transmit)) => Some(transmit.build().data),
+            Ok(Some(transmit)) => {
+                if is_stun_request(data) {
+                    self.probe.handle_relayed_request(now);
+                }
+                Some(transmit.build().data)
+            }
             Ok(None) | Err(_) => None,
         }
     }
 
     /// A datagram that arrived from the server.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> RelayReceive {
+        match self.probe.handle_server_datagram(datagram) {
+            Some(AllocationVerdict::Mismatch) => {
+                self.fail(
+                    now,
+                    "the server lost the allocation (437 to a Refresh after relayed checks went unanswered)",
+                );
+                return RelayReceive::Handled;
+            }
+            Some(_) => return RelayReceive::Handled,
+            None => {}
+        }
         let time = self.time(now);
         let transmit = TurnTransmit {
             data: datagram,
@@ -342,10 +365,13 @@ impl Relay {
             }
             turn_client_proto::api::TurnRecvRet::Handled => RelayReceive::Handled,
             turn_client_proto::api::TurnRecvRet::Ignored(_) => RelayReceive::Ignored,
-            turn_client_proto::api::TurnRecvRet::PeerData(data) => RelayReceive::PeerData {
-                peer: data.peer,
-                data: data.data().to_vec(),
-            },
+            turn_client_proto::api::TurnRecvRet::PeerData(data) => {
+                self.probe.handle_peer_data(data.data());
+                RelayReceive::PeerData {
+                    peer: data.peer,
+                    data: data.data().to_vec(),
+                }
+            }
             turn_client_proto::api::TurnRecvRet::PeerIcmp { .. } => RelayReceive::Handled,
         };
         self.pump(now);
@@ -365,6 +391,19 @@ impl Relay {
             self.allocate_deadline = Some(now + ALLOCATE_TIMEOUT);
             self.channels.clear();
             self.requested.clear();
+            self.probe.reset();
+        }
+        if matches!(self.state, RelayState::Allocated(_)) {
+            let (username, credential) = &self.credentials;
+            let outcome = self
+                .probe
+                .handle_timeout(now, username, credential.expose());
+            if outcome == Some(AllocationVerdict::Unanswered) {
+                self.fail(
+                    now,
+                    "the server stopped answering (relayed checks and a Refresh unanswered)",
+                );
+            }
         }
         if self.allocate_deadline.is_some_and(|at| now >= at) {
             self.allocate_deadline = None;
@@ -385,7 +424,11 @@ impl Relay {
             TurnPollRet::WaitUntil(at) => Some(self.instant(at)),
             _ => None,
         };
-        [client, self.allocate_deadline, self.reallocate_at]
+        let probe = match self.state {
+            RelayState::Allocated(_) => self.probe.poll_timeout(),
+            _ => None,
+        };
+        [client, self.allocate_deadline, self.reallocate_at, probe]
             .into_iter()
             .flatten()
             .min()
@@ -393,6 +436,9 @@ impl Relay {
 
     /// A datagram to send to [`Relay::server`].
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if let Some(probe) = self.probe.poll_transmit() {
+            return Some(probe);
+        }
         let time = self.time(now);
         loop {
             let transmit = self.client.poll_transmit(time)?;
@@ -425,6 +471,7 @@ impl Relay {
         self.state = RelayState::Failed(why.to_owned());
         self.channels.clear();
         self.requested.clear();
+        self.probe.reset();
         self.events.push_back(RelayEvent::Failed {
             why: why.to_owned(),
             lost,
@@ -503,4 +550,12 @@ fn allocation_mismatch(datagram: &[u8]) -> bool {
                 .attribute::<ErrorCode>()
                 .is_ok_and(|code| code.code() == ErrorCode::ALLOCATION_MISMATCH)
     })
+}
+
+/// Whether `data` (sent through the relay) is a STUN request, such as an ICE check.
+fn is_stun_request(data: &[u8]) -> bool {
+    data.len() >= 20
+        && data[0] & 0xC1 == 0
+        && data[1] & 0x10 == 0
+        && data[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }

@@ -59,11 +59,13 @@ mod state;
 mod timers;
 
 #[cfg(test)]
+mod consent_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::keys::PublicKey;
 use crate::signaling::message::{Candidate, MAX_CANDIDATES, SessionDescription};
@@ -72,7 +74,8 @@ pub use candidate::CandidateError;
 pub use state::SessionState;
 pub use timers::{
     CHECK_INTERVAL, CHECK_RETRANSMITS, CONSENT_INTERVAL, CONSENT_RETRANSMITS, GIVE_UP_AFTER,
-    RESEND_INITIAL, RESEND_MAX, RESTART_INITIAL, RESTART_MAX, TimeoutReason,
+    IDLE_CONSENT_INTERVAL, IDLE_CONSENT_RETRANSMITS, PATH_IDLE_AFTER, RESEND_INITIAL, RESEND_MAX,
+    RESTART_INITIAL, RESTART_MAX, TimeoutReason,
 };
 
 /// The most remote candidates (signalled and peer-reflexive) an agent may hold before its
@@ -173,7 +176,13 @@ pub struct Session {
     /// Whether a pair worked in the current local session.
     connected_once: bool,
     /// Whether the agent runs on the slow, connected schedule ([`CONSENT_INTERVAL`]).
-    consent_schedule: bool,
+    /// The check interval the agent is on: [`CHECK_INTERVAL`], [`CONSENT_INTERVAL`] or
+    /// [`IDLE_CONSENT_INTERVAL`].
+    schedule: Duration,
+    /// When the current agent last became connected.
+    connected_at: Option<Instant>,
+    /// When the owner last saw WireGuard traffic on the peer ([`Session::handle_traffic`]).
+    traffic_at: Option<Instant>,
     /// Times the agent's remote side was reset (a dropped candidate, too many candidates).
     remote_resets: u64,
     outbox: VecDeque<SessionDescription>,
@@ -216,7 +225,9 @@ impl Session {
             restarts: 0,
             nominated: None,
             connected_once: false,
-            consent_schedule: false,
+            schedule: CHECK_INTERVAL,
+            connected_at: None,
+            traffic_at: None,
             remote_resets: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -502,13 +513,18 @@ impl Session {
         }
         self.nominated = None;
         self.connected_once = false;
-        self.consent_schedule = false;
+        self.schedule = CHECK_INTERVAL;
+        self.connected_at = None;
         let id = self.rng.session_id();
         let creds = self.rng.ice_credentials();
         let offer = self.offers.new_local(id, &creds);
         let mut agent = is::IceAgent::new(creds);
         agent.set_controlling(self.controlling);
         agent.set_control_tie_breaker(self.rng.tie_breaker());
+        // Patched `is` (patches/is/WICE-PATCH.md): check ids from our CSPRNG, and once the
+        // nominated pair is valid only it is checked (the other valid pairs rest as backups).
+        agent.set_transaction_id_source(self.rng.check_transaction_ids());
+        agent.set_check_nominated_only(true);
         self.agent = Some(agent);
         self.timers.new_session();
         self.set_state(SessionState::Idle);
@@ -548,21 +564,40 @@ impl Session {
         self.add_remote_candidates(&current);
     }
 
-    /// Puts the agent on the slow consent schedule while connected, back on the checking
-    /// schedule otherwise.
-    fn apply_schedule(&mut self) {
-        let connected = self.state.is_connected();
-        if connected == self.consent_schedule {
+    /// WireGuard traffic crossed the peer's tunnel around `now` (the owner looks at the
+    /// datapath's byte counters now and then): the path is in use, so it is checked on the
+    /// active consent schedule again.
+    pub fn handle_traffic(&mut self, now: Instant) {
+        self.traffic_at = Some(now);
+        self.apply_schedule(now);
+    }
+
+    /// Puts the agent on the consent schedule while connected (the slower idle one once the
+    /// path has carried no traffic for [`PATH_IDLE_AFTER`]), back on the checking schedule
+    /// otherwise.
+    fn apply_schedule(&mut self, now: Instant) {
+        let interval = if !self.state.is_connected() {
+            CHECK_INTERVAL
+        } else if self
+            .traffic_at
+            .max(self.connected_at)
+            .is_some_and(|since| now.saturating_duration_since(since) >= PATH_IDLE_AFTER)
+        {
+            IDLE_CONSENT_INTERVAL
+        } else {
+            CONSENT_INTERVAL
+        };
+        if interval == self.schedule {
             return;
         }
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
-        self.consent_schedule = connected;
-        let (interval, retransmits) = if connected {
-            (CONSENT_INTERVAL, CONSENT_RETRANSMITS)
-        } else {
-            (CHECK_INTERVAL, CHECK_RETRANSMITS)
+        self.schedule = interval;
+        let retransmits = match interval {
+            CHECK_INTERVAL => CHECK_RETRANSMITS,
+            CONSENT_INTERVAL => CONSENT_RETRANSMITS,
+            _ => IDLE_CONSENT_RETRANSMITS,
         };
         agent.set_max_stun_retransmits(retransmits);
         agent.set_max_stun_rto(interval);
@@ -635,6 +670,9 @@ impl Session {
                         continue;
                     }
                     if to.is_connected() {
+                        if !self.state.is_connected() {
+                            self.connected_at = Some(now);
+                        }
                         self.connected_once = true;
                         self.timers.path_works();
                     } else if to == SessionState::Disconnected {
@@ -663,7 +701,7 @@ impl Session {
                 _ => {}
             }
         }
-        self.apply_schedule();
+        self.apply_schedule(now);
     }
 
     fn set_state(&mut self, to: SessionState) {

@@ -23,6 +23,7 @@ const PWD_LEN: usize = 22;
 const STREAM_CREDENTIALS: u64 = 1;
 const STREAM_SESSION_IDS: u64 = 2;
 const STREAM_TIE_BREAKERS: u64 = 3;
+const STREAM_CHECK_IDS: u64 = 4;
 
 /// The node's root of ICE randomness: makes the keys of per-session generators and of the
 /// STUN transaction-id stream.
@@ -80,6 +81,7 @@ pub struct SessionRandom {
     credentials: ChaCha20Rng,
     session_ids: ChaCha20Rng,
     tie_breakers: ChaCha20Rng,
+    check_ids: ChaCha20Rng,
 }
 
 impl SessionRandom {
@@ -93,6 +95,7 @@ impl SessionRandom {
             credentials: stream(STREAM_CREDENTIALS),
             session_ids: stream(STREAM_SESSION_IDS),
             tie_breakers: stream(STREAM_TIE_BREAKERS),
+            check_ids: stream(STREAM_CHECK_IDS),
         }
     }
 
@@ -104,6 +107,20 @@ impl SessionRandom {
     /// A fresh ICE tie-breaker (sent in every check).
     pub(crate) fn tie_breaker(&mut self) -> u64 {
         self.tie_breakers.next_u64()
+    }
+
+    /// The transaction ids of one ICE agent's connectivity checks: 96 bits each from a
+    /// ChaCha20 stream under a key of its own (a new one per agent), handed to the patched
+    /// `is` agent (`IceAgent::set_transaction_id_source`) in place of its `fastrand` ids.
+    pub(crate) fn check_transaction_ids(&mut self) -> impl FnMut() -> [u8; 12] + Send + 'static {
+        let mut key = [0u8; 32];
+        self.check_ids.fill_bytes(&mut key);
+        let mut ids = ChaCha20Rng::from_seed(key);
+        move || {
+            let mut id = [0u8; 12];
+            ids.fill_bytes(&mut id);
+            id
+        }
     }
 
     /// Fresh ICE credentials: (ufrag, pwd).

@@ -33,6 +33,16 @@ pub const CHECK_RETRANSMITS: usize = 9;
 /// Retransmissions of a consent check before the pair fails, once connected: with 9 the
 /// retries alone would reach the 10 s interval several times over.
 pub const CONSENT_RETRANSMITS: usize = 7;
+/// How often a connected session checks its path once no WireGuard traffic has crossed it for
+/// [`PATH_IDLE_AFTER`]: still below the 30 s NAT timeout for UDP, at 40 % of the active cost.
+/// A dead idle path is noticed within about a minute; traffic puts the path back on
+/// [`CONSENT_INTERVAL`] at once.
+pub const IDLE_CONSENT_INTERVAL: Duration = Duration::from_secs(25);
+/// Retransmissions on the idle schedule: the agent spaces checks by its retransmission
+/// back-off (250 ms doubling) capped at the interval, so 8 are needed to reach 25 s.
+pub const IDLE_CONSENT_RETRANSMITS: usize = 8;
+/// How long a path carries no traffic before it counts as idle (Tailscale's figure).
+pub const PATH_IDLE_AFTER: Duration = Duration::from_secs(45);
 
 /// Why the session wants [`super::Session::handle_timeout`] called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
