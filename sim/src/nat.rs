@@ -169,6 +169,7 @@ impl Nat {
 
     /// Live mappings (after expiring the idle ones at `now`).
     pub fn mappings(&mut self, now: Instant) -> usize {
+        self.next_sweep = None;
         self.expire(now);
         self.entries.len()
     }

@@ -60,7 +60,8 @@ pub struct Site {
     pub nat: Option<Nat>,
     /// Nodes placed so far (for addresses).
     pub(crate) placed: u8,
-    /// Whether the uplink is cut (every datagram across it is lost).
+    /// Whether the site is offline: its nodes' datagrams are lost before they reach the NAT
+    /// (so its mappings go idle), and datagrams to it are lost.
     pub cut: bool,
 }
 

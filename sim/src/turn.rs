@@ -12,9 +12,14 @@ use turn_server_proto::api::{TurnServerApi, TurnServerPollRet};
 use turn_server_proto::server::TurnServer as Protocol;
 use turn_server_proto::stun::Instant as ProtoInstant;
 use turn_server_proto::stun::agent::Transmit;
+use turn_server_proto::types::TurnCredentials;
+use turn_server_proto::types::attribute::Lifetime;
+use turn_server_proto::types::message::REFRESH;
 use turn_server_proto::types::stun::TransportType;
-use turn_server_proto::types::stun::attribute::XorMappedAddress;
-use turn_server_proto::types::stun::message::{BINDING, Message, MessageClass, MessageWriteVec};
+use turn_server_proto::types::stun::attribute::{Nonce, Realm, Userhash, XorMappedAddress};
+use turn_server_proto::types::stun::message::{
+    BINDING, IntegrityAlgorithm, Message, MessageClass, MessageWriteVec,
+};
 use turn_server_proto::types::stun::prelude::*;
 
 use crate::clock::SimClock;
@@ -46,6 +51,8 @@ pub struct SimTurnServer {
     pub allocations: u64,
     /// Times the server lost all its state.
     pub restarts: u64,
+    /// Client addresses (as the server sees them) that were given an allocation.
+    clients: Vec<SocketAddr>,
     deadline: Option<Instant>,
 }
 
@@ -60,6 +67,7 @@ impl SimTurnServer {
             next_port: FIRST_RELAY_PORT,
             allocations: 0,
             restarts: 0,
+            clients: Vec::new(),
             deadline: None,
         }
     }
@@ -87,7 +95,77 @@ impl SimTurnServer {
     pub fn lose_state(&mut self) {
         self.protocol = Self::protocol(self.address, &self.users);
         self.restarts += 1;
+        self.clients.clear();
         self.deadline = None;
+    }
+
+    /// Deletes every allocation as if each client had sent a Refresh with lifetime 0 (an
+    /// operator's teardown, or coturn dropping an allocation after a relay error): the
+    /// server keeps its nonces, and clients learn it from the 437 to their next request.
+    /// Returns how many allocations were deleted.
+    pub fn delete_allocations(&mut self, clock: &SimClock) -> usize {
+        let now = proto_time(clock, clock.now());
+        let mut deleted = 0;
+        for client in std::mem::take(&mut self.clients) {
+            // An unsigned request draws a 401 with the client's current nonce and the realm.
+            let probe = Message::builder_request(REFRESH, MessageWriteVec::new()).finish();
+            let Some(challenge) = self
+                .protocol
+                .recv(
+                    Transmit::new(&probe[..], TransportType::Udp, client, self.address),
+                    now,
+                )
+                .map(|reply| reply.build().data)
+            else {
+                continue;
+            };
+            let Ok(challenge) = Message::from_bytes(&challenge) else {
+                continue;
+            };
+            let (Ok(nonce), Ok(realm)) = (
+                challenge.attribute::<Nonce>(),
+                challenge.attribute::<Realm>(),
+            ) else {
+                continue;
+            };
+            let Some((user, password)) = self.users.first() else {
+                continue;
+            };
+            let credentials =
+                TurnCredentials::new(user, password).into_long_term_credentials(realm.realm());
+            let mut refresh = Message::builder_request(REFRESH, MessageWriteVec::new());
+            let added = refresh
+                .add_attribute(&Nonce::new(nonce.nonce()).expect("nonce from the server"))
+                .and_then(|()| refresh.add_attribute(&realm))
+                .and_then(|()| {
+                    // turn-client-proto identifies itself by USERHASH; the server wants the same.
+                    let hash = Userhash::compute(user, realm.realm());
+                    refresh.add_attribute(&Userhash::new(hash))
+                })
+                .and_then(|()| refresh.add_attribute(&Lifetime::new(0)))
+                .and_then(|()| {
+                    refresh.add_message_integrity(&credentials.into(), IntegrityAlgorithm::Sha1)
+                });
+            if added.is_err() {
+                continue;
+            }
+            let refresh = refresh.finish();
+            let answer = self.protocol.recv(
+                Transmit::new(&refresh[..], TransportType::Udp, client, self.address),
+                now,
+            );
+            let answer = answer.map(|a| a.build().data);
+            if answer
+                .as_deref()
+                .and_then(|data| Message::from_bytes(data).ok())
+                .is_some_and(|m| m.class() == MessageClass::Success)
+            {
+                deleted += 1;
+            }
+        }
+        let mut ignored = Vec::new();
+        self.drive(clock, now, &mut ignored);
+        deleted
     }
 
     /// A datagram from `from` to `to` (the listening address or a relayed one); returns what
@@ -150,6 +228,7 @@ impl SimTurnServer {
                     let relayed = SocketAddr::new(self.address.ip(), self.next_port);
                     self.next_port = self.next_port.checked_add(1).unwrap_or(FIRST_RELAY_PORT);
                     self.allocations += 1;
+                    self.clients.push(client_addr);
                     self.protocol.allocated_socket(
                         transport,
                         listen_addr,

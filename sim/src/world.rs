@@ -304,6 +304,12 @@ impl Simulation {
         &mut self.sites[index]
     }
 
+    /// Live mappings of site `index`'s NAT (expiring the idle ones first).
+    pub fn nat_mappings(&mut self, index: usize) -> Option<usize> {
+        let now = self.clock.now();
+        self.sites[index].nat.as_mut().map(|nat| nat.mappings(now))
+    }
+
     /// The TURN/STUN server.
     pub fn server(&self) -> &SimTurnServer {
         &self.server
@@ -468,9 +474,14 @@ impl Simulation {
         node.dirty = true;
     }
 
-    /// Makes the TURN server forget every allocation (a server restart).
-    pub fn lose_turn_state(&mut self) {
+    /// Makes the TURN server forget everything, nonces included (a server restart).
+    pub fn restart_turn_server(&mut self) {
         self.server.lose_state();
+    }
+
+    /// Makes the TURN server delete every allocation; returns how many it deleted.
+    pub fn delete_turn_allocations(&mut self) -> usize {
+        self.server.delete_allocations(&self.clock)
     }
 
     fn schedule(&mut self, at: Instant, payload: Payload) {
@@ -658,6 +669,10 @@ impl Simulation {
         }
         if matches!(owner(to.ip()), Owner::Lan(_)) {
             self.stats.unroutable += 1;
+            return;
+        }
+        if self.sites[site].cut {
+            self.stats.lost += 1;
             return;
         }
         let from = match self.sites[site].nat.as_mut() {

@@ -2,3 +2,7 @@
 
 mod common;
 mod lab_cases;
+mod long_runs;
+mod mesh;
+mod offer_model;
+mod seeds;
