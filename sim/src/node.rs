@@ -16,9 +16,12 @@ use crate::product::{
     PublicKey, Sealer, SenderPolicy, Sources, TurnServer,
 };
 
-/// How often a node sends its WireGuard stand-in along each path (WireGuard's persistent
-/// keepalive as commonly configured).
+/// How often a node sends its WireGuard stand-in along a path the peer answered on
+/// (WireGuard's persistent keepalive as commonly configured).
 pub const KEEPALIVE: Duration = Duration::from_secs(25);
+/// How often it sends along a path the peer has not answered on yet (WireGuard retries a
+/// handshake after `REKEY_TIMEOUT`, 5 s).
+pub const HANDSHAKE_RETRY: Duration = Duration::from_secs(5);
 /// The marker's first bytes: WireGuard's transport data type.
 const MARKER_TYPE: [u8; 4] = [4, 0, 0, 0];
 /// The marker's length: type, key, padding to a WireGuard keepalive's 32 bytes and more.
@@ -33,6 +36,8 @@ pub struct ChosenPath {
     pub kind: PathKind,
     /// When it was chosen.
     pub since: Instant,
+    /// When the stand-in last went along it.
+    pub last_sent: Instant,
 }
 
 /// See the module documentation.
@@ -180,22 +185,33 @@ impl SimNode {
                         target,
                         kind,
                         since: now,
+                        last_sent: now,
                     },
                 );
-                if self.next_keepalive.is_none() {
-                    self.next_keepalive = Some(now + KEEPALIVE);
-                }
+                self.next_keepalive = Some(
+                    self.next_keepalive
+                        .map_or(now + HANDSHAKE_RETRY, |at| at.min(now + HANDSHAKE_RETRY)),
+                );
                 Some(peer)
             }
         }
     }
 
-    /// The WireGuard stand-in to send to `peer` along its path: (destination, bytes).
+    /// Whether `peer` answered on its current path (a handshake completed, in WireGuard's
+    /// terms).
+    fn answered(&self, peer: &PublicKey) -> bool {
+        let since = self.paths.get(peer).map(|p| p.since);
+        since.is_some_and(|since| self.heard.get(peer).is_some_and(|at| *at >= since))
+    }
+
+    /// The WireGuard stand-in to send to `peer` along its path: (destination, bytes). Until
+    /// the peer answered, it asks for an answer, as a handshake initiation does.
     pub(crate) fn marker_for(&self, peer: &PublicKey) -> Option<(SocketAddr, Vec<u8>)> {
         let path = self.paths.get(peer)?;
         let mut marker = Vec::with_capacity(MARKER_LEN + 4);
         marker.extend_from_slice(&MARKER_TYPE);
         marker.extend_from_slice(self.key.as_bytes());
+        marker.push(u8::from(!self.answered(peer)));
         marker.resize(MARKER_LEN, 0);
         Some(match path.target {
             PathTarget::Direct(to) => (to, marker),
@@ -209,14 +225,39 @@ impl SimNode {
         })
     }
 
-    /// Notes a WireGuard stand-in; returns false if it is not one.
-    pub(crate) fn handle_marker(&mut self, payload: &[u8], now: Instant) -> bool {
-        if payload.len() < 36 || payload[..4] != MARKER_TYPE {
-            return false;
+    /// The peers whose stand-in is due at `now` (marking it sent), and when the next is due.
+    pub(crate) fn due_markers(&mut self, now: Instant) -> Vec<PublicKey> {
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (peer, path) in &mut self.paths {
+            let answered = self.heard.get(peer).is_some_and(|at| *at >= path.since);
+            let period = if answered { KEEPALIVE } else { HANDSHAKE_RETRY };
+            if path.last_sent + period <= now {
+                path.last_sent = now;
+                due.push(*peer);
+            }
+            let at = path.last_sent + period;
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        self.next_keepalive = next;
+        due
+    }
+
+    /// Notes a WireGuard stand-in: `None` if it is not one, else the peer to answer at once
+    /// (it asked, and we have a path to it), if any.
+    pub(crate) fn handle_marker(
+        &mut self,
+        payload: &[u8],
+        now: Instant,
+    ) -> Option<Option<PublicKey>> {
+        if payload.len() < 37 || payload[..4] != MARKER_TYPE {
+            return None;
         }
         let mut key = [0u8; 32];
         key.copy_from_slice(&payload[4..36]);
-        self.heard.insert(PublicKey::from(key), now);
-        true
+        let peer = PublicKey::from(key);
+        self.heard.insert(peer, now);
+        let asked = payload[36] == 1;
+        Some((asked && self.paths.contains_key(&peer)).then_some(peer))
     }
 }

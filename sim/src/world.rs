@@ -536,9 +536,7 @@ impl Simulation {
                 node.dirty = true;
             }
             if node.next_keepalive.is_some_and(|at| at <= now) {
-                node.next_keepalive = Some(now + KEEPALIVE);
-                let peers: Vec<PublicKey> = node.paths.keys().copied().collect();
-                for peer in peers {
+                for peer in node.due_markers(now) {
                     self.send_marker(index, &peer);
                 }
             }
@@ -784,21 +782,39 @@ impl Simulation {
             return;
         }
         let channel_data = from == SERVER && data.len() >= 4 && (0x40..=0x4F).contains(&data[0]);
+        let mut answer = None;
         let to_controller = if is_stun(data) {
             true
         } else if channel_data {
             let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
             match data.get(4..4 + len) {
                 Some(inner) if is_stun(inner) => true,
-                Some(inner) => !node.handle_marker(inner, now),
+                Some(inner) => match node.handle_marker(inner, now) {
+                    Some(reply) => {
+                        answer = reply;
+                        false
+                    }
+                    None => true,
+                },
                 None => true,
             }
+        } else if from == SERVER {
+            true
         } else {
-            from == SERVER || !node.handle_marker(data, now)
+            match node.handle_marker(data, now) {
+                Some(reply) => {
+                    answer = reply;
+                    false
+                }
+                None => true,
+            }
         };
         if to_controller {
             node.controller.handle_datagram(now, from, Some(to), data);
             node.dirty = true;
+        }
+        if let Some(peer) = answer {
+            self.send_marker(index, &peer);
         }
     }
 
