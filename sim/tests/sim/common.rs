@@ -84,3 +84,12 @@ pub(crate) fn seed_or(default: u64) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
+
+/// CPU time this thread has used (Linux: `/proc/thread-self/schedstat`), for printed
+/// figures; wall time on a shared machine says little.
+pub(crate) fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}

@@ -1,7 +1,7 @@
 //! Figures for the README, printed, never asserted (speed is not a test's business): how much
 //! simulated mesh a CPU second buys. Run with `--nocapture` to see them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wice_sim::{LinkProfile, SimBuilder, SimConfig};
 
@@ -20,12 +20,12 @@ fn mesh_figures(nodes: usize) {
         }
     }
     let mut sim = builder.build();
-    let started = Instant::now();
+    let started = thread_cpu();
     let pairs = sim.all_pairs();
     let connected = sim.run_until_connected(&pairs, Duration::from_secs(120));
-    let setup_cpu = started.elapsed();
+    let setup_cpu = thread_cpu() - started;
     sim.run_for(Duration::from_secs(60));
-    let cpu = started.elapsed();
+    let cpu = thread_cpu() - started;
     let simulated = sim.elapsed().as_secs_f64();
     eprintln!(
         "mesh of {nodes}: connected in {connected:?} simulated ({setup_cpu:?} CPU); \

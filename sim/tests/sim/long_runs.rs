@@ -58,7 +58,7 @@ fn relays_learn_that_the_turn_server_deleted_their_allocations_and_say_so() {
     let mut went_down = false;
     for _ in 0..60 {
         sim.run_for(Duration::from_secs(1));
-        if !sim.connected(0, 1) {
+        if !sim.status(0, 1).state.is_connected() {
             went_down = true;
             break;
         }
