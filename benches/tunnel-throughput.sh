@@ -41,7 +41,7 @@ STREAMS=${STREAMS:-"1 4"}
 PIN=${PIN:-0}
 # PERF=1: after wice's runs, record a perf profile (perf record -g) of both
 # wice processes under one more 1-stream run and print the hottest symbols
-# per thread. WICE_BIN=path measures that binary instead of building this tree.
+# per thread (PERF_KEEP=path keeps perf.data). WICE_BIN=path measures that binary instead of building this tree.
 PERF=${PERF:-0}
 WICE_BIN=${WICE_BIN:-}
 
@@ -141,6 +141,7 @@ public_key = "$peer"
 allowed_ips = ["10.77.0.$them/32"]
 endpoint = "10.0.0.$them:51820"
 TOML
+    chmod 600 "$work/$side.toml"  # it holds a private key: wice refuses a readable one
     ip netns exec "$ns" "$WICE" up -c "$work/$side.toml" 2> "$work/wice-$side.log" & pids+=($!)
   done
   for _ in $(seq 100); do [ -S "$work/a.sock" ] && [ -S "$work/b.sock" ] && break; sleep 0.05; done
@@ -301,12 +302,13 @@ profile_wice() { # target
   local list; list=$(IFS=,; echo "${pids[*]}")
   perf record -q -F 499 -g -p "$list" -o "$work/perf.data" -- sleep "$((TIME - 1))" >/dev/null 2>&1 || true
   wait "$client" || true
+  [ -n "${PERF_KEEP:-}" ] && cp "$work/perf.data" "$PERF_KEEP"
   echo "perf profile of wice (both ends, $((TIME - 1)) s of one TCP stream), self time by thread:"
-  perf report -i "$work/perf.data" --no-children --sort comm -q --stdio 2>/dev/null | grep -v '^$' | head -8
+  perf report -i "$work/perf.data" --no-children --sort comm -q --stdio -g none 2>/dev/null | grep -v '^$' | head -8 || true
   for thread in wice-tun-rx wice-udp-rx; do
     echo "  $thread, hottest symbols (% of all samples):"
     perf report -i "$work/perf.data" --no-children --comms "$thread" --sort sym -q --stdio -g none 2>/dev/null \
-      | grep -v '^$' | head -12 | sed 's/^/    /'
+      | grep -v '^$' | head -12 | sed 's/^/    /' || true
   done
   ip netns exec "$ns_b" pkill -x iperf3 2>/dev/null || true
 }
