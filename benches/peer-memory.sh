@@ -42,6 +42,7 @@ for i in range(n):
     pub = base64.b64encode(os.urandom(32)).decode()
     print(f'[[peer]]\npublic_key = "{pub}"\nallowed_ips = ["10.100.{1 + i // 250}.{1 + i % 250}/32"]\n')
 PY
+  chmod 600 "$work/wice.toml"  # it holds a private key: wice refuses a readable one
   ip netns exec "$ns" "$WICE" up -c "$work/wice.toml" 2> "$work/wice.log" & pid=$!
   for _ in $(seq 200); do [ -S "$work/wice.sock" ] && break; sleep 0.05; done
   [ -S "$work/wice.sock" ] || { cat "$work/wice.log" >&2; exit 1; }

@@ -36,7 +36,14 @@ ONLY=${ONLY:-"veth wice wireguard-go wireguard-go-deb boringtun-cli gotatun-cli"
 # TCP stream counts; the table shows 1 and 4, any others are listed below it.
 STREAMS=${STREAMS:-"1 4"}
 # PIN=1: pin each wice's TUN reader to core 0 and UDP reader to core 1.
+# PIN=split: pin both of a side's packet threads together, side a on core 0 and
+# side b on core 1 (each tunnel end keeps its own core).
 PIN=${PIN:-0}
+# PERF=1: after wice's runs, record a perf profile (perf record -g) of both
+# wice processes under one more 1-stream run and print the hottest symbols
+# per thread (PERF_KEEP=path keeps perf.data). WICE_BIN=path measures that binary instead of building this tree.
+PERF=${PERF:-0}
+WICE_BIN=${WICE_BIN:-}
 
 [ "$(id -u)" -eq 0 ] || { echo "needs root (network namespaces, TUN devices)" >&2; exit 1; }
 
@@ -95,8 +102,12 @@ wireguard_go_version() {
   GOPATH="$PEERS_DIR/gopath" GOFLAGS=-mod=mod go version -m "$1" 2>/dev/null | awk '$1=="mod"{print $3; exit}'
 }
 
-cargo build --release --locked --quiet --bin wice
-WICE="$PWD/target/release/wice"
+if [ -n "$WICE_BIN" ]; then
+  WICE=$WICE_BIN
+else
+  cargo build --release --locked --quiet --bin wice
+  WICE="$PWD/target/release/wice"
+fi
 
 # --- one lab -----------------------------------------------------------------
 
@@ -130,6 +141,7 @@ public_key = "$peer"
 allowed_ips = ["10.77.0.$them/32"]
 endpoint = "10.0.0.$them:51820"
 TOML
+    chmod 600 "$work/$side.toml"  # it holds a private key: wice refuses a readable one
     ip netns exec "$ns" "$WICE" up -c "$work/$side.toml" 2> "$work/wice-$side.log" & pids+=($!)
   done
   for _ in $(seq 100); do [ -S "$work/a.sock" ] && [ -S "$work/b.sock" ] && break; sleep 0.05; done
@@ -143,6 +155,17 @@ TOML
       done
     done
     echo "wice: packet threads pinned (TUN reader core 0, UDP reader core 1)"
+  elif [ "$PIN" = split ]; then
+    local core=0
+    for pid in "${pids[@]}"; do
+      for task in /proc/"$pid"/task/*; do
+        case $(cat "$task/comm") in
+          wice-tun-rx|wice-udp-rx) taskset -p -c "$core" "${task##*/}" >/dev/null ;;
+        esac
+      done
+      core=$(( (core + 1) % $(nproc) ))
+    done
+    echo "wice: each side's packet threads pinned to a core of their own (a: 0, b: 1)"
   fi
 }
 
@@ -267,6 +290,29 @@ c.shutdown(socket.SHUT_WR); c.recv(1)' "$2" "$blob"
   fi
 }
 
+# Where wice's CPU goes under one stream: perf samples of both processes, all
+# threads, the hottest symbols per thread (self time, % of all samples).
+profile_wice() { # target
+  command -v perf >/dev/null || { echo "perf: not installed; no profile"; return 0; }
+  ip netns exec "$ns_b" pkill -x iperf3 2>/dev/null || true
+  ip netns exec "$ns_b" iperf3 -s -D >/dev/null 2>&1; sleep 0.3
+  ip netns exec "$ns_a" iperf3 -c "$1" -t "$TIME" >/dev/null 2>&1 &
+  local client=$!
+  sleep 0.5
+  local list; list=$(IFS=,; echo "${pids[*]}")
+  perf record -q -F 499 -g -p "$list" -o "$work/perf.data" -- sleep "$((TIME - 1))" >/dev/null 2>&1 || true
+  wait "$client" || true
+  [ -n "${PERF_KEEP:-}" ] && cp "$work/perf.data" "$PERF_KEEP"
+  echo "perf profile of wice (both ends, $((TIME - 1)) s of one TCP stream), self time by thread:"
+  perf report -i "$work/perf.data" --no-children --sort comm -q --stdio -g none 2>/dev/null | grep -v '^$' | head -8 || true
+  for thread in wice-tun-rx wice-udp-rx; do
+    echo "  $thread, hottest symbols (% of all samples):"
+    perf report -i "$work/perf.data" --no-children --comms "$thread" --sort sym -q --stdio -g none 2>/dev/null \
+      | grep -v '^$' | head -12 | sed 's/^/    /' || true
+  done
+  ip netns exec "$ns_b" pkill -x iperf3 2>/dev/null || true
+}
+
 # --- the run -------------------------------------------------------------------
 
 ran=()
@@ -274,7 +320,10 @@ for impl in $ONLY; do
   teardown; lab
   case $impl in
     veth) measure veth 10.0.0.2 && ran+=(veth) ;;
-    wice) start_wice; measure wice 10.77.0.2 && ran+=(wice) && verify_transfer wice 10.77.0.2 ;;
+    wice)
+      start_wice
+      measure wice 10.77.0.2 && ran+=(wice) && verify_transfer wice 10.77.0.2
+      [ "$PERF" = 1 ] && profile_wice 10.77.0.2 ;;
     wireguard-go)
       if bin=$(install_wireguard_go); then
         echo "wireguard-go: golang.zx2c4.com/wireguard $(wireguard_go_version "$bin")"

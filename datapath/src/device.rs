@@ -32,7 +32,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::MAX_DATAGRAM;
 use crate::classify::DatagramKind;
@@ -40,6 +40,7 @@ use crate::counters::DropCounters;
 use crate::engine::{Engine, HANDSHAKE_SCRATCH};
 use crate::rx::{InboundSink, RxBatch};
 use crate::threads::{Supervisor, ThreadExit};
+use crate::tun_write::{TunOffload, TunSink, TunWriter};
 use crate::tx::{PACKET_OFFSET, TxBatch};
 use crate::udp::{RecvBatch, UdpSocket};
 
@@ -444,8 +445,12 @@ impl UdpReader {
     /// Returns only when the device stops, or with the error that ended it.
     fn run(self) -> io::Result<()> {
         let mut received = RecvBatch::default();
-        let mut batch = RxBatch::new(VIRTIO_NET_HDR_LEN);
-        let mut gro = GROTable::default();
+        let mut batch = RxBatch::new();
+        let mut writer = TunWriter::new(TunOffload {
+            vnet_hdr: self.tun.tcp_gso(),
+            udp_gso: self.tun.udp_gso(),
+        });
+        let mut tun = TunFd(self.tun.as_raw_fd());
         let mut spins = 0;
         let mut sink = ReplySink {
             engine: &self.engine,
@@ -474,30 +479,69 @@ impl UdpReader {
                 }
             };
             let table = self.engine.table();
-            received.for_each(count, |from, to, datagram| {
+            received.for_each(count, |buffer, from, to, datagram| {
                 sink.local = to;
-                if batch.decapsulate(&self.engine, &table, from, datagram, &mut sink) {
-                    self.write_tun(&mut batch, &mut gro);
+                let at = datagram.start;
+                if batch.open(
+                    &self.engine,
+                    &table,
+                    from,
+                    &mut buffer[datagram],
+                    at,
+                    &mut sink,
+                ) {
+                    self.write_tun(buffer, &mut batch, &mut writer, &mut tun);
                 }
             });
             drop(table);
-            self.write_tun(&mut batch, &mut gro);
+            self.write_tun(received.buffer(), &mut batch, &mut writer, &mut tun);
         }
         Ok(())
     }
 
-    fn write_tun(&self, batch: &mut RxBatch, gro: &mut GROTable) {
+    /// Writes the batch's packets, which lie in `buffer`, to TUN.
+    fn write_tun(
+        &self,
+        buffer: &[u8],
+        batch: &mut RxBatch,
+        writer: &mut TunWriter,
+        tun: &mut TunFd,
+    ) {
         if batch.is_empty() {
             return;
         }
-        if let Err(err) = self
-            .tun
-            .send_multiple(gro, batch.packets(), VIRTIO_NET_HDR_LEN)
-        {
-            tracing::trace!(%err, "TUN write failed");
+        let failed = writer.write(buffer, batch.packets(), tun);
+        for _ in 0..failed {
             DropCounters::bump(&self.engine.drops.tun_write_error);
         }
         batch.clear();
+    }
+}
+
+// tun-rs sets no other virtio-net header size than the 10-byte default.
+const _: () = assert!(VIRTIO_NET_HDR_LEN == crate::tun_write::VNET_HDR_LEN);
+
+/// The TUN descriptor, written with `writev`.
+struct TunFd(std::os::fd::RawFd);
+
+impl TunSink for TunFd {
+    fn write_gathered(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<()> {
+        let count = libc::c_int::try_from(parts.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many parts"))?;
+        loop {
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix
+            // (documented by std); the slices outlive the call, and the
+            // descriptor is the device's, open while the reader runs.
+            let written = unsafe { libc::writev(self.0, parts.as_ptr().cast(), count) };
+            if written >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                tracing::trace!(%err, "TUN write failed");
+                return Err(err);
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ mod engine;
 mod peer;
 pub mod rx;
 mod threads;
+pub mod tun_write;
 pub mod tx;
 pub mod udp;
 

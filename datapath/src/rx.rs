@@ -14,20 +14,24 @@
 //!    one load check per datagram
 //! 5. find the peer: receiver index for responses, cookies and data; the
 //!    decrypted static key for handshake initiations
-//! 6. decrypt with the peer's session; a datagram that proved its sender (see
-//!    [`proves_sender`]) from a new endpoint moves the peer there (roaming,
-//!    direct or relayed). Replies
-//!    (handshake responses, cookies, queued data) are written behind header
-//!    room and framed in place when the sender is relayed
+//! 6. decrypt with the peer's session; transport data is opened in place in
+//!    the UDP receive buffer ([`Engine::open_in_place`], boringtun's patched
+//!    `decapsulate_data_in_place`), so the packet is never copied. A datagram
+//!    that proved its sender (see [`proves_sender`]) from a new endpoint moves
+//!    the peer there (roaming, direct or relayed). Replies (handshake
+//!    responses, cookies, queued data) are written behind header room in a
+//!    scratch buffer and framed in place when the sender is relayed
 //! 7. cryptokey routing: the inner source must be in that peer's allowed IPs
-//! 8. collect in an [`RxBatch`] and write to TUN (in `device`); with offload on,
-//!    tun-rs coalesces a flow's consecutive TCP/UDP segments (GRO) into one
-//!    super-packet per write
+//! 8. collect the packet's place in an [`RxBatch`]; the batch goes to TUN (in
+//!    `device`, through `tun_write`): a flow's consecutive TCP/UDP segments
+//!    are gathered into one super-packet per `writev`, straight from the
+//!    receive buffer
 //!
 //! One thread runs all stages in socket order, so a peer's packets reach TUN in
 //! the order they arrived.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, TunnResult};
@@ -51,87 +55,187 @@ pub trait InboundSink {
 /// WireGuard's transport data message type (the only one that carries packets).
 const DATA_MESSAGE_TYPE: u8 = 4;
 
-/// Decrypted packets waiting for one batched TUN write. Each slot keeps
-/// `headroom` bytes in front of its packet for the virtio-net header that
-/// offloaded TUN writes need. Reused across batches.
+/// Decrypted packets waiting for one batched TUN write, as ranges of the
+/// receive buffer they were opened in: the bytes stay where the socket put
+/// them until the TUN write gathers them (see `tun_write`). Reused across
+/// batches; holds at most [`crate::BATCH_SIZE`] packets.
 pub struct RxBatch {
-    slots: Vec<Vec<u8>>,
-    used: usize,
-    headroom: usize,
+    packets: Vec<Range<usize>>,
     /// For handshake messages: answering one may flush a whole queue of data
     /// packets, so they get a full-size buffer; they never produce a TUN packet.
     scratch: Vec<u8>,
 }
 
+impl Default for RxBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RxBatch {
-    /// An empty batch of [`crate::BATCH_SIZE`] slots.
-    pub fn new(headroom: usize) -> Self {
+    /// An empty batch.
+    pub fn new() -> Self {
         Self {
-            // Capacity for a whole coalesced super-packet: GRO appends to the
-            // first packet of a flow in place.
-            slots: (0..crate::BATCH_SIZE)
-                .map(|_| Vec::with_capacity(headroom + crate::MAX_DATAGRAM))
-                .collect(),
-            used: 0,
-            headroom,
+            packets: Vec::with_capacity(crate::BATCH_SIZE),
             scratch: vec![0; crate::MAX_DATAGRAM],
         }
     }
 
-    /// Stages 2–7 for one datagram; a packet for TUN stays in the batch.
+    /// Stages 2–7 for one datagram, which lies at `at` in the receive buffer:
+    /// transport data is opened where it lies and its packet, if it passes
+    /// cryptokey routing, joins the batch as a range of that buffer.
     /// Returns `true` when the batch is full and must be written out.
-    pub fn decapsulate(
+    pub fn open(
         &mut self,
         engine: &Engine,
         table: &PeerTable,
         from: SocketAddr,
-        datagram: &[u8],
+        datagram: &mut [u8],
+        at: usize,
         sink: &mut impl InboundSink,
     ) -> bool {
-        // Relayed WireGuard data is data too: look past the ChannelData header.
-        let message_type = match datagram.first() {
-            Some(0x40..=0x7F) => datagram.get(CHANNEL_DATA_HEADER_LEN),
-            first => first,
-        };
-        if message_type != Some(&DATA_MESSAGE_TYPE) {
-            engine.decapsulate(table, from, datagram, &mut self.scratch, sink);
-            return false;
+        if let Some(packet) = engine.open_in_place(table, from, datagram, &mut self.scratch, sink) {
+            self.packets.push(at + packet.start..at + packet.end);
         }
-        let slot = &mut self.slots[self.used];
-        // Plaintext is never longer than its datagram; resizing from the last
-        // packet's length zero-fills a few bytes at most.
-        slot.resize(self.headroom + datagram.len(), 0);
-        if let Some(len) =
-            engine.decapsulate(table, from, datagram, &mut slot[self.headroom..], sink)
-        {
-            slot.truncate(self.headroom + len);
-            self.used += 1;
-        }
-        self.used == self.slots.len()
+        self.packets.len() >= crate::BATCH_SIZE
     }
 
-    /// The packets collected so far, each behind its headroom.
-    pub fn packets(&mut self) -> &mut [Vec<u8>] {
-        &mut self.slots[..self.used]
+    /// Where the packets collected so far lie in the receive buffer, in
+    /// arrival order.
+    pub fn packets(&self) -> &[Range<usize>] {
+        &self.packets
     }
 
     /// Number of packets collected.
     pub fn len(&self) -> usize {
-        self.used
+        self.packets.len()
     }
 
     /// Whether no packet is waiting.
     pub fn is_empty(&self) -> bool {
-        self.used == 0
+        self.packets.is_empty()
     }
 
     /// Empties the batch for reuse.
     pub fn clear(&mut self) {
-        self.used = 0;
+        self.packets.clear();
     }
 }
 
 impl Engine {
+    /// Stages 2–7 for one datagram, opening transport data in place: the
+    /// packet for TUN, if one passed cryptokey routing, is returned as the
+    /// range of `datagram` it now occupies (the ciphertext's place, 16 bytes
+    /// in, or 20 behind a ChannelData header). Everything else (STUN,
+    /// handshakes, cookies, malformed datagrams) takes [`Engine::decapsulate`]
+    /// with `scratch` ([`crate::MAX_DATAGRAM`] bytes) and never yields a packet.
+    pub fn open_in_place(
+        &self,
+        table: &PeerTable,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        scratch: &mut [u8],
+        sink: &mut impl InboundSink,
+    ) -> Option<Range<usize>> {
+        let (source, start) = match classify(datagram) {
+            DatagramKind::WireGuard if datagram.first() == Some(&DATA_MESSAGE_TYPE) => {
+                (Endpoint::Direct(from), 0)
+            }
+            DatagramKind::ChannelData if table.is_relay_server(from) => {
+                match parse_channel_data(datagram) {
+                    Ok((channel, payload))
+                        if payload.first() == Some(&DATA_MESSAGE_TYPE)
+                            && classify(payload) == DatagramKind::WireGuard =>
+                    {
+                        let end = CHANNEL_DATA_HEADER_LEN + payload.len();
+                        let source = Endpoint::Relayed {
+                            server: from,
+                            channel,
+                        };
+                        let packet = self.open_data_in_place(
+                            table,
+                            source,
+                            &mut datagram[CHANNEL_DATA_HEADER_LEN..end],
+                        )?;
+                        return Some(
+                            CHANNEL_DATA_HEADER_LEN + packet.start
+                                ..CHANNEL_DATA_HEADER_LEN + packet.end,
+                        );
+                    }
+                    _ => return self.decapsulate_elsewhere(table, from, datagram, scratch, sink),
+                }
+            }
+            _ => return self.decapsulate_elsewhere(table, from, datagram, scratch, sink),
+        };
+        let packet = self.open_data_in_place(table, source, &mut datagram[start..])?;
+        Some(start + packet.start..start + packet.end)
+    }
+
+    /// The copying path for what is not transport data: it answers, it never
+    /// yields a packet for TUN (only data messages decrypt to packets).
+    fn decapsulate_elsewhere(
+        &self,
+        table: &PeerTable,
+        from: SocketAddr,
+        datagram: &[u8],
+        scratch: &mut [u8],
+        sink: &mut impl InboundSink,
+    ) -> Option<Range<usize>> {
+        let delivered = self.decapsulate(table, from, datagram, scratch, sink);
+        debug_assert!(delivered.is_none(), "only data messages carry packets");
+        None
+    }
+
+    /// Stages 5–7 for one transport data message, decrypted where it lies.
+    /// Returns the packet's range in `datagram`.
+    fn open_data_in_place(
+        &self,
+        table: &PeerTable,
+        source: Endpoint,
+        datagram: &mut [u8],
+    ) -> Option<Range<usize>> {
+        // 5. which peer: the receiver index (boringtun re-checks type and
+        // size; a datagram too short to carry one is malformed).
+        let Some(index) = datagram.get(4..8) else {
+            self.drops
+                .count_wireguard_error(&boringtun::noise::errors::WireGuardError::InvalidPacket);
+            return None;
+        };
+        let receiver_idx = u32::from_le_bytes([index[0], index[1], index[2], index[3]]);
+        let Some(peer) = table.by_slot(receiver_idx >> 8) else {
+            DropCounters::bump(&self.drops.unknown_peer);
+            return None;
+        };
+        // 6. decrypt in place, roam on proof.
+        let base = datagram.as_ptr() as usize;
+        let mut state = peer.lock();
+        let result = state.tunn.decapsulate_data_in_place(datagram);
+        if !matches!(result, TunnResult::Err(_)) && state.endpoint != Some(source) {
+            tracing::debug!(peer = %crate::short_key(&peer.public_key), %source, "endpoint moved");
+            state.endpoint = Some(source);
+        }
+        let (packet, inner_source) = match result {
+            TunnResult::WriteToTunnelV4(packet, ip) => (packet, IpAddr::V4(ip)),
+            TunnResult::WriteToTunnelV6(packet, ip) => (packet, IpAddr::V6(ip)),
+            TunnResult::Done => return None,
+            TunnResult::Err(err) => {
+                self.drops.count_wireguard_error(&err);
+                return None;
+            }
+            TunnResult::WriteToNetwork(_) => {
+                // boringtun answers data with a packet or nothing.
+                DropCounters::bump(&self.drops.protocol_error);
+                return None;
+            }
+        };
+        let start = packet.as_ptr() as usize - base;
+        let len = packet.len();
+        drop(state);
+        // 7. cryptokey routing
+        let len = self.admit(table, peer, inner_source, len)?;
+        Some(start..start + len)
+    }
+
     /// Stages 2–7 for one datagram. `out` must be at least as long as a data
     /// datagram, and [`crate::MAX_DATAGRAM`] for anything else (answering a
     /// handshake flushes queued packets into it). Returns the length of the packet left at the

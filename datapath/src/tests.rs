@@ -28,6 +28,44 @@ impl InboundSink for Recorder {
     }
 }
 
+/// The UDP reader's way: `datagrams` back to back in one receive buffer, each
+/// opened in place into `rx`. Returns the buffer and, per datagram, whether
+/// the batch then reported itself full.
+fn open_in_rx(
+    rx: &mut crate::RxBatch,
+    engine: &Engine,
+    from: SocketAddr,
+    datagrams: &[Vec<u8>],
+    sink: &mut impl InboundSink,
+) -> (Vec<u8>, Vec<bool>) {
+    let mut buffer = datagrams.concat();
+    let mut at = 0;
+    let full = datagrams
+        .iter()
+        .map(|datagram| {
+            let range = at..at + datagram.len();
+            at = range.end;
+            rx.open(
+                engine,
+                &engine.table(),
+                from,
+                &mut buffer[range.clone()],
+                range.start,
+                sink,
+            )
+        })
+        .collect();
+    (buffer, full)
+}
+
+/// The packets an [`crate::RxBatch`] holds, copied out of `buffer`.
+fn delivered(rx: &crate::RxBatch, buffer: &[u8]) -> Vec<Vec<u8>> {
+    rx.packets()
+        .iter()
+        .map(|p| buffer[p.clone()].to_vec())
+        .collect()
+}
+
 impl Recorder {
     /// Feeds one datagram to `engine`, recording what it produced.
     fn receive(&mut self, engine: &Engine, from: SocketAddr, datagram: &[u8]) {
@@ -273,8 +311,8 @@ fn datagrams_of(batch: &crate::TxBatch) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect()
 }
 
-/// A batch's runs as (destination, bytes, segment size).
-type Runs = Vec<(SocketAddr, usize, usize)>;
+/// One GSO run: destination, bytes, segment size.
+type RunShape = (SocketAddr, usize, usize);
 
 /// Pushes `full` packets of 1392 payload bytes and one of `tail` bytes from `from` to B into
 /// `batch` (each must fit); returns the packets and the batch's runs.
@@ -283,7 +321,7 @@ fn fill_batch(
     from: &Node,
     full: u8,
     tail: usize,
-) -> (Vec<Vec<u8>>, Runs) {
+) -> (Vec<Vec<u8>>, Vec<RunShape>) {
     let mut packets: Vec<Vec<u8>> = (0..full)
         .map(|i| ipv4_packet(A_IP, B_IP, &[i; 1392]))
         .collect();
@@ -306,18 +344,14 @@ fn a_tun_batch_to_one_peer_leaves_as_one_gso_run_with_a_short_tail() {
     assert_eq!(runs, vec![(b.addr, 10 * 1452 + 532, 1452)]);
     assert_eq!(batch.datagrams(), 11);
 
-    let mut rx = crate::RxBatch::new(10);
+    let mut rx = crate::RxBatch::new();
     let mut rec = Recorder::default();
-    for (_, datagram) in datagrams_of(&batch) {
-        assert!(!rx.decapsulate(&b.engine, &b.engine.table(), a.addr, &datagram, &mut rec));
-    }
-    let delivered: Vec<Vec<u8>> = rx
-        .packets()
-        .iter()
-        .map(|slot| slot[10..].to_vec())
-        .collect();
+    let datagrams: Vec<Vec<u8>> = datagrams_of(&batch).into_iter().map(|(_, d)| d).collect();
+    let (buffer, full) = open_in_rx(&mut rx, &b.engine, a.addr, &datagrams, &mut rec);
+    assert!(full.iter().all(|full| !full));
     assert_eq!(
-        delivered, packets,
+        delivered(&rx, &buffer),
+        packets,
         "every packet arrives intact and in order"
     );
 }
@@ -358,15 +392,13 @@ fn without_gso_every_datagram_is_its_own_run() {
 #[test]
 fn an_rx_batch_reports_full_at_batch_size() {
     let (a, b) = connected();
-    let mut rx = crate::RxBatch::new(0);
+    let mut rx = crate::RxBatch::new();
     let mut rec = Recorder::default();
-    let mut full_at = None;
-    for i in 0..crate::BATCH_SIZE {
-        let (_, datagram) = send(&a, &ipv4_packet(A_IP, B_IP, b"n")).expect("data");
-        if rx.decapsulate(&b.engine, &b.engine.table(), a.addr, &datagram, &mut rec) {
-            full_at = Some(i + 1);
-        }
-    }
+    let datagrams: Vec<Vec<u8>> = (0..crate::BATCH_SIZE)
+        .map(|_| send(&a, &ipv4_packet(A_IP, B_IP, b"n")).expect("data").1)
+        .collect();
+    let (_, full) = open_in_rx(&mut rx, &b.engine, a.addr, &datagrams, &mut rec);
+    let full_at = full.iter().position(|full| *full).map(|i| i + 1);
     assert_eq!(full_at, Some(crate::BATCH_SIZE));
     assert_eq!(rx.len(), crate::BATCH_SIZE);
 }
@@ -554,15 +586,31 @@ fn relayed_data_lands_in_an_rx_batch_slot_like_direct_data() {
     let packets: Vec<Vec<u8>> = (0..3u8)
         .map(|i| ipv4_packet(B_IP, A_IP, &[i; 100]))
         .collect();
-    let mut rx = crate::RxBatch::new(10);
+    let mut rx = crate::RxBatch::new();
     let mut rec = Recorder::default();
+    let mut framed_datagrams = Vec::new();
+    let mut relay = None;
     for packet in &packets {
         let (to, datagram) = send(&b, packet).expect("data");
         let (_, from, framed) = through_relay(false, to, &datagram);
-        assert!(!rx.decapsulate(&a.engine, &a.engine.table(), from, &framed, &mut rec));
+        relay = Some(from);
+        framed_datagrams.push(framed);
     }
-    let delivered: Vec<Vec<u8>> = rx.packets().iter().map(|s| s[10..].to_vec()).collect();
-    assert_eq!(delivered, packets);
+    let from = relay.expect("sent");
+    let (buffer, _) = open_in_rx(&mut rx, &a.engine, from, &framed_datagrams, &mut rec);
+    assert_eq!(delivered(&rx, &buffer), packets);
+    // Each packet was opened where its ciphertext lay: behind the 4-byte
+    // ChannelData header and WireGuard's 16-byte data header.
+    let starts: Vec<usize> = rx.packets().iter().map(|p| p.start).collect();
+    let expected: Vec<usize> = framed_datagrams
+        .iter()
+        .scan(0, |at, d| {
+            let start = *at + 20;
+            *at += d.len();
+            Some(start)
+        })
+        .collect();
+    assert_eq!(starts, expected);
     assert!(rec.udp.is_empty() && rec.control.is_empty());
 }
 
@@ -667,7 +715,7 @@ fn channel_data_with_a_bad_length_or_channel_is_dropped_and_counted() {
 #[test]
 fn any_bytes_from_the_relay_never_panic() {
     let (a, _) = relayed_pair();
-    let mut rx = crate::RxBatch::new(10);
+    let mut rx = crate::RxBatch::new();
     let mut rec = Recorder::default();
     let mut seed = 0x1234_5678u32;
     for len in 0..200 {
@@ -685,7 +733,7 @@ fn any_bytes_from_the_relay_never_panic() {
                 d[4] = [1, 2, 3, 4][len % 4];
             }
             rec.receive(&a.engine, TURN, &d);
-            rx.decapsulate(&a.engine, &a.engine.table(), TURN, &d, &mut rec);
+            open_in_rx(&mut rx, &a.engine, TURN, &[d], &mut rec);
         }
     }
     assert!(rec.tun.is_empty() && rec.udp.is_empty() && rx.is_empty());

@@ -7,6 +7,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket as StdUdpSocket};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -56,30 +57,39 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Calls `each(from, to, datagram)` for every datagram of the last `count`
-    /// received buffers, splitting GRO super-datagrams at their stride. `to` is
-    /// the local address the datagram arrived on (destination IP from
-    /// `IP_PKTINFO`/`IPV6_PKTINFO`, which quinn-udp turns on, and our port);
-    /// `None` if the kernel did not say. Both addresses come as plain IPv4 for
-    /// IPv4 traffic, never v4-mapped.
+    /// Calls `each(buffer, from, to, datagram)` for every datagram of the
+    /// last `count` received buffers, splitting GRO super-datagrams at their
+    /// stride. `datagram` is where the datagram lies in `buffer` (the whole
+    /// receive storage, handed over so a datagram can be opened in place and
+    /// earlier ones read in the same pass). `to` is the local address the
+    /// datagram arrived on (destination IP from `IP_PKTINFO`/`IPV6_PKTINFO`,
+    /// which quinn-udp turns on, and our port); `None` if the kernel did not
+    /// say. Both addresses come as plain IPv4 for IPv4 traffic, never v4-mapped.
     pub fn for_each(
-        &self,
+        &mut self,
         count: usize,
-        mut each: impl FnMut(SocketAddr, Option<SocketAddr>, &[u8]),
+        mut each: impl FnMut(&mut [u8], SocketAddr, Option<SocketAddr>, Range<usize>),
     ) {
-        for (meta, buffer) in self.meta[..count]
-            .iter()
-            .zip(self.storage.chunks(RECV_BUFFER))
-        {
+        for (index, meta) in self.meta[..count].iter().enumerate() {
             let from = unmap(meta.addr);
             let to = meta
                 .dst_ip
                 .map(|ip| unmap(SocketAddr::new(ip, self.local_port)));
             let stride = meta.stride.max(1);
-            for datagram in buffer[..meta.len].chunks(stride) {
-                each(from, to, datagram);
+            let start = index * RECV_BUFFER;
+            let end = start + meta.len.min(RECV_BUFFER);
+            let mut at = start;
+            while at < end {
+                let datagram = at..(at + stride).min(end);
+                at = datagram.end;
+                each(&mut self.storage, from, to, datagram);
             }
         }
+    }
+
+    /// The whole receive storage, where [`RecvBatch::for_each`]'s ranges lie.
+    pub fn buffer(&self) -> &[u8] {
+        &self.storage
     }
 }
 
@@ -388,7 +398,7 @@ mod tests {
             dst_ip: None,
         };
         let mut seen = Vec::new();
-        batch.for_each(2, |from, to, datagram| {
+        batch.for_each(2, |_, from, to, datagram| {
             seen.push((from, to, datagram.len()))
         });
         let from: SocketAddr = "198.51.100.1:3478".parse().expect("addr");

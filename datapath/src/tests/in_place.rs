@@ -103,3 +103,50 @@ fn a_packet_too_long_for_a_slot_is_refused_by_push_not_written_past_it() {
     ));
     assert_eq!(batch.datagrams(), 1);
 }
+
+#[test]
+fn data_opened_in_place_is_dropped_and_counted_when_forged_replayed_or_misrouted() {
+    let (a, b) = connected();
+    let (_, good) = send(&a, &ipv4_packet(A_IP, B_IP, &[1; 200])).expect("data");
+    let mut tampered = good.clone();
+    *tampered.last_mut().expect("a tag") ^= 1;
+    let (_, spoofed) = send(&a, &ipv4_packet(B_IP, B_IP, &[2; 200])).expect("data");
+    let mut unknown_index = send(&a, &ipv4_packet(A_IP, B_IP, &[3; 200]))
+        .expect("data")
+        .1;
+    unknown_index[4..8].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    let stranger: SocketAddr = "198.51.100.9:9".parse().expect("addr");
+
+    let mut rx = crate::RxBatch::new();
+    let mut rec = Recorder::default();
+    let datagrams = [
+        tampered,
+        good.clone(),
+        good,
+        spoofed,
+        unknown_index,
+        vec![4, 0, 0],
+    ];
+    let (buffer, _) = open_in_rx(&mut rx, &b.engine, stranger, &datagrams, &mut rec);
+
+    assert_eq!(
+        delivered(&rx, &buffer),
+        vec![ipv4_packet(A_IP, B_IP, &[1; 200])]
+    );
+    let drops = b.engine.drops.snapshot();
+    assert_eq!(drops.decrypt_failed, 1, "the tampered tag");
+    assert_eq!(drops.replayed, 1, "the second copy");
+    assert_eq!(
+        drops.source_not_allowed, 1,
+        "an inner source a does not own"
+    );
+    assert_eq!(drops.unknown_peer, 1, "a receiver index nobody has");
+    assert_eq!(drops.invalid_packet, 1, "three bytes");
+    // Authenticated data from a new address moves the peer there; the
+    // tampered datagram came first and did not.
+    assert_eq!(
+        b.engine.peer_stats()[0].endpoint,
+        Some(Endpoint::Direct(stranger))
+    );
+    assert!(rec.udp.is_empty() && rec.control.is_empty());
+}

@@ -291,6 +291,34 @@ impl Tunn {
         self.queue_packet(&buf[DATA_OFFSET..DATA_OFFSET + len]);
         self.format_handshake_initiation(buf, false)
     }
+
+    /// Like [`Tunn::decapsulate`] for a transport data message, without the
+    /// copy: the ciphertext is opened where it lies in `datagram`, and the
+    /// packet for the tunnel is returned as a slice of it
+    /// (`WriteToTunnelV4/V6`), starting 16 bytes in. A keepalive gives `Done`.
+    /// Same replay window, session selection and timers as `decapsulate`. Any
+    /// other message type is `Err(InvalidPacket)`: handshakes and cookies go
+    /// through `decapsulate` (they are answered, never opened in place). No
+    /// rate limiting is involved: data messages are never rate limited.
+    pub fn decapsulate_data_in_place<'a>(&mut self, datagram: &'a mut [u8]) -> TunnResult<'a> {
+        let (receiver_idx, counter) = match Tunn::parse_incoming_packet(datagram) {
+            Ok(Packet::PacketData(data)) => (data.receiver_idx, data.counter),
+            Ok(_) => return TunnResult::Err(WireGuardError::InvalidPacket),
+            Err(err) => return TunnResult::Err(err),
+        };
+        let r_idx = receiver_idx as usize;
+        let Some(session) = self.sessions[r_idx % N_SESSIONS].as_ref() else {
+            tracing::trace!(message = "No current session available", remote_idx = r_idx);
+            return TunnResult::Err(WireGuardError::NoCurrentSession);
+        };
+        let plaintext = match session.open_packet_data_in_place(receiver_idx, counter, datagram) {
+            Ok(plaintext) => plaintext,
+            Err(err) => return TunnResult::Err(err),
+        };
+        self.set_current_session(r_idx);
+        self.timer_tick(TimerName::TimeLastPacketReceived);
+        self.validate_decapsulated_packet(plaintext)
+    }
     // ---- end wice addition ----
 
     /// Receives a UDP datagram from the network and parses it.

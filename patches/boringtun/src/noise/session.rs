@@ -260,6 +260,35 @@ impl Session {
         tag_room[..AEAD_SIZE].copy_from_slice(tag.as_ref());
         &mut buf[..DATA_OFFSET + len + AEAD_SIZE]
     }
+
+    /// Opens in place: `datagram` is a whole transport data message, and its
+    /// ciphertext is decrypted where it lies, so the packet is never copied.
+    /// Same checks as [`Session::receive_packet_data`]: receiver index, replay
+    /// window before and after the tag check. Returns the plaintext,
+    /// `datagram[DATA_OFFSET..len - AEAD_SIZE]`.
+    pub(super) fn open_packet_data_in_place<'a>(
+        &self,
+        receiver_idx: u32,
+        counter: u64,
+        datagram: &'a mut [u8],
+    ) -> Result<&'a mut [u8], WireGuardError> {
+        if receiver_idx != self.receiving_index {
+            return Err(WireGuardError::WrongIndex);
+        }
+        self.receiving_counter_quick_check(counter)?;
+        let mut nonce = [0u8; 12];
+        nonce[4..12].copy_from_slice(&counter.to_le_bytes());
+        let plaintext = self
+            .receiver
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&[]),
+                &mut datagram[DATA_OFFSET..],
+            )
+            .map_err(|_| WireGuardError::InvalidAeadTag)?;
+        self.receiving_counter_mark(counter)?;
+        Ok(plaintext)
+    }
     // ---- end wice addition ----
 
     /// packet - a data packet we received from the network
