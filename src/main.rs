@@ -13,6 +13,7 @@ use wice::signaling::server::{ServerConfig, SignalingServer, TlsIdentity};
 use wice::{control, daemon};
 
 mod demo;
+mod demo_rtt;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
