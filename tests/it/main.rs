@@ -12,6 +12,11 @@
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
 //!   restarted with the same key (root).
 //! - `attack_handshake`: forged and replayed handshake floods (root).
+//! - `systemd`: the units (`systemd-analyze verify`) and the notify protocol against a fake
+//!   systemd (the node part as root).
+//! - `metrics`: Prometheus exposition checked by promtool and scraped by Prometheus (the
+//!   node part as root).
+//! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -26,10 +31,13 @@ mod attack_signaling;
 mod attack_stun;
 mod cli;
 mod datapath_robustness;
+mod import;
 mod interop;
 mod lifecycle;
 mod mesh;
+mod metrics;
 mod natlab;
 mod signaling;
+mod systemd;
 
 mod attack_local;
