@@ -30,6 +30,7 @@ mod attack_handshake;
 mod attack_signaling;
 mod attack_stun;
 mod cli;
+mod cli_extras;
 mod datapath_robustness;
 mod import;
 mod interop;
