@@ -4,15 +4,27 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// wice: a userspace mesh VPN over WireGuard.
 #[derive(Debug, Parser)]
 #[command(name = "wice", version, about)]
 pub struct Cli {
+    /// How the daemons (`up`, `signal`, `demo`) write log lines to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (fields, spans such as the peer, timestamp, level).
+    Json,
 }
 
 /// Subcommands.
@@ -22,6 +34,31 @@ pub enum Command {
     Genkey,
     /// Read a private key on stdin, print its public key, like `wg pubkey`.
     Pubkey,
+    /// Convert a wg-quick config (wg0.conf) into a wice config (TOML on stdout).
+    ///
+    /// Settings with no wice equivalent (DNS, Table, FwMark, PostUp and the other hooks,
+    /// SaveConfig) are listed on stderr. The output holds the private key: write it to a
+    /// file only you can read (`-o` creates it with mode 0600).
+    Import {
+        /// The wg-quick file; the interface is named after it (wg0.conf: wg0).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write the TOML here (mode 0600) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the wice(1) man page (roff), or write a page per command into --dir.
+    Man {
+        /// Write wice.1 and wice-COMMAND.1 into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run a node in the foreground until SIGINT/SIGTERM.
     Up {
         /// The node's config file.
@@ -102,6 +139,9 @@ pub enum Command {
         /// Seconds a connection may stay open without a call.
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         idle_timeout: u64,
+        /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9587).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
         /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
         #[arg(long, default_value = "info", value_name = "LEVEL")]
         log_level: String,

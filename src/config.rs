@@ -8,6 +8,7 @@
 //! addresses = ["10.77.0.1/24", "fd77::1/64"]
 //! mtu = 1420                              # default 1420
 //! control_socket = "/run/wice/wice0.sock" # default /run/wice/<name>.sock
+//! metrics_listen = "127.0.0.1:9586"       # optional: Prometheus metrics on http://ADDR/metrics
 //!
 //! [[peer]]
 //! public_key = "<base64>"
@@ -163,6 +164,8 @@ pub struct InterfaceConfig {
     pub mtu: u16,
     /// Unix socket the daemon answers `wice` commands on.
     pub control_socket: PathBuf,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere: an `ip:port`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One `[[peer]]` section.
@@ -578,6 +581,7 @@ struct RawInterface {
     addresses: Vec<Spanned<String>>,
     mtu: Option<Spanned<i64>>,
     control_socket: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1045,6 +1049,20 @@ impl Parser<'_> {
             None => PathBuf::from(format!("/run/wice/{name}.sock")),
         };
 
+        let metrics_listen = match raw.metrics_listen {
+            Some(text) => Some(text.get_ref().parse::<SocketAddr>().map_err(|_| {
+                self.error(
+                    &text.span(),
+                    "interface.metrics_listen".to_owned(),
+                    ConfigErrorKind::InvalidEndpoint {
+                        value: text.get_ref().clone(),
+                        why: "expected ip:port, like 127.0.0.1:9586 or [::1]:9586",
+                    },
+                )
+            })?),
+            None => None,
+        };
+
         Ok(InterfaceConfig {
             name,
             private_key,
@@ -1052,6 +1070,7 @@ impl Parser<'_> {
             addresses,
             mtu,
             control_socket,
+            metrics_listen,
         })
     }
 
@@ -2239,6 +2258,22 @@ allowed_ips = ["10.77.0.3/32"]
             Some(3),
             "interface.control_socket",
             "must not be empty",
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_an_optional_socket_address() {
+        let config = parse_ok(&with_interface("metrics_listen = \"127.0.0.1:9586\"\n"));
+        assert_eq!(
+            config.interface.metrics_listen,
+            Some("127.0.0.1:9586".parse().unwrap())
+        );
+        assert_eq!(parse_ok(&with_interface("")).interface.metrics_listen, None);
+        assert_error(
+            &with_interface("metrics_listen = \"localhost\"\n"),
+            Some(3),
+            "interface.metrics_listen",
+            "expected ip:port",
         );
     }
 

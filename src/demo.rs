@@ -1,11 +1,12 @@
-//! `wice demo`: a three-node mesh across NAT routers on this machine, built with [`wice::lab`].
+//! `wice demo`: a three-node mesh across NAT routers on this machine, built with the lab crate ([`wice_lab`]).
 //!
 //! Node a sits on a public site; with `nft` installed node b is behind an endpoint-independent
 //! NAT, and node c behind a symmetric NAT when coturn's `turnserver` is installed (b ↔ c then
 //! needs the TURN relay), else behind a second public site. Each node runs this same binary's
 //! `wice up` in its own namespace, against a `wice signal` server (and coturn for STUN and TURN)
 //! in the lab's internet namespace. The demo waits until every pair is connected, prints how
-//! each pair connected, how long it took and the ping RTT through the tunnel, and tears the lab
+//! each pair connected, how long it took and the RTT through the tunnel (UDP probes of its own,
+//! [`crate::demo_rtt`], so `ping` is not needed), and tears the lab
 //! down: on success, on error, and on SIGINT or SIGTERM.
 
 use std::sync::Arc;
@@ -135,16 +136,13 @@ fn demo(lab: &mut Lab, options: &DemoOptions, interrupt: &AtomicBool) -> Result<
         })?;
 
     println!();
-    println!(
-        "{:<8} {:<14} {:>10} {:>12}",
-        "pair", "path", "setup", "ping RTT"
-    );
+    println!("{:<8} {:<14} {:>10} {:>12}", "pair", "path", "setup", "RTT");
     for r in &reports {
         if interrupt.load(Ordering::Relaxed) {
             return Err("interrupted".into());
         }
         let (a, b) = (lab.node(r.a), lab.node(r.b));
-        let rtt = a.ns.ping_rtt(b.overlay_ip(), 3).map_or_else(
+        let rtt = crate::demo_rtt::udp_rtt(&a.ns, &b.ns, b.overlay_ip(), 5).map_or_else(
             || "no reply".to_owned(),
             |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
         );

@@ -6,14 +6,18 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use wice::cli::{Cli, Command, read_stdin_key};
+use wice::cli::{Cli, Command, LogFormat, read_stdin_key};
 use wice::config::Config;
 use wice::signaling::server::{ServerConfig, SignalingServer, TlsIdentity};
 use wice::{control, daemon};
 use wice_core::keys::PrivateKey;
 
+mod cli_extras;
 #[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "demo")]
+mod demo_rtt;
+mod signal_hooks;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let log_format = cli.log_format;
     match cli.command {
         Command::Genkey => print(&PrivateKey::generate().to_base64()),
         Command::Pubkey => {
@@ -48,7 +53,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     config.check_summary()
                 ));
             }
-            init_logging(&log_level)?;
+            init_logging(&log_level, log_format)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -70,6 +75,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 print(status.render().trim_end())
             }
         }
+        Command::Import { file, output } => cli_extras::import(&file, output.as_deref()),
+        Command::Completions { shell } => {
+            cli_extras::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => cli_extras::man(dir.as_deref()),
         #[cfg(feature = "demo")]
         Command::Demo { timeout, log_level } => demo::run(&demo::DemoOptions {
             timeout: std::time::Duration::from_secs(timeout),
@@ -87,6 +98,7 @@ fn run(cli: Cli) -> Result<(), String> {
             max_connections_per_ip,
             handshake_timeout,
             idle_timeout,
+            metrics_listen,
             log_level,
         } => {
             let tls = match (tls_cert, tls_key) {
@@ -111,14 +123,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 ..ServerConfig::new(listen)
             };
-            signal(config, &log_level)
+            signal(config, metrics_listen, &log_level, log_format)
         }
     }
 }
 
 /// `wice signal`: the signaling server until SIGINT or SIGTERM.
-fn signal(config: ServerConfig, log_level: &str) -> Result<(), String> {
-    init_logging(log_level)?;
+fn signal(
+    config: ServerConfig,
+    metrics_listen: Option<std::net::SocketAddr>,
+    log_level: &str,
+    log_format: LogFormat,
+) -> Result<(), String> {
+    init_logging(log_level, log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -139,7 +156,8 @@ fn signal(config: ServerConfig, log_level: &str) -> Result<(), String> {
             tls,
             "signaling server listening"
         );
-        server
+        let hooks = signal_hooks::start(server.counters(), metrics_listen).await?;
+        let served = server
             .serve(async move {
                 let name = tokio::select! {
                     _ = sigint.recv() => "SIGINT",
@@ -149,7 +167,11 @@ fn signal(config: ServerConfig, log_level: &str) -> Result<(), String> {
             })
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        for task in hooks {
+            task.abort();
+        }
+        served
     })
 }
 
@@ -162,14 +184,16 @@ fn print(text: &str) -> Result<(), String> {
     writeln!(stdout, "{text}").map_err(|e| format!("writing stdout: {e}"))
 }
 
-fn init_logging(level: &str) -> Result<(), String> {
+fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_new(log_filter(level, std::env::var("RUST_LOG").ok().as_deref()))
         .map_err(|e| format!("bad log level: {e}"))?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
     Ok(())
 }
 

@@ -163,7 +163,7 @@ fn flush(
     while let Some(event) = controller.poll_event() {
         match event {
             ControllerEvent::PathChanged { peer, target, kind } => {
-                tracing::info!(%peer, ?target, kind = kind.as_str(), "WireGuard path");
+                log_path(&peer, &target, kind.as_str());
                 datapath.set_path(&peer, target);
             }
         }
@@ -191,8 +191,24 @@ async fn publish(
         let (id, version) = (offer.session_id, offer.version);
         let message = SignalingMessage::SessionDescription(offer);
         match signaling.publish(&[peer], &message).await {
-            Ok(()) => tracing::debug!(%peer, id, version, "offer published"),
-            Err(error) => tracing::warn!(%peer, %error, "offer not published"),
+            Ok(()) => peer_span(&peer).in_scope(|| tracing::debug!(id, version, "offer published")),
+            Err(error) => {
+                peer_span(&peer).in_scope(|| tracing::warn!(%error, "offer not published"));
+            }
         }
     }
 }
+
+/// The span per-peer log lines carry, so filters and `--log-format json` see which peer a
+/// line is about (`"span":{"name":"peer","peer":"<key>"}`).
+fn peer_span(peer: &PublicKey) -> tracing::Span {
+    tracing::info_span!("peer", peer = %peer)
+}
+
+fn log_path(peer: &PublicKey, target: &Endpoint, kind: &str) {
+    peer_span(peer).in_scope(|| tracing::info!(?target, kind, "WireGuard path"));
+}
+
+#[cfg(test)]
+#[path = "ice_driver_log_tests.rs"]
+mod log_tests;

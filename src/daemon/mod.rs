@@ -11,6 +11,7 @@
 //! with a dead datapath.
 
 mod ice_driver;
+mod supervise;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -82,6 +83,14 @@ pub enum UpError {
     /// The ICE task ended while the node was up.
     #[error("the ICE task {0}; the node was taken down")]
     IceTask(String),
+    /// The metrics address could not be bound.
+    #[error("metrics_listen {address}: {source}")]
+    Metrics {
+        /// The configured address.
+        address: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
 }
 
 /// A node that is up: what teardown has to undo.
@@ -206,11 +215,15 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         })?;
     let name = iface.name.clone();
     let status_engine = Arc::clone(&engine);
-    let status = Arc::new(move || {
+    let status: Arc<dyn Fn() -> Status + Send + Sync> = Arc::new(move || {
         let ice = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters)
     });
-    let server = tokio::spawn(control::serve(listener, status));
+    let server = tokio::spawn(control::serve(listener, Arc::clone(&status)));
+    let metrics = match iface.metrics_listen {
+        Some(address) => Some(supervise::start_metrics(address, Arc::clone(&status)).await?),
+        None => None,
+    };
 
     tracing::info!(
         interface = %iface.name,
@@ -219,6 +232,15 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         peers = config.peers.len(),
         routes = node.routes.len(),
         "up"
+    );
+    let notifier = Arc::new(crate::sd_notify::Notifier::from_env());
+    let supervision = supervise::start(
+        Arc::clone(&notifier),
+        supervise::Watched {
+            device: Arc::downgrade(&device),
+            ice_task: ice_task.as_ref().map(JoinHandle::abort_handle),
+            status,
+        },
     );
 
     let signals = async {
@@ -232,7 +254,11 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         Ok(signal_name) => tracing::info!(signal = signal_name, "shutting down"),
         Err(error) => tracing::error!(%error, "shutting down"),
     }
+    notifier.stopping();
     server.abort();
+    for task in supervision.into_iter().chain(metrics) {
+        task.abort();
+    }
     if let Some(task) = ice_task {
         task.abort();
         let _ = task.await;

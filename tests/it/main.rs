@@ -13,6 +13,11 @@
 //!   restarted with the same key (root).
 //! - `attack_handshake`: forged and replayed handshake floods (root).
 //! - `attack_candidates`: a configured peer flooding candidates through `wice signal` (root).
+//! - `systemd`: the units (`systemd-analyze verify`) and the notify protocol against a fake
+//!   systemd (the node part as root).
+//! - `metrics`: Prometheus exposition checked by promtool and scraped by Prometheus (the
+//!   node part as root).
+//! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -27,11 +32,15 @@ mod attack_handshake;
 mod attack_signaling;
 mod attack_stun;
 mod cli;
+mod cli_extras;
 mod datapath_robustness;
+mod import;
 mod interop;
 mod lifecycle;
 mod mesh;
+mod metrics;
 mod natlab;
 mod signaling;
+mod systemd;
 
 mod attack_local;
