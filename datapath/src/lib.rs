@@ -20,6 +20,7 @@ mod device;
 pub mod endpoint;
 mod engine;
 mod peer;
+mod reconfigure;
 pub mod rx;
 mod threads;
 pub mod tx;
