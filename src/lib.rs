@@ -11,3 +11,5 @@ pub mod session;
 pub mod signaling;
 pub mod status;
 pub mod system;
+pub mod uapi;
+pub mod userspace;

@@ -209,6 +209,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters)
     });
     let server = tokio::spawn(control::serve(listener, status));
+    let uapi = crate::uapi::serve_for_node(&iface.name, &device, &ice_peers);
 
     tracing::info!(
         interface = %iface.name,
@@ -231,6 +232,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         Err(error) => tracing::error!(%error, "shutting down"),
     }
     server.abort();
+    drop(uapi);
     if let Some(task) = ice_task {
         task.abort();
         let _ = task.await;
