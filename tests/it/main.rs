@@ -12,6 +12,7 @@
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
 //!   restarted with the same key (root).
 //! - `attack_handshake`: forged and replayed handshake floods (root).
+//! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -31,5 +32,6 @@ mod lifecycle;
 mod mesh;
 mod natlab;
 mod signaling;
+mod uapi;
 
 mod attack_local;
