@@ -35,6 +35,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Starts the interface in the background and returns once it is served.
 pub fn spawn_background(interface: &str, log_level: &str) -> Result<(), String> {
     check_name(interface)?;
+    let path = socket_path(interface);
+    if served_by(&path).is_some() {
+        return Err(format!(
+            "{interface}: {} is served by another process",
+            path.display()
+        ));
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let mut command = Command::new(exe);
     command
@@ -48,7 +55,6 @@ pub fn spawn_background(interface: &str, log_level: &str) -> Result<(), String> 
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start the background process: {e}"))?;
-    let path = socket_path(interface);
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -61,7 +67,8 @@ pub fn spawn_background(interface: &str, log_level: &str) -> Result<(), String> 
                 stderr.trim()
             ));
         }
-        if served(&path) {
+        // Served by our child, not by some other process that took the name meanwhile.
+        if served_by(&path) == Some(child.id()) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -82,8 +89,27 @@ fn check_name(interface: &str) -> Result<(), String> {
     }
 }
 
-fn served(path: &Path) -> bool {
-    std::os::unix::net::UnixStream::connect(path).is_ok()
+/// The process answering on the socket at `path`, if any (its peer credentials).
+fn served_by(path: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a live ucred.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::from_mut(&mut cred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| u32::try_from(cred.pid).ok()).flatten()
 }
 
 /// Runs the interface in the foreground until a signal or its deletion.
@@ -91,6 +117,15 @@ pub fn run_foreground(interface: &str) -> Result<(), String> {
     check_name(interface)?;
     if !crate::system::has_net_admin() {
         return Err(format!("creating {interface} needs root (CAP_NET_ADMIN)"));
+    }
+    let path = socket_path(interface);
+    if served_by(&path).is_some() {
+        // Checked before the TUN device is opened: opening it again would attach to the
+        // running interface.
+        return Err(format!(
+            "{interface}: {} is served by another process",
+            path.display()
+        ));
     }
     // A placeholder until `wg set private-key`; never shown.
     let mut placeholder = [0u8; 32];
@@ -112,8 +147,8 @@ pub fn run_foreground(interface: &str) -> Result<(), String> {
         let _ = on_exit.send(Some(exit.to_string()));
     });
     let handler = Handler::new(Arc::clone(&device), Policy::default(), false);
-    let server = UapiServer::serve(&socket_path(interface), move |text| handler.handle(text))
-        .map_err(|e| e.to_string())?;
+    let server =
+        UapiServer::serve(&path, move |text| handler.handle(text)).map_err(|e| e.to_string())?;
     tracing::info!(interface, socket = %server.path().display(), "serving UAPI");
     if std::env::var_os(DETACHED_ENV).is_some() {
         detach_stderr();

@@ -360,6 +360,16 @@ fn a_large_setconf_round_trips_through_showconf() {
     let dir = TempDir::new();
     let interface = format!("wl{}", unique());
     let _wice = start_wice(&mut ns, &interface);
+    let second = ns.exec(WICE, &["wireguard", &interface]);
+    assert!(
+        !second.status.success(),
+        "a second process for a served interface is refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("served by another process"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
 
     // 48 peers, 36 864 allowed IPs: /32s, /128s and a few wider prefixes each.
     let own = Keys::generate();
