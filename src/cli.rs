@@ -71,6 +71,19 @@ pub enum Command {
         #[arg(long, default_value = "info", value_name = "LEVEL")]
         log_level: String,
     },
+    /// Create an empty userspace WireGuard interface configured through `wg` and `ip`,
+    /// like `wireguard-go IFNAME` (for WG_QUICK_USERSPACE_IMPLEMENTATION). Needs root.
+    Wireguard {
+        /// Stay in the foreground instead of forking to the background.
+        #[arg(short, long)]
+        foreground: bool,
+        /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+        #[arg(long, default_value = "warn", value_name = "LEVEL")]
+        log_level: String,
+        /// The interface to create.
+        #[arg(value_name = "IFNAME")]
+        interface: String,
+    },
     /// Show a running node's peers.
     Status {
         /// Interface name; the socket is /run/wice/NAME.sock.

@@ -8,3 +8,5 @@ pub mod sd_notify;
 pub mod signaling;
 pub mod status;
 pub mod system;
+pub mod uapi;
+pub mod userspace;

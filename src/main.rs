@@ -62,6 +62,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 .block_on(daemon::run(config))
                 .map_err(|e| e.to_string())
         }
+        Command::Wireguard {
+            foreground,
+            log_level,
+            interface,
+        } => {
+            if !foreground {
+                return wice::userspace::spawn_background(&interface, &log_level);
+            }
+            init_logging(&log_level, log_format)?;
+            wice::userspace::run_foreground(&interface)
+        }
         Command::Status {
             interface,
             socket,

@@ -277,7 +277,26 @@ impl Device {
 
     /// The bound UDP port.
     pub fn listen_port(&self) -> u16 {
-        self.listen_port
+        self.udp.local_port().unwrap_or(self.listen_port)
+    }
+
+    /// Moves the UDP socket to `port` (0: any free port), like `wg set
+    /// listen-port`; returns the port bound. The packet threads keep running.
+    pub fn set_listen_port(&self, port: u16) -> io::Result<u16> {
+        if port != 0 && port == self.listen_port() {
+            return Ok(port);
+        }
+        self.udp.rebind(port)
+    }
+
+    /// Marks outgoing datagrams (`SO_MARK`), like `wg set fwmark`; 0 clears it.
+    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        self.udp.set_mark(mark)
+    }
+
+    /// The mark set by [`Device::set_fwmark`] (0: none).
+    pub fn fwmark(&self) -> u32 {
+        self.udp.mark()
     }
 
     /// The TUN interface's kernel index.
@@ -468,7 +487,13 @@ impl UdpReader {
                         continue;
                     }
                     spins = 0;
-                    stop.wait(Some(self.udp.as_raw_fd()), libc::POLLIN, None)?;
+                    stop.wait_or_woken(
+                        Some(self.udp.as_raw_fd()),
+                        libc::POLLIN,
+                        Some(self.udp.wake_fd()),
+                        None,
+                    )?;
+                    self.udp.clear_wake();
                     continue;
                 }
                 Ok(count) => count,

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use boringtun::noise::TunnResult;
 use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
 use crate::allowed_ips::AllowedIps;
@@ -49,12 +49,40 @@ pub enum PeerTableError {
     Full,
 }
 
+/// The device's key pair and the rate limiters built from its public key.
+/// Lives in the [`PeerTable`] so that a key change (`wg set private-key`)
+/// swaps it under the same lock the packet threads take once per batch.
+pub(crate) struct Identity {
+    pub(crate) private_key: StaticSecret,
+    pub(crate) public_key: PublicKey,
+    /// The one load check per datagram, in `rx` before any peer is looked up.
+    pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// What every `Tunn` gets: it checks mac1 again but never reports load.
+    /// `Tunn::decapsulate` runs its own limiter; sharing the real one would
+    /// count each handshake twice, and the inner count could then answer a
+    /// forged initiation with a cookie that looks like a handshake reply.
+    pub(crate) tunn_rate_limiter: Arc<RateLimiter>,
+}
+
+impl Identity {
+    pub(crate) fn new(private_key: [u8; 32]) -> Self {
+        let private_key = StaticSecret::from(private_key);
+        let public_key = PublicKey::from(&private_key);
+        Self {
+            rate_limiter: Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT)),
+            tunn_rate_limiter: Arc::new(RateLimiter::new(&public_key, u64::MAX)),
+            private_key,
+            public_key,
+        }
+    }
+}
+
 /// Peers by slot and by key, the allowed-IPs routing table, and the TURN
 /// servers whose ChannelData the packet threads unwrap.
-#[derive(Default)]
 pub struct PeerTable {
-    slots: Vec<Option<Arc<Peer>>>,
-    by_key: HashMap<[u8; 32], u32>,
+    pub(crate) identity: Identity,
+    pub(crate) slots: Vec<Option<Arc<Peer>>>,
+    pub(crate) by_key: HashMap<[u8; 32], u32>,
     pub(crate) allowed_ips: AllowedIps<u32>,
     /// A handful at most (one per configured TURN server): a linear scan per
     /// ChannelData datagram beats hashing the address.
@@ -85,15 +113,6 @@ impl PeerTable {
 
 /// The device's identity, peers and drop counters.
 pub struct Engine {
-    private_key: StaticSecret,
-    public_key: PublicKey,
-    /// The one load check per datagram, in `rx` before any peer is looked up.
-    rate_limiter: Arc<RateLimiter>,
-    /// What every `Tunn` gets: it checks mac1 again but never reports load.
-    /// `Tunn::decapsulate` runs its own limiter; sharing the real one would
-    /// count each handshake twice, and the inner count could then answer a
-    /// forged initiation with a cookie that looks like a handshake reply.
-    tunn_rate_limiter: Arc<RateLimiter>,
     table: RwLock<PeerTable>,
     /// Why packets were dropped.
     pub drops: DropCounters,
@@ -102,29 +121,21 @@ pub struct Engine {
 impl Engine {
     /// An engine with no peers.
     pub fn new(private_key: [u8; 32]) -> Self {
-        let private_key = StaticSecret::from(private_key);
-        let public_key = PublicKey::from(&private_key);
         Self {
-            rate_limiter: Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT)),
-            tunn_rate_limiter: Arc::new(RateLimiter::new(&public_key, u64::MAX)),
-            private_key,
-            public_key,
-            table: RwLock::new(PeerTable::default()),
+            table: RwLock::new(PeerTable {
+                identity: Identity::new(private_key),
+                slots: Vec::new(),
+                by_key: HashMap::new(),
+                allowed_ips: AllowedIps::new(),
+                relay_servers: Vec::new(),
+            }),
             drops: DropCounters::default(),
         }
     }
 
     /// The device's public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.public_key.to_bytes()
-    }
-
-    pub(crate) fn keys(&self) -> (&StaticSecret, &PublicKey) {
-        (&self.private_key, &self.public_key)
-    }
-
-    pub(crate) fn rate_limiter(&self) -> &RateLimiter {
-        &self.rate_limiter
+        self.table().identity.public_key.to_bytes()
     }
 
     /// Read access to the peer table. The packet threads take it once per batch.
@@ -134,7 +145,7 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn table_mut(&self) -> RwLockWriteGuard<'_, PeerTable> {
+    pub(crate) fn table_mut(&self) -> RwLockWriteGuard<'_, PeerTable> {
         self.table
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -142,10 +153,10 @@ impl Engine {
 
     /// Adds a peer and routes its allowed IPs to it.
     pub fn add_peer(&self, config: &PeerConfig) -> Result<(), PeerTableError> {
-        if config.public_key == self.public_key.to_bytes() {
+        let mut table = self.table_mut();
+        if config.public_key == table.identity.public_key.to_bytes() {
             return Err(PeerTableError::OwnKey);
         }
-        let mut table = self.table_mut();
         if table.by_key.contains_key(&config.public_key) {
             return Err(PeerTableError::DuplicatePeer);
         }
@@ -158,19 +169,12 @@ impl Engine {
             None => return Err(PeerTableError::Full),
         };
         let slot = u32::try_from(slot).map_err(|_| PeerTableError::Full)?;
-        let tunn = Tunn::new(
-            self.private_key.clone(),
-            PublicKey::from(config.public_key),
-            config.preshared_key,
-            config.persistent_keepalive.filter(|s| *s > 0),
-            slot,
-            Some(Arc::clone(&self.tunn_rate_limiter)),
-        );
+        let tunn = table.identity.new_tunn(config, slot);
         table.slots[slot as usize] = Some(Arc::new(Peer::new(slot, config, tunn)));
         table.by_key.insert(config.public_key, slot);
-        for net in &config.allowed_ips {
-            table.allowed_ips.insert(*net, slot);
-        }
+        table
+            .allowed_ips
+            .insert_many(config.allowed_ips.iter().copied(), slot);
         Ok(())
     }
 
@@ -275,7 +279,15 @@ impl Engine {
 
     /// Statistics for every peer, in slot order.
     pub fn peer_stats(&self) -> Vec<PeerStats> {
-        self.table().peers().map(|peer| peer.stats()).collect()
+        let table = self.table();
+        let mut allowed: HashMap<u32, Vec<ipnet::IpNet>> = HashMap::new();
+        for (net, slot) in table.allowed_ips.iter() {
+            allowed.entry(*slot).or_default().push(net);
+        }
+        table
+            .peers()
+            .map(|peer| peer.stats(allowed.remove(&peer.slot).unwrap_or_default()))
+            .collect()
     }
 
     /// Runs WireGuard's timers for every peer: handshake retries, rekeys,
@@ -356,6 +368,6 @@ impl Engine {
 
     /// Resets the handshake rate limiter's count. Call once per second.
     pub fn reset_rate_limiter(&self) {
-        self.rate_limiter.reset_count();
+        self.table().identity.rate_limiter.reset_count();
     }
 }

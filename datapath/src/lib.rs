@@ -21,6 +21,7 @@ pub mod counters;
 mod device;
 mod engine;
 mod peer;
+mod reconfigure;
 pub mod rx;
 mod threads;
 pub mod tun_write;

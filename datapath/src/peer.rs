@@ -51,7 +51,11 @@ pub struct Peer {
     pub(crate) state: Mutex<PeerState>,
     /// Decrypted packets dropped because their source is not in this peer's allowed IPs.
     pub(crate) dropped_source: AtomicU64,
-    pub(crate) allowed_ips: Vec<IpNet>,
+    /// As configured, for `wg showconf` and for telling whether a change
+    /// needs a new `Tunn` (boringtun fixes both at creation).
+    pub(crate) preshared_key: Option<[u8; 32]>,
+    /// As configured (0 and `None` both mean off).
+    pub(crate) keepalive: Option<u16>,
     /// Whether the peer has a persistent keepalive: it gets one when the
     /// interface comes up ([`crate::Engine::send_keepalives`]).
     pub(crate) persistent_keepalive: bool,
@@ -93,7 +97,8 @@ impl Peer {
                 endpoint: config.endpoint.map(Endpoint::Direct),
             }),
             dropped_source: AtomicU64::new(0),
-            allowed_ips: config.allowed_ips.clone(),
+            preshared_key: config.preshared_key,
+            keepalive: config.persistent_keepalive.filter(|s| *s > 0),
             persistent_keepalive: config.persistent_keepalive.is_some_and(|s| s > 0),
         }
     }
@@ -108,14 +113,16 @@ impl Peer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reads the peer's statistics.
-    pub fn stats(&self) -> PeerStats {
+    /// Reads the peer's statistics; `allowed_ips` come from the routing
+    /// table, which is their one source of truth (a network moves between
+    /// peers when another peer is given it).
+    pub(crate) fn stats(&self, allowed_ips: Vec<IpNet>) -> PeerStats {
         let state = self.lock();
         let (last_handshake, tx_bytes, rx_bytes, _loss, rtt) = state.tunn.stats();
         PeerStats {
             public_key: self.public_key,
             endpoint: state.endpoint,
-            allowed_ips: self.allowed_ips.clone(),
+            allowed_ips,
             last_handshake,
             tx_bytes: tx_bytes as u64,
             rx_bytes: rx_bytes as u64,

@@ -311,30 +311,30 @@ impl Engine {
         let source_ip = source.destination().ip();
 
         // 4. mac1 and load check
-        let packet =
-            match self
-                .rate_limiter()
-                .verify_packet(Some(source_ip), datagram, &mut out[offset..])
-            {
-                Ok(packet) => packet,
-                Err(TunnResult::WriteToNetwork(cookie)) => {
-                    let len = cookie.len();
-                    DropCounters::bump(&self.drops.under_load);
-                    self.reply(sink, source, out, offset, len);
-                    return None;
-                }
-                Err(TunnResult::Err(err)) => {
-                    self.drops.count_wireguard_error(&err);
-                    return None;
-                }
-                Err(_) => return None,
-            };
+        let packet = match table.identity.rate_limiter.verify_packet(
+            Some(source_ip),
+            datagram,
+            &mut out[offset..],
+        ) {
+            Ok(packet) => packet,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                let len = cookie.len();
+                DropCounters::bump(&self.drops.under_load);
+                self.reply(sink, source, out, offset, len);
+                return None;
+            }
+            Err(TunnResult::Err(err)) => {
+                self.drops.count_wireguard_error(&err);
+                return None;
+            }
+            Err(_) => return None,
+        };
 
         // 5. which peer
         let peer = match packet {
             Packet::HandshakeInit(ref init) => {
-                let (private, public) = self.keys();
-                match parse_handshake_anon(private, public, init) {
+                let identity = &table.identity;
+                match parse_handshake_anon(&identity.private_key, &identity.public_key, init) {
                     Ok(half) => table.by_key(&half.peer_static_public),
                     Err(err) => {
                         self.drops.count_wireguard_error(&err);

@@ -841,3 +841,4 @@ fn set_endpoint_still_sets_a_direct_path() {
 }
 
 mod in_place;
+mod reconfigure;

@@ -67,6 +67,19 @@ impl StopSignal {
         events: libc::c_short,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        self.wait_or_woken(fd, events, None, timeout)
+    }
+
+    /// [`StopSignal::wait`], also returning when the eventfd `wake` (if
+    /// given) is readable: how a thread is made to poll its descriptor anew
+    /// after the descriptor was swapped under it (see `UdpSocket::rebind`).
+    pub(crate) fn wait_or_woken(
+        &self,
+        fd: Option<RawFd>,
+        events: libc::c_short,
+        wake: Option<RawFd>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let mut fds = [
             libc::pollfd {
                 fd: self.event.as_raw_fd(),
@@ -79,10 +92,15 @@ impl StopSignal {
                 events,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: wake.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let millis = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
-        // SAFETY: a valid array of two pollfds on the stack.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
+        // SAFETY: a valid array of three pollfds on the stack.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 3, millis) };
         if ready < 0 {
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {

@@ -9,12 +9,40 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket as StdUdpSocket};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+fn new_eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_socket_mark(fd: std::os::fd::RawFd, mark: u32) -> io::Result<()> {
+    // SAFETY: passes a live u32 and its size to setsockopt on our own descriptor.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            std::ptr::from_ref(&mark).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// Datagrams per `recvmmsg`: quinn-udp's own batch limit on Linux.
 pub const RECV_BATCH: usize = 32;
@@ -32,7 +60,13 @@ pub struct UdpSocket {
     socket: StdUdpSocket,
     state: UdpSocketState,
     dual_stack: bool,
-    port: u16,
+    /// Changes with [`UdpSocket::rebind`].
+    port: AtomicU16,
+    /// `SO_MARK` (0: none), kept so a rebound socket gets it too.
+    mark: AtomicU32,
+    /// Made readable after [`UdpSocket::rebind`] so the reader blocked in
+    /// `poll` returns and polls the new socket (see there).
+    wake: std::os::fd::OwnedFd,
     /// The kernel refused a GSO send (EIO/EINVAL): send one by one from then on.
     gso_refused: AtomicBool,
 }
@@ -116,7 +150,9 @@ impl UdpSocket {
             socket,
             state,
             dual_stack,
-            port,
+            port: AtomicU16::new(port),
+            mark: AtomicU32::new(0),
+            wake: new_eventfd()?,
             gso_refused: AtomicBool::new(false),
         })
     }
@@ -130,7 +166,77 @@ impl UdpSocket {
 
     /// The bound port.
     pub fn local_port(&self) -> io::Result<u16> {
-        Ok(self.port)
+        Ok(self.port.load(Ordering::Relaxed))
+    }
+
+    /// Moves the socket to `port` (0 picks a free one), as `wg set
+    /// listen-port` does, and returns the bound port. A new socket is set up
+    /// like the first and put in place of the old one under the same
+    /// descriptor (`dup3`), so the packet threads carry on without knowing.
+    /// On error the old socket stays.
+    ///
+    /// The reader blocked in `poll` is registered on the old socket's wait
+    /// queue only, and a woken `poll` re-checks the descriptor (now the new
+    /// socket) without registering again: it would sleep on while datagrams
+    /// queue on the new socket. So after the swap the [`UdpSocket::wake_fd`]
+    /// eventfd, which the reader polls too, is made readable: its `poll`
+    /// returns and the next one registers on the new socket.
+    pub fn rebind(&self, port: u16) -> io::Result<u16> {
+        let fresh = Self::bind(port)?;
+        let mark = self.mark.load(Ordering::Relaxed);
+        if mark != 0 {
+            set_socket_mark(fresh.socket.as_raw_fd(), mark)?;
+        }
+        let fd = self.socket.as_raw_fd();
+        // SAFETY: fcntl on descriptors we own; F_GETFL/F_SETFL take an int.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fresh.socket.as_raw_fd(), libc::F_SETFL, flags);
+            }
+        }
+        // SAFETY: both descriptors are open and ours; dup3 swaps what `fd`
+        // refers to atomically, closing the old socket (and its port).
+        let swapped = unsafe { libc::dup3(fresh.socket.as_raw_fd(), fd, libc::O_CLOEXEC) };
+        if swapped < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our own eventfd.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        let port = fresh.port.load(Ordering::Relaxed);
+        self.port.store(port, Ordering::Relaxed);
+        Ok(port)
+    }
+
+    /// The eventfd the reader polls beside the socket; see [`UdpSocket::rebind`].
+    pub fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Drains [`UdpSocket::wake_fd`] (a no-op read when it was not woken).
+    pub fn clear_wake(&self) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer from our own non-blocking eventfd.
+        let _ = unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                count.as_mut_ptr().cast(),
+                count.len(),
+            )
+        };
+    }
+
+    /// Sets `SO_MARK` on outgoing datagrams (`wg set fwmark`; 0 clears it).
+    pub fn set_mark(&self, mark: u32) -> io::Result<()> {
+        set_socket_mark(self.socket.as_raw_fd(), mark)?;
+        self.mark.store(mark, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The `SO_MARK` last set (0: none).
+    pub fn mark(&self) -> u32 {
+        self.mark.load(Ordering::Relaxed)
     }
 
     /// Sends one datagram, waiting for buffer space rather than dropping it.
@@ -282,7 +388,7 @@ impl UdpSocket {
 
     /// Receives one batch without blocking; `Ok(0)` when nothing is waiting.
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.local_port = self.port;
+        batch.local_port = self.port.load(Ordering::Relaxed);
         let mut chunks = batch.storage.chunks_mut(RECV_BUFFER);
         let mut slices: [IoSliceMut<'_>; RECV_BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));

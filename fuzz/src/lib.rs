@@ -333,3 +333,36 @@ pub fn config(data: &[u8]) {
         }
     }
 }
+
+/// `wice::uapi`: a request on the UAPI socket (`wg set` / `wg setconf`), parsed and applied
+/// to an engine without a TUN device. Every answer is one `errno=` status ending the
+/// exchange, and a `get=1` after it still answers.
+pub fn uapi_request(data: &[u8]) {
+    use wice::uapi::{Handler, Policy, UapiDevice};
+    struct Fake(wice_datapath::Engine);
+    impl UapiDevice for Fake {
+        fn engine(&self) -> &wice_datapath::Engine {
+            &self.0
+        }
+        fn listen_port(&self) -> u16 {
+            51820
+        }
+        fn set_listen_port(&self, port: u16) -> std::io::Result<u16> {
+            Ok(port)
+        }
+        fn fwmark(&self) -> u32 {
+            0
+        }
+        fn set_fwmark(&self, _: u32) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let handler = Handler::new(Box::new(Fake(wice_datapath::Engine::new([1; 32]))), Policy::default(), true);
+    let answer = handler.handle(text);
+    assert!(answer.ends_with("\n\n"), "{answer:?}");
+    assert_eq!(answer.matches("errno=").count(), 1, "{answer:?}");
+    assert!(handler.handle("get=1\n").ends_with("errno=0\n\n"));
+}

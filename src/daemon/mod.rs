@@ -224,6 +224,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         Some(address) => Some(supervise::start_metrics(address, Arc::clone(&status)).await?),
         None => None,
     };
+    let uapi = crate::uapi::serve_for_node(&iface.name, &device, &ice_peers);
 
     tracing::info!(
         interface = %iface.name,
@@ -259,6 +260,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     for task in supervision.into_iter().chain(metrics) {
         task.abort();
     }
+    drop(uapi);
     if let Some(task) = ice_task {
         task.abort();
         let _ = task.await;

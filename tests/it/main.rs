@@ -18,6 +18,7 @@
 //! - `metrics`: Prometheus exposition checked by promtool and scraped by Prometheus (the
 //!   node part as root).
 //! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
+//! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -42,5 +43,6 @@ mod metrics;
 mod natlab;
 mod signaling;
 mod systemd;
+mod uapi;
 
 mod attack_local;
