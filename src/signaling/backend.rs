@@ -6,6 +6,11 @@
 //!   of the recipient key;
 //! - it can deliver to a group: [`Backend::publish`] takes a batch, one envelope per
 //!   recipient (each is sealed to its own recipient);
+//! - it can deliver to a group whose members the sender does not know: every member holds
+//!   one group key (a community key derived from a shared secret) and subscribes it with
+//!   [`Backend::subscribe_group`]; one envelope sealed to that key reaches each member,
+//!   however many there are (up to the backend's documented group limit), and no member's
+//!   subscription ends another's;
 //! - it may reorder envelopes, and may deliver one more than once when several backends are
 //!   configured ([`Signaling`](super::Signaling) de-duplicates);
 //! - it drops envelopes for recipients it does not currently know: nothing is queued for a
@@ -145,6 +150,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Resolves once the subscription is active. A backend that reconnects (gRPC) resolves
     /// with [`BackendError::Unavailable`] when its first attempt fails, and keeps trying.
     fn subscribe(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()>;
+
+    /// Like [`Backend::subscribe`], for a group key that many nodes hold: every group
+    /// subscriber of the key receives each envelope sealed to it, and a new subscription
+    /// never ends an older one (as a node's own key's newest subscription may). Backends
+    /// with no per-key limit need nothing more than `subscribe`.
+    fn subscribe_group(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
+        self.subscribe(identity, inbox)
+    }
 
     /// Stops delivering envelopes for `key`.
     fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()>;

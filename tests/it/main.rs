@@ -7,7 +7,8 @@
 //! - `natlab`: meshes across NAT routers, with `wice signal` and coturn (root).
 //! - `attack_stun`: a STUN-lookalike flood at a running node (root).
 //! - `attack_signaling`: `wice signal` against publish without proof, floods, idle sockets.
-//! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
+//! - `conformance`: the scenarios every signaling backend runs (loopback, no root).
+//! - `signaling`: the suite's fixtures, gRPC recovery, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
 //!   restarted with the same key (root).
@@ -25,6 +26,7 @@ mod attack_handshake;
 mod attack_signaling;
 mod attack_stun;
 mod cli;
+mod conformance;
 mod datapath_robustness;
 mod interop;
 mod lifecycle;

@@ -104,6 +104,9 @@ pub struct ServerConfig {
     pub max_subscriptions: u64,
     /// Most subscriptions per key; a newer one ends the oldest.
     pub max_subscriptions_per_key: usize,
+    /// Most group subscriptions per group (community) key: one per member node; past it a
+    /// new one is refused (`refused_capacity`), none is ended.
+    pub max_group_subscribers: usize,
     /// Most open connections; lowered to what the fd limit allows.
     pub max_connections: u64,
     /// Most open connections from one source address (IPv6: one /64).
@@ -134,6 +137,7 @@ impl ServerConfig {
             auth_timeout: Duration::from_secs(10),
             max_subscriptions: 100_000,
             max_subscriptions_per_key: 4,
+            max_group_subscribers: 4096,
             max_connections: 100_000,
             max_connections_per_ip: 256,
             handshake_timeout: Duration::from_secs(5),
@@ -240,7 +244,11 @@ impl SignalingServer {
             source,
         })?;
         let state = Arc::new(State {
-            mailboxes: Mailboxes::new(config.max_subscriptions, config.max_subscriptions_per_key),
+            mailboxes: Mailboxes::new(
+                config.max_subscriptions,
+                config.max_subscriptions_per_key,
+                config.max_group_subscribers,
+            ),
             counters: Arc::default(),
             budgets: Budgets::new(config.budgets),
             config,
@@ -527,12 +535,12 @@ async fn run_subscription(
         let _ = out.send(Err(status)).await;
     };
 
-    // 1. Hello: which key.
-    let key = match tokio::time::timeout(timeout, inbound.message()).await {
+    // 1. Hello: which key, and whether it is a group key.
+    let (key, group) = match tokio::time::timeout(timeout, inbound.message()).await {
         Ok(Ok(Some(proto::SubscribeRequest {
             step: Some(Step::Hello(hello)),
         }))) => match <[u8; KEY_LEN]>::try_from(hello.public_key.as_ref()) {
-            Ok(bytes) => PublicKey::from_bytes(bytes),
+            Ok(bytes) => (PublicKey::from_bytes(bytes), hello.group),
             Err(_) => {
                 return refuse(
                     &counters.rejected_malformed,
@@ -590,7 +598,10 @@ async fn run_subscription(
         state.config.queue_len,
         state.config.queue_bytes,
     ));
-    let id = match state.mailboxes.add(key, Arc::clone(&queue), counters) {
+    let id = match state
+        .mailboxes
+        .add(key, Arc::clone(&queue), group, counters)
+    {
         Ok(id) => id,
         Err(AddError::Full) => {
             return refuse(
