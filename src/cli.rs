@@ -101,6 +101,11 @@ pub enum Command {
         /// Seconds a connection may stay open without a call.
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         idle_timeout: u64,
+        /// Share a NATS cluster with other signal servers as their bus, like
+        /// `nats://10.0.0.1:4222,10.0.0.2:4222` or `tls://…?creds=FILE` (NATS backend URL
+        /// form): clients of any of them reach each other.
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
         /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
         #[arg(long, default_value = "info", value_name = "LEVEL")]
         log_level: String,

@@ -8,6 +8,9 @@
 //! - `attack_stun`: a STUN-lookalike flood at a running node (root).
 //! - `attack_signaling`: `wice signal` against publish without proof, floods, idle sockets.
 //! - `conformance`: the scenarios every signaling backend runs (loopback, no root).
+//! - `nats`: signaling over a three-server `nats-server` cluster, `wice signal --nats`
+//!   front-ends, a mesh across backends (loopback, no root; `nats_cluster` runs the servers).
+//! - `nats_lab`: tunnels signaled through a NATS cluster outlive a killed server (root).
 //! - `signaling`: the suite's fixtures, gRPC recovery, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
@@ -32,6 +35,11 @@ mod interop;
 mod lifecycle;
 mod mesh;
 mod natlab;
+#[cfg(feature = "nats")]
+mod nats;
+mod nats_cluster;
+#[cfg(feature = "nats")]
+mod nats_lab;
 mod signaling;
 
 mod attack_local;

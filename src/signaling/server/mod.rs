@@ -36,6 +36,8 @@
 //! counters.
 
 mod budget;
+#[cfg(feature = "nats")]
+mod bus;
 mod connection;
 mod counters;
 mod fd_limit;
@@ -75,6 +77,7 @@ use super::challenge::PendingChallenge;
 use super::envelope::{Envelope, EnvelopeError, MAX_ENVELOPE_LEN};
 pub use super::size_limits::{MAX_BATCH, MAX_REQUEST_LEN};
 use crate::keys::{KEY_LEN, PublicKey};
+use crate::signaling::NatsUrl;
 
 /// Settings of a [`SignalingServer`].
 #[derive(Debug, Clone)]
@@ -119,6 +122,9 @@ pub struct ServerConfig {
     pub stats_interval: Duration,
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace: Duration,
+    /// `--nats`: the NATS cluster this server shares with other signal servers as a bus
+    /// (see `bus`); `None`: a server of its own.
+    pub nats_bus: Option<NatsUrl>,
 }
 
 impl ServerConfig {
@@ -144,6 +150,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(60),
             stats_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
+            nats_bus: None,
         }
     }
 }
@@ -180,6 +187,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    /// The NATS bus could not be set up (or this wice was built without the `nats` feature).
+    #[error("NATS bus: {0}")]
+    Bus(String),
 }
 
 struct State {
@@ -187,6 +197,8 @@ struct State {
     mailboxes: Mailboxes,
     counters: Arc<ServerCounters>,
     budgets: Arc<Budgets>,
+    #[cfg(feature = "nats")]
+    bus: Option<bus::Bus>,
 }
 
 /// A bound, not yet serving, signaling server.
@@ -243,7 +255,20 @@ impl SignalingServer {
             addr: config.listen,
             source,
         })?;
+        #[cfg(feature = "nats")]
+        let bus = match &config.nats_bus {
+            Some(url) => Some(bus::Bus::connect(url).await.map_err(ServerError::Bus)?),
+            None => None,
+        };
+        #[cfg(not(feature = "nats"))]
+        if config.nats_bus.is_some() {
+            return Err(ServerError::Bus(
+                "this wice was built without the `nats` feature".to_owned(),
+            ));
+        }
         let state = Arc::new(State {
+            #[cfg(feature = "nats")]
+            bus,
             mailboxes: Mailboxes::new(
                 config.max_subscriptions,
                 config.max_subscriptions_per_key,
@@ -484,6 +509,12 @@ impl SignalingService for Service {
             ) {
                 response.delivered += 1;
             }
+            #[cfg(feature = "nats")]
+            if let Some(bus) = &self.state.bus
+                && !bus.publish(&envelope.recipient, owned, counters).await
+            {
+                response.rejected += 1;
+            }
         }
         Ok(Response::new(response))
     }
@@ -616,6 +647,10 @@ async fn run_subscription(
         }
     };
     tracing::debug!(target: "wice::signal", ?remote, %key, "subscribed");
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &state.bus {
+        bus.watch(key, Arc::downgrade(&state));
+    }
     if out
         .send(event(Event::Subscribed(proto::Subscribed {})))
         .await
@@ -652,5 +687,9 @@ async fn run_subscription(
     }
     queue.close();
     state.mailboxes.remove(&key, id, counters);
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &state.bus {
+        bus.unwatch(&key);
+    }
     tracing::debug!(target: "wice::signal", ?remote, %key, "unsubscribed");
 }

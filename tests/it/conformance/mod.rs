@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 use wice::keys::PrivateKey;
 use wice::signaling::server::{ServerConfig, TlsIdentity};
 use wice::signaling::{Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, InProcessHub};
+#[cfg(feature = "nats")]
+use wice::signaling::{NatsBackend, NatsOptions};
+
+use crate::nats_cluster::{NatsCluster, nats_server_or_skip};
 
 use crate::signaling::{Peer, RunningServer, loopback_config, publisher_on, quick_reconnect};
 
@@ -25,6 +29,23 @@ pub(crate) enum Kind {
     InProcess,
     Grpc,
     Grpcs,
+    /// One `nats-server` (the cluster tests are in `nats`); cargo feature `nats`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Nats,
+}
+
+/// False (and the test says it skips) when `kind`'s server cannot be run here.
+pub(crate) fn available(kind: Kind, test: &str) -> bool {
+    kind != Kind::Nats || nats_server_or_skip(test)
+}
+
+/// NATS client settings for tests: quick reconnects.
+#[cfg(feature = "nats")]
+pub(crate) fn quick_nats() -> NatsOptions {
+    NatsOptions {
+        max_reconnect_delay: std::time::Duration::from_millis(400),
+        ..NatsOptions::default()
+    }
 }
 
 /// One backend deployment shared by the peers of a test.
@@ -32,6 +53,7 @@ pub(crate) struct World {
     kind: Kind,
     hub: InProcessHub,
     server: Option<RunningServer>,
+    nats: Option<NatsCluster>,
     tls: Option<TlsIdentity>,
     url: Option<BackendUrl>,
 }
@@ -40,7 +62,7 @@ impl World {
     pub(crate) async fn new(kind: Kind) -> Self {
         let tls = (kind == Kind::Grpcs).then(test_certificate);
         let server = match kind {
-            Kind::InProcess => None,
+            Kind::InProcess | Kind::Nats => None,
             Kind::Grpc | Kind::Grpcs => Some(
                 RunningServer::start(ServerConfig {
                     tls: tls.clone(),
@@ -49,15 +71,20 @@ impl World {
                 .await,
             ),
         };
-        let url = server.as_ref().map(|s| BackendUrl::Grpc {
-            host: "127.0.0.1".to_owned(),
-            port: s.addr.port(),
-            tls: kind == Kind::Grpcs,
-        });
+        let nats = (kind == Kind::Nats).then(|| NatsCluster::start(1));
+        let url = server
+            .as_ref()
+            .map(|s| BackendUrl::Grpc {
+                host: "127.0.0.1".to_owned(),
+                port: s.addr.port(),
+                tls: kind == Kind::Grpcs,
+            })
+            .or_else(|| nats.as_ref().map(|n| n.url(0)));
         Self {
             kind,
             hub: InProcessHub::new(),
             server,
+            nats,
             tls,
             url,
         }
@@ -67,6 +94,10 @@ impl World {
     pub(crate) fn backend(&self) -> Arc<dyn Backend> {
         match &self.url {
             None => Arc::new(self.hub.backend()),
+            #[cfg(feature = "nats")]
+            Some(url @ BackendUrl::Nats(_)) => {
+                Arc::new(NatsBackend::new(url, quick_nats()).expect("backend"))
+            }
             Some(url) => Arc::new(
                 GrpcBackend::new(
                     url,
@@ -101,11 +132,24 @@ impl World {
         publisher_on(self.backend(), key).await
     }
 
-    /// Envelopes dropped because nobody was subscribed to their recipient.
-    pub(crate) fn dropped_no_subscriber(&self) -> u64 {
-        match &self.server {
+    /// Waits until the server side has dropped an envelope for want of a subscriber.
+    pub(crate) async fn wait_until_dropped(&self) {
+        let dropped = || match &self.server {
             Some(server) => server.counters.snapshot().dropped_no_subscriber,
             None => self.hub.counters().dropped_no_subscriber,
+        };
+        if self.nats.is_some() {
+            // NATS counts no such drop; the publish was flushed, so the server has already
+            // handled it (and had no interest to send it to).
+            return;
+        }
+        let deadline = std::time::Instant::now() + crate::signaling::WAIT;
+        while dropped() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the envelope was never dropped"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -116,6 +160,12 @@ impl World {
             self.kind != Kind::InProcess,
             "an in-process hub has no server side to restart"
         );
+        if let Some(nats) = &mut self.nats {
+            nats.kill(0);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            nats.restart(0);
+            return;
+        }
         let server = self.server.take().expect("a server");
         let addr = server.addr;
         server.stop().await;
@@ -147,7 +197,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    super::scenarios::$scenario($kind).await;
+                    if super::available($kind, stringify!($scenario)) {
+                        super::scenarios::$scenario($kind).await;
+                    }
                 }
             )*
         }
@@ -187,3 +239,5 @@ conformance!(
 );
 every_scenario!(over_grpc, super::Kind::Grpc);
 every_scenario!(over_grpcs, super::Kind::Grpcs);
+#[cfg(feature = "nats")]
+every_scenario!(over_nats, super::Kind::Nats);

@@ -105,12 +105,7 @@ pub(super) async fn envelopes_for_unknown_recipients_are_dropped_not_queued(kind
     alice
         .publish(&[late_key.public_key()], &description(1, 0))
         .await;
-    // Delivery is asynchronous for gRPC: wait until the drop has been counted.
-    let deadline = Instant::now() + WAIT;
-    while world.dropped_no_subscriber() == 0 {
-        assert!(Instant::now() < deadline, "the envelope was never dropped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    world.wait_until_dropped().await;
     let mut late = Peer::start(late_key, vec![world.backend()]).await;
     late.assert_nothing_for(QUIET).await;
     // The subscription works: a message sent now arrives.
