@@ -75,6 +75,7 @@ async fn subscriber(
     let hello = proto::SubscribeRequest {
         step: Some(Step::Hello(proto::Hello {
             public_key: Bytes::copy_from_slice(key.public_key().as_bytes()),
+            group: false,
         })),
     };
     steps.send(hello).await.expect("hello");

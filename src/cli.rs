@@ -155,6 +155,11 @@ pub enum Command {
         /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9587).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<SocketAddr>,
+        /// Share a NATS cluster with other signal servers as their bus, like
+        /// `nats://10.0.0.1:4222,10.0.0.2:4222` or `tls://…?creds=FILE` (NATS backend URL
+        /// form): clients of any of them reach each other.
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
         /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
         #[arg(long, default_value = "info", value_name = "LEVEL")]
         log_level: String,

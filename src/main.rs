@@ -110,8 +110,15 @@ fn run(cli: Cli) -> Result<(), String> {
             handshake_timeout,
             idle_timeout,
             metrics_listen,
+            nats,
             log_level,
         } => {
+            let nats_bus = match nats.as_deref().map(wice::signaling::BackendUrl::parse) {
+                None => None,
+                Some(Ok(wice::signaling::BackendUrl::Nats(url))) => Some(url),
+                Some(Ok(other)) => return Err(format!("--nats: {other} is not a NATS URL")),
+                Some(Err(error)) => return Err(format!("--nats: {error}")),
+            };
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsIdentity {
                     cert_pem: read_file(&cert, "TLS certificate")?,
@@ -132,6 +139,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 max_connections_per_ip,
                 handshake_timeout: std::time::Duration::from_secs(handshake_timeout.max(1)),
                 idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
+                nats_bus,
                 ..ServerConfig::new(listen)
             };
             signal(config, metrics_listen, &log_level, log_format)

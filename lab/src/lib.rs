@@ -79,6 +79,8 @@ pub struct LabOptions {
     pub candidate_types: Option<Vec<String>>,
     /// Set from outside (a signal handler) to make waits return early with an error.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// `[signaling] backends` of every node, if not the lab's `wice signal`.
+    pub signaling_backends: Option<Vec<String>>,
 }
 
 impl LabOptions {
@@ -90,6 +92,7 @@ impl LabOptions {
             log_level: "info".into(),
             candidate_types: None,
             interrupt: None,
+            signaling_backends: None,
         }
     }
 }
@@ -469,9 +472,18 @@ impl Lab {
                 ));
             }
         }
-        t.push_str(&format!(
-            "\n[signaling]\nbackends = [\"grpc://{PUBLIC_ADDR}:{SIGNAL_PORT}\"]\n"
-        ));
+        match &self.options.signaling_backends {
+            Some(urls) => {
+                let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+                t.push_str(&format!(
+                    "\n[signaling]\nbackends = [{}]\n",
+                    list.join(", ")
+                ));
+            }
+            None => t.push_str(&format!(
+                "\n[signaling]\nbackends = [\"grpc://{PUBLIC_ADDR}:{SIGNAL_PORT}\"]\n"
+            )),
+        }
         if let Some(types) = &self.options.candidate_types {
             let list: Vec<String> = types.iter().map(|t| format!("\"{t}\"")).collect();
             t.push_str(&format!(

@@ -6,6 +6,11 @@
 //!   of the recipient key;
 //! - it can deliver to a group: [`Backend::publish`] takes a batch, one envelope per
 //!   recipient (each is sealed to its own recipient);
+//! - it can deliver to a group whose members the sender does not know: every member holds
+//!   one group key (a community key derived from a shared secret) and subscribes it with
+//!   [`Backend::subscribe_group`]; one envelope sealed to that key reaches each member,
+//!   however many there are (up to the backend's documented group limit), and no member's
+//!   subscription ends another's;
 //! - it may reorder envelopes, and may deliver one more than once when several backends are
 //!   configured ([`Signaling`](super::Signaling) de-duplicates);
 //! - it drops envelopes for recipients it does not currently know: nothing is queued for a
@@ -35,6 +40,8 @@ pub enum BackendKind {
     InProcess,
     /// A `wice signal` server over gRPC.
     Grpc,
+    /// A NATS server or cluster.
+    Nats,
 }
 
 impl fmt::Display for BackendKind {
@@ -42,6 +49,7 @@ impl fmt::Display for BackendKind {
         f.write_str(match self {
             Self::InProcess => "inprocess",
             Self::Grpc => "grpc",
+            Self::Nats => "nats",
         })
     }
 }
@@ -146,6 +154,14 @@ pub trait Backend: Send + Sync + 'static {
     /// with [`BackendError::Unavailable`] when its first attempt fails, and keeps trying.
     fn subscribe(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()>;
 
+    /// Like [`Backend::subscribe`], for a group key that many nodes hold: every group
+    /// subscriber of the key receives each envelope sealed to it, and a new subscription
+    /// never ends an older one (as a node's own key's newest subscription may). Backends
+    /// with no per-key limit need nothing more than `subscribe`.
+    fn subscribe_group(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
+        self.subscribe(identity, inbox)
+    }
+
     /// Stops delivering envelopes for `key`.
     fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()>;
 
@@ -174,14 +190,41 @@ pub enum BackendUrl {
         /// `grpcs://`.
         tls: bool,
     },
+    /// `nats://host[:port][,host[:port]…]` (plain) or `tls://…` (TLS), with optional
+    /// `?creds=PATH` (a `.creds` file), `?nkey=PATH` (a file holding an NKey seed) and
+    /// `?ca=PATH` (an extra CA, PEM). Several servers of one cluster are tried in turn.
+    Nats(NatsUrl),
+}
+
+/// Where a NATS backend connects, and how it authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NatsUrl {
+    /// `(host, port)` of each seed server; IPv6 hosts without brackets. The client also
+    /// learns the cluster's other servers from them.
+    pub servers: Vec<(String, u16)>,
+    /// `tls://`: TLS required.
+    pub tls: bool,
+    /// How the client authenticates to the cluster, if at all.
+    pub auth: Option<NatsAuth>,
+    /// An extra CA certificate file (PEM) trusted for TLS.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// A NATS client's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NatsAuth {
+    /// A `.creds` file (user JWT and NKey seed), `?creds=PATH`.
+    CredsFile(std::path::PathBuf),
+    /// A file holding an NKey seed (`SU…`), `?nkey=PATH`.
+    NkeyFile(std::path::PathBuf),
 }
 
 /// Why a backend URL is not valid; the text follows `key: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendUrlError {
-    /// Not `inprocess`, `grpc://` or `grpcs://`.
+    /// Not `inprocess`, `grpc://`, `grpcs://`, `nats://` or `tls://`.
     #[error(
-        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\" or \"inprocess\""
+        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\", \"nats://host:port\", \"tls://host:port\" or \"inprocess\""
     )]
     UnknownScheme(String),
     /// No host between `://` and the port.
@@ -196,13 +239,27 @@ pub enum BackendUrlError {
     /// An IPv6 address without brackets, or a bracketed host that is not IPv6.
     #[error("`{0}`: write an IPv6 host in brackets, like grpc://[2001:db8::1]:8443")]
     BadIpv6(String),
+    /// A NATS URL option other than one `creds=`, `nkey=` or `ca=` with a path.
+    #[error(
+        "`{0}`: a NATS URL takes only ?creds=PATH or ?nkey=PATH, and &ca=PATH, like nats://10.0.0.1:4222?creds=/etc/wice/nats.creds"
+    )]
+    BadNatsOption(String),
 }
+
+/// The port a NATS URL means when it names none.
+pub const NATS_DEFAULT_PORT: u16 = 4222;
 
 impl BackendUrl {
     /// Parses a backend URL.
     pub fn parse(text: &str) -> Result<Self, BackendUrlError> {
         if text == "inprocess" {
             return Ok(Self::InProcess);
+        }
+        if let Some(rest) = text.strip_prefix("nats://") {
+            return parse_nats(text, rest, false);
+        }
+        if let Some(rest) = text.strip_prefix("tls://") {
+            return parse_nats(text, rest, true);
         }
         let (rest, tls) = if let Some(rest) = text.strip_prefix("grpcs://") {
             (rest, true)
@@ -215,39 +272,8 @@ impl BackendUrl {
         if rest.contains(['/', '?', '#', '@']) {
             return Err(BackendUrlError::ExtraParts(text.to_owned()));
         }
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| BackendUrlError::BadIpv6(text.to_owned()))?;
-            if host.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(BackendUrlError::BadIpv6(text.to_owned()));
-            }
-            let port = after
-                .strip_prefix(':')
-                .ok_or_else(|| BackendUrlError::BadPort(text.to_owned()))?;
-            (host, port)
-        } else {
-            let (host, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| BackendUrlError::BadPort(text.to_owned()))?;
-            if host.contains(':') {
-                return Err(BackendUrlError::BadIpv6(text.to_owned()));
-            }
-            (host, port)
-        };
-        if host.is_empty() {
-            return Err(BackendUrlError::MissingHost(text.to_owned()));
-        }
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| BackendUrlError::BadPort(text.to_owned()))?;
-        Ok(Self::Grpc {
-            host: host.to_owned(),
-            port,
-            tls,
-        })
+        let (host, port) = host_port(text, rest, None)?;
+        Ok(Self::Grpc { host, port, tls })
     }
 
     /// The kind of backend this URL names.
@@ -255,7 +281,102 @@ impl BackendUrl {
         match self {
             Self::InProcess => BackendKind::InProcess,
             Self::Grpc { .. } => BackendKind::Grpc,
+            Self::Nats(_) => BackendKind::Nats,
         }
+    }
+}
+
+/// `host:port` or `[v6]:port` out of `rest` (part of `text`); `default_port` when the port
+/// is left out, where that is allowed.
+fn host_port(
+    text: &str,
+    rest: &str,
+    default_port: Option<u16>,
+) -> Result<(String, u16), BackendUrlError> {
+    let bad_port = || BackendUrlError::BadPort(text.to_owned());
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| BackendUrlError::BadIpv6(text.to_owned()))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(BackendUrlError::BadIpv6(text.to_owned()));
+        }
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err(BackendUrlError::BadIpv6(text.to_owned()));
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(BackendUrlError::MissingHost(text.to_owned()));
+    }
+    let port = match port {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(bad_port)?,
+        None => default_port.ok_or_else(bad_port)?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// The part of a `nats://` or `tls://` URL after the scheme.
+fn parse_nats(text: &str, rest: &str, tls: bool) -> Result<BackendUrl, BackendUrlError> {
+    let (servers, options) = rest.split_once('?').unwrap_or((rest, ""));
+    let servers = servers.strip_suffix('/').unwrap_or(servers);
+    if servers.contains(['/', '#', '@']) {
+        return Err(BackendUrlError::ExtraParts(text.to_owned()));
+    }
+    let servers = servers
+        .split(',')
+        .map(|server| host_port(text, server, Some(NATS_DEFAULT_PORT)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bad_option = || BackendUrlError::BadNatsOption(text.to_owned());
+    let mut auth = None;
+    let mut ca_file = None;
+    for option in options.split('&').filter(|o| !o.is_empty()) {
+        let (name, path) = option.split_once('=').ok_or_else(bad_option)?;
+        if path.is_empty() {
+            return Err(bad_option());
+        }
+        let path = std::path::PathBuf::from(path);
+        match name {
+            "creds" if auth.is_none() => auth = Some(NatsAuth::CredsFile(path)),
+            "nkey" if auth.is_none() => auth = Some(NatsAuth::NkeyFile(path)),
+            "ca" if ca_file.is_none() => ca_file = Some(path),
+            _ => return Err(bad_option()),
+        }
+    }
+    Ok(BackendUrl::Nats(NatsUrl {
+        servers,
+        tls,
+        auth,
+        ca_file,
+    }))
+}
+
+impl NatsUrl {
+    /// The servers as the NATS client takes them (`nats://host:port`, `tls://host:port`).
+    pub fn server_addresses(&self) -> Vec<String> {
+        let scheme = if self.tls { "tls" } else { "nats" };
+        self.servers
+            .iter()
+            .map(|(host, port)| format!("{scheme}://{}", bracketed(host, *port)))
+            .collect()
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn bracketed(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -265,11 +386,33 @@ impl fmt::Display for BackendUrl {
             Self::InProcess => f.write_str("inprocess"),
             Self::Grpc { host, port, tls } => {
                 let scheme = if *tls { "grpcs" } else { "grpc" };
-                if host.contains(':') {
-                    write!(f, "{scheme}://[{host}]:{port}")
-                } else {
-                    write!(f, "{scheme}://{host}:{port}")
+                write!(f, "{scheme}://{}", bracketed(host, *port))
+            }
+            Self::Nats(url) => {
+                f.write_str(if url.tls { "tls://" } else { "nats://" })?;
+                let servers: Vec<String> = url
+                    .servers
+                    .iter()
+                    .map(|(host, port)| bracketed(host, *port))
+                    .collect();
+                f.write_str(&servers.join(","))?;
+                let mut options = Vec::new();
+                match &url.auth {
+                    Some(NatsAuth::CredsFile(path)) => {
+                        options.push(format!("creds={}", path.display()));
+                    }
+                    Some(NatsAuth::NkeyFile(path)) => {
+                        options.push(format!("nkey={}", path.display()));
+                    }
+                    None => {}
                 }
+                if let Some(path) = &url.ca_file {
+                    options.push(format!("ca={}", path.display()));
+                }
+                if !options.is_empty() {
+                    write!(f, "?{}", options.join("&"))?;
+                }
+                Ok(())
             }
         }
     }
@@ -286,6 +429,9 @@ mod tests {
             "grpc://198.51.100.1:8443",
             "grpcs://signal.example.org:443",
             "grpc://[2001:db8::1]:8443",
+            "nats://10.0.0.1:4222",
+            "tls://nats.example.org:4222,[2001:db8::2]:4223?creds=/etc/wice/nats.creds&ca=/etc/ca.pem",
+            "nats://10.0.0.1:4222?nkey=/etc/wice/nats.nk",
         ] {
             assert_eq!(BackendUrl::parse(text).unwrap().to_string(), text);
         }
@@ -296,6 +442,17 @@ mod tests {
                 port: 9,
                 tls: true
             }
+        );
+    }
+
+    #[test]
+    fn a_nats_url_without_a_port_means_4222() {
+        let Ok(BackendUrl::Nats(url)) = BackendUrl::parse("nats://a.example,b.example:5222") else {
+            panic!("a NATS URL");
+        };
+        assert_eq!(
+            url.server_addresses(),
+            ["nats://a.example:4222", "nats://b.example:5222"]
         );
     }
 
@@ -316,6 +473,18 @@ mod tests {
         check("grpc://198.51.100.1:8443/path", BackendUrlError::ExtraParts);
         check("grpc://2001:db8::1:8443", BackendUrlError::BadIpv6);
         check("grpc://[not-v6]:8443", BackendUrlError::BadIpv6);
+        check(
+            "nats://10.0.0.1:4222?user=x",
+            BackendUrlError::BadNatsOption,
+        );
+        check(
+            "nats://10.0.0.1?creds=/a&nkey=/b",
+            BackendUrlError::BadNatsOption,
+        );
+        check("nats://10.0.0.1?creds=", BackendUrlError::BadNatsOption);
+        check("nats://u:p@10.0.0.1", BackendUrlError::ExtraParts);
+        check("nats://10.0.0.1:0", BackendUrlError::BadPort);
+        check("nats://,10.0.0.1", BackendUrlError::MissingHost);
     }
 
     #[test]

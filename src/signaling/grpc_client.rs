@@ -175,13 +175,18 @@ impl GrpcBackend {
         &self,
         identity: PrivateKey,
         inbox: Inbox,
+        group: bool,
         first: oneshot::Sender<Result<(), BackendError>>,
     ) -> Subscription {
         let (established_tx, established) = watch::channel(false);
+        let mailbox = Mailbox {
+            identity: identity.clone(),
+            inbox: inbox.clone(),
+            group,
+        };
         let task = tokio::spawn(keep_subscribed(
             self.client(),
-            identity.clone(),
-            inbox.clone(),
+            mailbox,
             Backoff::new(self.options.backoff_initial, self.options.backoff_max),
             Arc::clone(&self.counters),
             first,
@@ -191,6 +196,7 @@ impl GrpcBackend {
             task,
             identity,
             inbox,
+            group,
             established,
         }
     }
@@ -229,6 +235,27 @@ impl GrpcBackend {
                 "publish timed out waiting for the key proof",
             )),
         }
+    }
+
+    /// Starts keeping `identity` subscribed (as a group key when `group`); resolves with
+    /// the first attempt's outcome.
+    async fn add_subscription(
+        &self,
+        identity: PrivateKey,
+        inbox: Inbox,
+        group: bool,
+    ) -> Result<(), BackendError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(BackendError::Closed);
+        }
+        let key = identity.public_key();
+        let (first_tx, first_rx) = oneshot::channel();
+        let subscription = self.spawn_subscription(identity, inbox, group, first_tx);
+        self.subscriptions()
+            .entry(key)
+            .or_default()
+            .push(subscription);
+        first_rx.await.unwrap_or(Err(BackendError::Closed))
     }
 
     async fn publish_chunk(&self, chunk: &[Envelope]) -> Result<(), BackendError> {
@@ -305,19 +332,11 @@ impl Backend for GrpcBackend {
     }
 
     fn subscribe(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
-        Box::pin(async move {
-            if self.closed.load(Ordering::Relaxed) {
-                return Err(BackendError::Closed);
-            }
-            let key = identity.public_key();
-            let (first_tx, first_rx) = oneshot::channel();
-            let subscription = self.spawn_subscription(identity, inbox, first_tx);
-            self.subscriptions()
-                .entry(key)
-                .or_default()
-                .push(subscription);
-            first_rx.await.unwrap_or(Err(BackendError::Closed))
-        })
+        Box::pin(self.add_subscription(identity, inbox, false))
+    }
+
+    fn subscribe_group(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
+        Box::pin(self.add_subscription(identity, inbox, true))
     }
 
     fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()> {
@@ -360,7 +379,8 @@ impl Backend for GrpcBackend {
                     let (first, _) = oneshot::channel();
                     let identity = subscription.identity.clone();
                     let inbox = subscription.inbox.clone();
-                    *subscription = self.spawn_subscription(identity, inbox, first);
+                    let group = subscription.group;
+                    *subscription = self.spawn_subscription(identity, inbox, group, first);
                 }
             }
             Ok(())
@@ -373,8 +393,18 @@ struct Subscription {
     task: JoinHandle<()>,
     identity: PrivateKey,
     inbox: Inbox,
+    /// Subscribed as a group key (the server's `Hello.group`).
+    group: bool,
     /// True while the subscription stands (its key proven on the current connection).
     established: watch::Receiver<bool>,
+}
+
+/// What one subscription task keeps subscribed, and where its envelopes go.
+struct Mailbox {
+    identity: PrivateKey,
+    inbox: Inbox,
+    /// Subscribed as a group key (the server's `Hello.group`).
+    group: bool,
 }
 
 /// True as soon as one of `waits` succeeds; false when all failed (their tasks ended).
@@ -422,17 +452,19 @@ impl Drop for GrpcBackend {
 /// first attempt's outcome on `first`.
 async fn keep_subscribed(
     mut client: SignalingClient<Channel>,
-    identity: PrivateKey,
-    inbox: Inbox,
+    mailbox: Mailbox,
     mut backoff: Backoff,
     counters: Arc<Counters>,
     first: oneshot::Sender<Result<(), BackendError>>,
     established: watch::Sender<bool>,
 ) {
+    let Mailbox {
+        identity, inbox, ..
+    } = &mailbox;
     let mut first = Some(first);
     loop {
         let outcome = tokio::select! {
-            outcome = subscribe_once(&mut client, &identity, &inbox, &mut backoff, &counters, &mut first, &established) => outcome,
+            outcome = subscribe_once(&mut client, &mailbox, &mut backoff, &counters, &mut first, &established) => outcome,
             () = inbox.closed() => return,
         };
         established.send_replace(false);
@@ -455,8 +487,7 @@ async fn keep_subscribed(
 /// One subscription: prove the key, then stream envelopes until the stream ends.
 async fn subscribe_once(
     client: &mut SignalingClient<Channel>,
-    identity: &PrivateKey,
-    inbox: &Inbox,
+    mailbox: &Mailbox,
     backoff: &mut Backoff,
     counters: &Counters,
     first: &mut Option<oneshot::Sender<Result<(), BackendError>>>,
@@ -465,11 +496,17 @@ async fn subscribe_once(
     use proto::subscribe_request::Step;
     use proto::subscribe_response::Event;
 
+    let Mailbox {
+        identity,
+        inbox,
+        group,
+    } = mailbox;
     // The request stream stays open (`steps` alive) for as long as the subscription lasts.
     let (steps, requests) = mpsc::channel(2);
     let hello = proto::SubscribeRequest {
         step: Some(Step::Hello(proto::Hello {
             public_key: prost::bytes::Bytes::copy_from_slice(identity.public_key().as_bytes()),
+            group: *group,
         })),
     };
     steps

@@ -3,8 +3,8 @@
 //! What peers exchange and how it is sealed is in [`wice_core::signaling`]; this module carries
 //! sealed envelopes:
 //!
-//! - [`backend`]: the [`Backend`] trait and its semantics; backends: [`inprocess`] and
-//!   [`grpc_client`];
+//! - [`backend`]: the [`Backend`] trait and its semantics; backends: [`inprocess`],
+//!   [`grpc_client`] and (feature `nats`) `nats_client`;
 //! - [`Signaling`] ([`multiplexer`]): a node's signaling over all configured backends;
 //!   the API the ICE layer uses;
 //! - [`server`]: `wice signal`, the gRPC server.
@@ -13,21 +13,27 @@ pub mod backend;
 pub mod grpc_client;
 pub mod inprocess;
 pub mod multiplexer;
+#[cfg(feature = "nats")]
+pub mod nats_client;
 pub mod server;
 
 use std::sync::Arc;
 
 pub use self::backend::{
-    Backend, BackendError, BackendKind, BackendUrl, BackendUrlError, Delivery, Inbox,
+    Backend, BackendError, BackendKind, BackendUrl, BackendUrlError, Delivery, Inbox, NatsAuth,
+    NatsUrl,
 };
 pub use self::grpc_client::{GrpcBackend, GrpcOptions};
 pub use self::inprocess::{InProcessBackend, InProcessHub};
 pub use self::multiplexer::{PublishError, Received, Signaling, SignalingCounters};
+#[cfg(feature = "nats")]
+pub use self::nats_client::{NatsBackend, NatsOptions};
 pub use self::server::{ServerConfig, SignalingServer};
 
 /// Builds the backends a config names: `inprocess` is the process-wide hub, gRPC URLs get a
-/// [`GrpcBackend`] trusting `ca_certificate_pem` in addition to the public roots. Must be
-/// called inside a tokio runtime.
+/// [`GrpcBackend`] trusting `ca_certificate_pem` in addition to the public roots, NATS URLs
+/// a `NatsBackend` (an error when built without the `nats` feature). Must be called inside
+/// a tokio runtime.
 pub fn backends_from_urls(
     urls: &[BackendUrl],
     ca_certificate_pem: Option<&[u8]>,
@@ -43,6 +49,12 @@ pub fn backends_from_urls(
                     };
                     Ok(Arc::new(GrpcBackend::new(url, options)?))
                 }
+                #[cfg(feature = "nats")]
+                BackendUrl::Nats(_) => Ok(Arc::new(NatsBackend::new(url, NatsOptions::default())?)),
+                #[cfg(not(feature = "nats"))]
+                BackendUrl::Nats(_) => Err(BackendError::Setup(format!(
+                    "{url}: this wice was built without the `nats` feature"
+                ))),
             }
         })
         .collect()

@@ -7,7 +7,11 @@
 //! - `natlab`: meshes across NAT routers, with `wice signal` and coturn (root).
 //! - `attack_stun`: a STUN-lookalike flood at a running node (root).
 //! - `attack_signaling`: `wice signal` against publish without proof, floods, idle sockets.
-//! - `signaling`: the backend conformance suite, sealing, the key proof, `wice signal`
+//! - `conformance`: the scenarios every signaling backend runs (loopback, no root).
+//! - `nats`: signaling over a three-server `nats-server` cluster, `wice signal --nats`
+//!   front-ends, a mesh across backends (loopback, no root; `nats_cluster` runs the servers).
+//! - `nats_lab`: tunnels signaled through a NATS cluster outlive a killed server (root).
+//! - `signaling`: the suite's fixtures, gRPC recovery, sealing, the key proof, `wice signal`
 //!   under bad input (loopback only, no root).
 //! - `datapath_robustness`: a full socket, a TUN device deleted under a node, a peer
 //!   restarted with the same key (root).
@@ -34,6 +38,7 @@ mod attack_signaling;
 mod attack_stun;
 mod cli;
 mod cli_extras;
+mod conformance;
 mod datapath_robustness;
 mod import;
 mod interop;
@@ -41,6 +46,11 @@ mod lifecycle;
 mod mesh;
 mod metrics;
 mod natlab;
+#[cfg(feature = "nats")]
+mod nats;
+mod nats_cluster;
+#[cfg(feature = "nats")]
+mod nats_lab;
 mod signaling;
 mod systemd;
 mod uapi;

@@ -1,8 +1,8 @@
-//! Signaling: the backend conformance suite (every backend), sealing as a receiver sees
-//! it, the key proof, and `wice signal` under bad input. All traffic stays on 127.0.0.1;
+//! Signaling: the fixtures the conformance suite (`conformance`) shares, gRPC recovery,
+//! sealing as a receiver sees it, the key proof, and `wice signal` under bad input. All traffic stays on 127.0.0.1;
 //! nothing needs root.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,12 +15,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use wice::signaling::server::{
-    CounterHandle, CounterSnapshot, ServerConfig, SignalingServer, TlsIdentity,
-};
+use wice::signaling::server::{CounterHandle, CounterSnapshot, ServerConfig, SignalingServer};
 use wice::signaling::{
-    Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, InProcessHub, Inbox, Received,
-    Signaling,
+    Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, Inbox, Received, Signaling,
 };
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::signaling::{
@@ -29,6 +26,7 @@ use wice_core::signaling::{
 use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
 
+use crate::conformance::{Kind, World, test_certificate};
 use crate::harness::WICE;
 
 // ---- fixtures ----
@@ -79,15 +77,6 @@ pub(crate) fn loopback_config() -> ServerConfig {
     ServerConfig::new("127.0.0.1:0".parse().expect("addr"))
 }
 
-/// A self-signed certificate for 127.0.0.1, made here: nothing is fetched.
-fn test_certificate() -> TlsIdentity {
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
-    TlsIdentity {
-        cert_pem: certified.cert.pem().into_bytes(),
-        key_pem: certified.signing_key.serialize_pem().into_bytes(),
-    }
-}
-
 /// The URL of a `wice signal` listening on 127.0.0.1.
 pub(crate) fn loopback_url(port: u16, tls: bool) -> BackendUrl {
     BackendUrl::Grpc {
@@ -102,98 +91,6 @@ pub(crate) fn quick_reconnect() -> GrpcOptions {
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
         ..GrpcOptions::default()
-    }
-}
-
-/// The backends the conformance suite runs against.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    InProcess,
-    Grpc,
-    Grpcs,
-}
-
-/// One backend deployment shared by the peers of a test.
-struct World {
-    hub: InProcessHub,
-    server: Option<RunningServer>,
-    url: Option<BackendUrl>,
-    ca: Option<Vec<u8>>,
-}
-
-impl World {
-    async fn new(kind: Kind) -> Self {
-        let (tls, ca) = match kind {
-            Kind::Grpcs => {
-                let identity = test_certificate();
-                let ca = identity.cert_pem.clone();
-                (Some(identity), Some(ca))
-            }
-            _ => (None, None),
-        };
-        let server = match kind {
-            Kind::InProcess => None,
-            Kind::Grpc | Kind::Grpcs => Some(
-                RunningServer::start(ServerConfig {
-                    tls,
-                    ..loopback_config()
-                })
-                .await,
-            ),
-        };
-        let url = server.as_ref().map(|s| BackendUrl::Grpc {
-            host: "127.0.0.1".to_owned(),
-            port: s.addr.port(),
-            tls: matches!(kind, Kind::Grpcs),
-        });
-        Self {
-            hub: InProcessHub::new(),
-            server,
-            url,
-            ca,
-        }
-    }
-
-    fn backend(&self) -> Arc<dyn Backend> {
-        match &self.url {
-            None => Arc::new(self.hub.backend()),
-            Some(url) => Arc::new(
-                GrpcBackend::new(
-                    url,
-                    GrpcOptions {
-                        ca_certificate_pem: self.ca.clone(),
-                        ..quick_reconnect()
-                    },
-                )
-                .expect("backend"),
-            ),
-        }
-    }
-
-    async fn peer(&self) -> Peer {
-        Peer::start(PrivateKey::generate(), vec![self.backend()]).await
-    }
-
-    async fn peers(&self, n: usize) -> Vec<Peer> {
-        let mut peers = Vec::with_capacity(n);
-        for _ in 0..n {
-            peers.push(self.peer().await);
-        }
-        peers
-    }
-
-    /// A backend that may publish as `key`: it subscribed the key (the key proof), into an
-    /// inbox the caller keeps open.
-    async fn publisher(&self, key: &PrivateKey) -> (Arc<dyn Backend>, mpsc::Receiver<Delivery>) {
-        publisher_on(self.backend(), key).await
-    }
-
-    /// Envelopes dropped because nobody was subscribed to their recipient.
-    fn dropped_no_subscriber(&self) -> u64 {
-        match &self.server {
-            Some(server) => server.counters.snapshot().dropped_no_subscriber,
-            None => self.hub.counters().dropped_no_subscriber,
-        }
     }
 }
 
@@ -278,186 +175,9 @@ pub(crate) fn session_id(message: &SignalingMessage) -> u64 {
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
-// ---- the conformance suite: each scenario against every backend ----
-
-/// Every peer multicasts one description to all the others; each receives exactly one from
-/// each other peer, attributed to the right sender.
-async fn all_to_all_delivery_reaches_every_peer_with_the_right_sender(kind: Kind) {
-    let world = World::new(kind).await;
-    let mut peers = world.peers(5).await;
-    let keys: Vec<PublicKey> = peers.iter().map(Peer::public).collect();
-    for (i, peer) in peers.iter().enumerate() {
-        let others: Vec<PublicKey> = keys.iter().copied().filter(|k| *k != keys[i]).collect();
-        peer.publish(&others, &description(i as u64, 0)).await;
-    }
-    for (i, peer) in peers.iter_mut().enumerate() {
-        let mut from = BTreeMap::new();
-        for _ in 0..keys.len() - 1 {
-            let got = peer.next(WAIT).await;
-            let sender_index = keys
-                .iter()
-                .position(|k| *k == got.sender)
-                .expect("a known sender");
-            assert_eq!(
-                session_id(&got.message),
-                sender_index as u64,
-                "content matches its sender"
-            );
-            assert!(
-                from.insert(sender_index, ()).is_none(),
-                "one message per sender"
-            );
-        }
-        assert!(!from.contains_key(&i), "nobody receives its own message");
-        peer.assert_nothing_for(QUIET).await;
-    }
-}
-
-/// One publish to a group reaches exactly the group.
-async fn a_multicast_reaches_exactly_its_group(kind: Kind) {
-    let world = World::new(kind).await;
-    let mut peers = world.peers(6).await;
-    let group: Vec<PublicKey> = peers[1..4].iter().map(Peer::public).collect();
-    peers[0].publish(&group, &description(42, 1)).await;
-    let sender = peers[0].public();
-    for peer in &mut peers[1..4] {
-        let got = peer.next(WAIT).await;
-        assert_eq!((got.sender, session_id(&got.message)), (sender, 42));
-    }
-    for peer in &mut peers[4..] {
-        peer.assert_nothing_for(QUIET).await;
-    }
-    peers[0].assert_nothing_for(Duration::ZERO).await;
-}
-
-/// Envelopes sealed in one order and published in another are all accepted.
-async fn reordered_envelopes_are_all_accepted(kind: Kind) {
-    let world = World::new(kind).await;
-    let mut bob = world.peer().await;
-    let alice = PrivateKey::generate();
-    let mut sealer = Sealer::new(&alice);
-    let mut envelopes: Vec<_> = (0..12)
-        .map(|i| {
-            sealer
-                .seal(
-                    &bob.public(),
-                    &description(i, i),
-                    SystemTime::now(),
-                    &mut OsRng,
-                )
-                .expect("seal")
-        })
-        .collect();
-    // A fixed shuffle: newest first, then the rest interleaved.
-    envelopes.reverse();
-    envelopes.swap(1, 9);
-    envelopes.swap(3, 6);
-    let (backend, _alice_inbox) = world.publisher(&alice).await;
-    for chunk in envelopes.chunks(4) {
-        backend.publish(chunk.to_vec()).await.expect("publish");
-    }
-    let mut seen = BTreeSet::new();
-    for _ in 0..12 {
-        let got = bob.next(WAIT).await;
-        assert_eq!(got.sender, alice.public_key());
-        seen.insert(session_id(&got.message));
-    }
-    assert_eq!(seen, (0..12).collect());
-    assert_eq!(bob.signaling.counters().open.replayed, 0);
-    assert_eq!(bob.signaling.counters().open.accepted, 12);
-}
-
-/// An envelope for a key nobody has subscribed is dropped, not kept for later.
-async fn envelopes_for_unknown_recipients_are_dropped_not_queued(kind: Kind) {
-    let world = World::new(kind).await;
-    let alice = world.peer().await;
-    let late_key = PrivateKey::generate();
-    alice
-        .publish(&[late_key.public_key()], &description(1, 0))
-        .await;
-    // Delivery is asynchronous for gRPC: wait until the drop has been counted.
-    let deadline = Instant::now() + WAIT;
-    while world.dropped_no_subscriber() == 0 {
-        assert!(Instant::now() < deadline, "the envelope was never dropped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut late = Peer::start(late_key, vec![world.backend()]).await;
-    late.assert_nothing_for(QUIET).await;
-    // The subscription works: a message sent now arrives.
-    alice.publish(&[late.public()], &description(2, 0)).await;
-    assert_eq!(session_id(&late.next(WAIT).await.message), 2);
-}
-
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod over_inprocess {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Kind::InProcess).await;
-                }
-            )*
-        }
-        mod over_grpc {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Kind::Grpc).await;
-                }
-            )*
-        }
-        mod over_grpcs {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Kind::Grpcs).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
-    all_to_all_delivery_reaches_every_peer_with_the_right_sender,
-    a_multicast_reaches_exactly_its_group,
-    reordered_envelopes_are_all_accepted,
-    envelopes_for_unknown_recipients_are_dropped_not_queued,
-);
-
 // ---- gRPC: recovery ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_grpc_client_recovers_after_the_server_restarts_mid_test() {
-    let server = RunningServer::start(loopback_config()).await;
-    let addr = server.addr;
-    let url = loopback_url(addr.port(), false);
-    let backend = || -> Arc<dyn Backend> {
-        Arc::new(GrpcBackend::new(&url, quick_reconnect()).expect("backend"))
-    };
-    let mut peers = Vec::new();
-    for _ in 0..4 {
-        peers.push(Peer::start(PrivateKey::generate(), vec![backend()]).await);
-    }
-    let keys: Vec<PublicKey> = peers.iter().map(Peer::public).collect();
-
-    // Before: everyone hears everyone.
-    exchange_until_all_heard(&mut peers, &keys, 0).await;
-
-    // The server goes away and comes back on the same port.
-    let before = server.stop().await;
-    assert!(before.delivered >= 12);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let server = RunningServer::start(ServerConfig {
-        listen: addr,
-        ..loopback_config()
-    })
-    .await;
-
-    // After: the clients resubscribed by themselves and everyone hears everyone again.
-    exchange_until_all_heard(&mut peers, &keys, 1).await;
-    assert_eq!(server.counters.snapshot().subscriptions, 4);
-    server.stop().await;
-}
+// The restart of the server side: `conformance::scenarios::every_subscription_is_restored_after_the_server_side_restarts`.
 
 #[tokio::test]
 async fn a_reconnect_replaces_the_connection_and_keeps_every_subscription() {
@@ -487,7 +207,7 @@ async fn a_reconnect_replaces_the_connection_and_keeps_every_subscription() {
 
 /// Each peer multicasts (session `round`) every 200 ms until every peer has heard from all
 /// the others in this round; publishes that fail while the server is away are retried.
-async fn exchange_until_all_heard(peers: &mut [Peer], keys: &[PublicKey], round: u64) {
+pub(crate) async fn exchange_until_all_heard(peers: &mut [Peer], keys: &[PublicKey], round: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut heard: Vec<BTreeSet<PublicKey>> = vec![BTreeSet::new(); peers.len()];
     let complete = |heard: &[BTreeSet<PublicKey>]| heard.iter().all(|h| h.len() == keys.len() - 1);
@@ -651,6 +371,7 @@ pub(crate) async fn subscribe_on(
         .send(proto::SubscribeRequest {
             step: Some(Step::Hello(proto::Hello {
                 public_key: Bytes::copy_from_slice(key.as_bytes()),
+                group: false,
             })),
         })
         .await
@@ -917,6 +638,7 @@ async fn the_server_keeps_serving_well_formed_clients_while_others_send_garbage(
             .send(proto::SubscribeRequest {
                 step: Some(Step::Hello(proto::Hello {
                     public_key: Bytes::copy_from_slice(lazy_key.public_key().as_bytes()),
+                    group: false,
                 })),
             })
             .await

@@ -23,6 +23,9 @@ pub struct ServerCounters {
     pub(super) closed_idle: AtomicU64,
     pub(super) subscriptions: AtomicU64,
     pub(super) connections: AtomicU64,
+    pub(super) bus_published: AtomicU64,
+    pub(super) bus_received: AtomicU64,
+    pub(super) bus_failed: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -66,6 +69,12 @@ pub struct CounterSnapshot {
     pub connections: u64,
     /// Bytes of envelopes queued now, over every subscriber.
     pub queued_bytes: u64,
+    /// `--nats`: envelopes handed to the NATS bus for the other servers.
+    pub bus_published: u64,
+    /// `--nats`: envelopes from the bus delivered to subscribers here (or tried to).
+    pub bus_received: u64,
+    /// `--nats`: envelopes the bus would not take, and bus subscriptions that failed.
+    pub bus_failed: u64,
 }
 
 impl ServerCounters {
@@ -96,6 +105,9 @@ impl ServerCounters {
             subscriptions: get(&self.subscriptions),
             connections: get(&self.connections),
             queued_bytes: 0,
+            bus_published: get(&self.bus_published),
+            bus_received: get(&self.bus_received),
+            bus_failed: get(&self.bus_failed),
         }
     }
 }
@@ -108,7 +120,8 @@ impl fmt::Display for CounterSnapshot {
              rejected_oversized={} rejected_malformed={} auth_failed={} rate_limited={} \
              refused_capacity={} unauthenticated_publish={} sender_not_proven={} \
              over_budget_source={} over_budget_global={} closed_handshake_timeout={} \
-             closed_idle={} subscriptions={} connections={} queued_bytes={}",
+             closed_idle={} subscriptions={} connections={} queued_bytes={} \
+             bus_published={} bus_received={} bus_failed={}",
             self.accepted,
             self.delivered,
             self.dropped_no_subscriber,
@@ -126,7 +139,10 @@ impl fmt::Display for CounterSnapshot {
             self.closed_idle,
             self.subscriptions,
             self.connections,
-            self.queued_bytes
+            self.queued_bytes,
+            self.bus_published,
+            self.bus_received,
+            self.bus_failed
         )
     }
 }

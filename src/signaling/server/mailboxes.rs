@@ -26,6 +26,9 @@ pub(super) enum AddError {
 struct Subscription {
     id: u64,
     queue: Arc<SubscriberQueue>,
+    /// Subscribed as a group (community) key: counted against `max_per_group`, never
+    /// ended by a newer subscription.
+    group: bool,
 }
 
 /// Subscriptions by key.
@@ -35,27 +38,32 @@ pub(super) struct Mailboxes {
     closing: AtomicBool,
     max_total: u64,
     max_per_key: usize,
+    max_per_group: usize,
 }
 
 impl Mailboxes {
-    /// No subscriptions yet; at most `max_total` overall and `max_per_key` per key.
-    pub(super) fn new(max_total: u64, max_per_key: usize) -> Self {
+    /// No subscriptions yet; at most `max_total` overall, `max_per_key` per key and
+    /// `max_per_group` group subscriptions per group key.
+    pub(super) fn new(max_total: u64, max_per_key: usize, max_per_group: usize) -> Self {
         Self {
             by_key: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             max_total,
             max_per_key: max_per_key.max(1),
+            max_per_group: max_per_group.max(1),
         }
     }
 
     /// Adds a subscription for `key` (whose ownership was proven). When `key` already has
     /// `max_per_key` subscriptions, the oldest is ended: it is most likely a connection of
-    /// the same node that died without the server noticing yet.
+    /// the same node that died without the server noticing yet. A `group` subscription (a
+    /// community key every member holds) ends nobody: past `max_per_group` it is refused.
     pub(super) fn add(
         &self,
         key: PublicKey,
         queue: Arc<SubscriberQueue>,
+        group: bool,
         counters: &ServerCounters,
     ) -> Result<u64, AddError> {
         if self.closing.load(Ordering::Relaxed) {
@@ -65,14 +73,20 @@ impl Mailboxes {
         if counters.subscriptions.load(Ordering::Relaxed) >= self.max_total {
             return Err(AddError::Full);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = by_key.entry(key).or_default();
-        if entry.len() >= self.max_per_key {
-            let oldest = entry.remove(0);
-            oldest.queue.close();
+        let same_kind = entry.iter().filter(|s| s.group == group).count();
+        if group && same_kind >= self.max_per_group {
+            return Err(AddError::Full);
+        }
+        if !group
+            && same_kind >= self.max_per_key
+            && let Some(oldest) = entry.iter().position(|s| !s.group)
+        {
+            entry.remove(oldest).queue.close();
             counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
-        entry.push(Subscription { id, queue });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        entry.push(Subscription { id, queue, group });
         counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }

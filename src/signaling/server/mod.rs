@@ -36,6 +36,8 @@
 //! counters.
 
 mod budget;
+#[cfg(feature = "nats")]
+mod bus;
 mod connection;
 mod counters;
 mod fd_limit;
@@ -71,6 +73,7 @@ pub use self::rate_limit::TokenBucket;
 use self::connection::{AcceptLimits, ConnectionInfo, Incoming, Timeouts};
 use self::mailboxes::{AddError, Mailboxes};
 use self::refusals::CountRefusals;
+use crate::signaling::NatsUrl;
 use wice_core::keys::{KEY_LEN, PublicKey};
 use wice_core::signaling::challenge::PendingChallenge;
 use wice_core::signaling::envelope::{Envelope, EnvelopeError, MAX_ENVELOPE_LEN};
@@ -104,6 +107,9 @@ pub struct ServerConfig {
     pub max_subscriptions: u64,
     /// Most subscriptions per key; a newer one ends the oldest.
     pub max_subscriptions_per_key: usize,
+    /// Most group subscriptions per group (community) key: one per member node; past it a
+    /// new one is refused (`refused_capacity`), none is ended.
+    pub max_group_subscribers: usize,
     /// Most open connections; lowered to what the fd limit allows.
     pub max_connections: u64,
     /// Most open connections from one source address (IPv6: one /64).
@@ -116,6 +122,9 @@ pub struct ServerConfig {
     pub stats_interval: Duration,
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace: Duration,
+    /// `--nats`: the NATS cluster this server shares with other signal servers as a bus
+    /// (see `bus`); `None`: a server of its own.
+    pub nats_bus: Option<NatsUrl>,
 }
 
 impl ServerConfig {
@@ -134,12 +143,14 @@ impl ServerConfig {
             auth_timeout: Duration::from_secs(10),
             max_subscriptions: 100_000,
             max_subscriptions_per_key: 4,
+            max_group_subscribers: 4096,
             max_connections: 100_000,
             max_connections_per_ip: 256,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             stats_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
+            nats_bus: None,
         }
     }
 }
@@ -176,6 +187,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    /// The NATS bus could not be set up (or this wice was built without the `nats` feature).
+    #[error("NATS bus: {0}")]
+    Bus(String),
 }
 
 struct State {
@@ -183,6 +197,8 @@ struct State {
     mailboxes: Mailboxes,
     counters: Arc<ServerCounters>,
     budgets: Arc<Budgets>,
+    #[cfg(feature = "nats")]
+    bus: Option<bus::Bus>,
 }
 
 /// A bound, not yet serving, signaling server.
@@ -239,8 +255,25 @@ impl SignalingServer {
             addr: config.listen,
             source,
         })?;
+        #[cfg(feature = "nats")]
+        let bus = match &config.nats_bus {
+            Some(url) => Some(bus::Bus::connect(url).await.map_err(ServerError::Bus)?),
+            None => None,
+        };
+        #[cfg(not(feature = "nats"))]
+        if config.nats_bus.is_some() {
+            return Err(ServerError::Bus(
+                "this wice was built without the `nats` feature".to_owned(),
+            ));
+        }
         let state = Arc::new(State {
-            mailboxes: Mailboxes::new(config.max_subscriptions, config.max_subscriptions_per_key),
+            #[cfg(feature = "nats")]
+            bus,
+            mailboxes: Mailboxes::new(
+                config.max_subscriptions,
+                config.max_subscriptions_per_key,
+                config.max_group_subscribers,
+            ),
             counters: Arc::default(),
             budgets: Budgets::new(config.budgets),
             config,
@@ -476,6 +509,12 @@ impl SignalingService for Service {
             ) {
                 response.delivered += 1;
             }
+            #[cfg(feature = "nats")]
+            if let Some(bus) = &self.state.bus
+                && !bus.publish(&envelope.recipient, owned, counters).await
+            {
+                response.rejected += 1;
+            }
         }
         Ok(Response::new(response))
     }
@@ -527,12 +566,12 @@ async fn run_subscription(
         let _ = out.send(Err(status)).await;
     };
 
-    // 1. Hello: which key.
-    let key = match tokio::time::timeout(timeout, inbound.message()).await {
+    // 1. Hello: which key, and whether it is a group key.
+    let (key, group) = match tokio::time::timeout(timeout, inbound.message()).await {
         Ok(Ok(Some(proto::SubscribeRequest {
             step: Some(Step::Hello(hello)),
         }))) => match <[u8; KEY_LEN]>::try_from(hello.public_key.as_ref()) {
-            Ok(bytes) => PublicKey::from_bytes(bytes),
+            Ok(bytes) => (PublicKey::from_bytes(bytes), hello.group),
             Err(_) => {
                 return refuse(
                     &counters.rejected_malformed,
@@ -590,7 +629,10 @@ async fn run_subscription(
         state.config.queue_len,
         state.config.queue_bytes,
     ));
-    let id = match state.mailboxes.add(key, Arc::clone(&queue), counters) {
+    let id = match state
+        .mailboxes
+        .add(key, Arc::clone(&queue), group, counters)
+    {
         Ok(id) => id,
         Err(AddError::Full) => {
             return refuse(
@@ -605,6 +647,10 @@ async fn run_subscription(
         }
     };
     tracing::debug!(target: "wice::signal", ?remote, %key, "subscribed");
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &state.bus {
+        bus.watch(key, Arc::downgrade(&state));
+    }
     if out
         .send(event(Event::Subscribed(proto::Subscribed {})))
         .await
@@ -641,5 +687,9 @@ async fn run_subscription(
     }
     queue.close();
     state.mailboxes.remove(&key, id, counters);
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &state.bus {
+        bus.unwatch(&key);
+    }
     tracing::debug!(target: "wice::signal", ?remote, %key, "unsubscribed");
 }

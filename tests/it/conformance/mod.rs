@@ -1,0 +1,243 @@
+//! The backend conformance suite: one set of scenarios that every backend runs, against
+//! the real server side of each (loopback only, no root).
+//!
+//! What the [`Backend`] trait promises and each scenario checks: delivery by key to every
+//! subscriber, group delivery (a batch to several keys, and one envelope to a group key
+//! that many members subscribe), reordering tolerated, envelopes for unknown recipients
+//! dropped not queued, subscriptions restored after the server side restarts, and the
+//! sender authenticated end to end (a backend publishes only as keys it proved, and the
+//! receiver sees who sealed the envelope).
+
+mod scenarios;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use wice::signaling::server::{ServerConfig, TlsIdentity};
+use wice::signaling::{Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, InProcessHub};
+#[cfg(feature = "nats")]
+use wice::signaling::{NatsBackend, NatsOptions};
+use wice_core::keys::PrivateKey;
+
+use crate::nats_cluster::{NatsCluster, nats_server_or_skip};
+
+use crate::signaling::{Peer, RunningServer, loopback_config, publisher_on, quick_reconnect};
+
+/// The backends the conformance suite runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    InProcess,
+    Grpc,
+    Grpcs,
+    /// One `nats-server` (the cluster tests are in `nats`); cargo feature `nats`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Nats,
+}
+
+/// False (and the test says it skips) when `kind`'s server cannot be run here.
+pub(crate) fn available(kind: Kind, test: &str) -> bool {
+    kind != Kind::Nats || nats_server_or_skip(test)
+}
+
+/// NATS client settings for tests: quick reconnects.
+#[cfg(feature = "nats")]
+pub(crate) fn quick_nats() -> NatsOptions {
+    NatsOptions {
+        max_reconnect_delay: std::time::Duration::from_millis(400),
+        ..NatsOptions::default()
+    }
+}
+
+/// One backend deployment shared by the peers of a test.
+pub(crate) struct World {
+    kind: Kind,
+    hub: InProcessHub,
+    server: Option<RunningServer>,
+    nats: Option<NatsCluster>,
+    tls: Option<TlsIdentity>,
+    url: Option<BackendUrl>,
+}
+
+impl World {
+    pub(crate) async fn new(kind: Kind) -> Self {
+        let tls = (kind == Kind::Grpcs).then(test_certificate);
+        let server = match kind {
+            Kind::InProcess | Kind::Nats => None,
+            Kind::Grpc | Kind::Grpcs => Some(
+                RunningServer::start(ServerConfig {
+                    tls: tls.clone(),
+                    ..loopback_config()
+                })
+                .await,
+            ),
+        };
+        let nats = (kind == Kind::Nats).then(|| NatsCluster::start(1));
+        let url = server
+            .as_ref()
+            .map(|s| BackendUrl::Grpc {
+                host: "127.0.0.1".to_owned(),
+                port: s.addr.port(),
+                tls: kind == Kind::Grpcs,
+            })
+            .or_else(|| nats.as_ref().map(|n| n.url(0)));
+        Self {
+            kind,
+            hub: InProcessHub::new(),
+            server,
+            nats,
+            tls,
+            url,
+        }
+    }
+
+    /// A new client of this deployment (its own connection, where the backend has one).
+    pub(crate) fn backend(&self) -> Arc<dyn Backend> {
+        match &self.url {
+            None => Arc::new(self.hub.backend()),
+            #[cfg(feature = "nats")]
+            Some(url @ BackendUrl::Nats(_)) => {
+                Arc::new(NatsBackend::new(url, quick_nats()).expect("backend"))
+            }
+            Some(url) => Arc::new(
+                GrpcBackend::new(
+                    url,
+                    GrpcOptions {
+                        ca_certificate_pem: self.tls.as_ref().map(|t| t.cert_pem.clone()),
+                        ..quick_reconnect()
+                    },
+                )
+                .expect("backend"),
+            ),
+        }
+    }
+
+    pub(crate) async fn peer(&self) -> Peer {
+        Peer::start(PrivateKey::generate(), vec![self.backend()]).await
+    }
+
+    pub(crate) async fn peers(&self, n: usize) -> Vec<Peer> {
+        let mut peers = Vec::with_capacity(n);
+        for _ in 0..n {
+            peers.push(self.peer().await);
+        }
+        peers
+    }
+
+    /// A backend that may publish as `key`: it subscribed the key (the key proof), into an
+    /// inbox the caller keeps open.
+    pub(crate) async fn publisher(
+        &self,
+        key: &PrivateKey,
+    ) -> (Arc<dyn Backend>, mpsc::Receiver<Delivery>) {
+        publisher_on(self.backend(), key).await
+    }
+
+    /// Waits until the server side has dropped an envelope for want of a subscriber.
+    pub(crate) async fn wait_until_dropped(&self) {
+        let dropped = || match &self.server {
+            Some(server) => server.counters.snapshot().dropped_no_subscriber,
+            None => self.hub.counters().dropped_no_subscriber,
+        };
+        if self.nats.is_some() {
+            // NATS counts no such drop; the publish was flushed, so the server has already
+            // handled it (and had no interest to send it to).
+            return;
+        }
+        let deadline = std::time::Instant::now() + crate::signaling::WAIT;
+        while dropped() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the envelope was never dropped"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server side and starts it again at the same address, as an operator's
+    /// restart does: every subscription it held is gone until the clients redo it.
+    pub(crate) async fn restart_server_side(&mut self) {
+        assert!(
+            self.kind != Kind::InProcess,
+            "an in-process hub has no server side to restart"
+        );
+        if let Some(nats) = &mut self.nats {
+            nats.kill(0);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            nats.restart(0);
+            return;
+        }
+        let server = self.server.take().expect("a server");
+        let addr = server.addr;
+        server.stop().await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.server = Some(
+            RunningServer::start(ServerConfig {
+                listen: addr,
+                tls: self.tls.clone(),
+                ..loopback_config()
+            })
+            .await,
+        );
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1, made here: nothing is fetched.
+pub(crate) fn test_certificate() -> TlsIdentity {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    TlsIdentity {
+        cert_pem: certified.cert.pem().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    }
+}
+
+/// One `#[tokio::test]` per scenario in `$module`, running it against `$kind`.
+macro_rules! conformance {
+    ($module:ident, $kind:expr, [$($scenario:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if super::available($kind, stringify!($scenario)) {
+                        super::scenarios::$scenario($kind).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// What every backend with a server side runs; the in-process hub runs all but the restart.
+macro_rules! every_scenario {
+    ($module:ident, $kind:expr) => {
+        conformance!(
+            $module,
+            $kind,
+            [
+                all_to_all_delivery_reaches_every_peer_with_the_right_sender,
+                a_multicast_reaches_exactly_its_group,
+                a_group_key_reaches_every_member_however_many,
+                reordered_envelopes_are_all_accepted,
+                envelopes_for_unknown_recipients_are_dropped_not_queued,
+                a_backend_publishes_only_as_keys_it_proved,
+                every_subscription_is_restored_after_the_server_side_restarts,
+            ]
+        );
+    };
+}
+
+conformance!(
+    over_inprocess,
+    super::Kind::InProcess,
+    [
+        all_to_all_delivery_reaches_every_peer_with_the_right_sender,
+        a_multicast_reaches_exactly_its_group,
+        a_group_key_reaches_every_member_however_many,
+        reordered_envelopes_are_all_accepted,
+        envelopes_for_unknown_recipients_are_dropped_not_queued,
+        a_backend_publishes_only_as_keys_it_proved,
+    ]
+);
+every_scenario!(over_grpc, super::Kind::Grpc);
+every_scenario!(over_grpcs, super::Kind::Grpcs);
+#[cfg(feature = "nats")]
+every_scenario!(over_nats, super::Kind::Nats);
