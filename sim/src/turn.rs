@@ -241,7 +241,16 @@ impl SimTurnServer {
                 }
                 TurnServerPollRet::WaitUntil(at) => {
                     let nanos = u64::try_from(at.as_nanos()).unwrap_or(0);
-                    self.deadline = Some(clock.at(std::time::Duration::from_nanos(nanos)));
+                    let wake = clock.at(std::time::Duration::from_nanos(nanos));
+                    // turn-server-proto 0.7.3 keeps answering a time already past once a
+                    // permission has expired (nothing left to do for it): wait a second
+                    // then, as a real server's timer tick would, instead of spinning.
+                    let now = clock.now();
+                    self.deadline = Some(if wake <= now {
+                        now + std::time::Duration::from_secs(1)
+                    } else {
+                        wake
+                    });
                     break;
                 }
                 // TCP and socket closes: nothing to do for UDP sockets that are addresses.

@@ -167,6 +167,13 @@ impl AllocationProbe {
                 if probe.stale {
                     let sent_at = probe.sent_at;
                     self.send(now, sent_at, username, password);
+                    // Still stale: it could not be rebuilt (no realm or nonce to ask with).
+                    // It waits for its deadline rather than being retried at once, which
+                    // would spin until then.
+                    if let Some(probe) = self.in_flight.as_mut().filter(|probe| probe.stale) {
+                        probe.stale = false;
+                        probe.next_send = probe.sent_at + PROBE_TIMEOUT;
+                    }
                 } else {
                     self.transmit = Some(probe.datagram.clone());
                     if let Some(probe) = self.in_flight.as_mut() {
