@@ -15,6 +15,8 @@
 //!   server-reflexive, TURN relays) and the routing of STUN/TURN datagrams to sessions;
 //! - [`wire`]: the rules shared with the datapath: datagram classification, ChannelData
 //!   framing and a peer's path ([`wire::Endpoint`]);
+//! - [`backoff`]: the one exponential back-off (plain for session timers, jittered for
+//!   reconnecting transports);
 //! - [`log_limit`], [`secret`]: rate-limited logging of attacker-triggerable lines, and text
 //!   secrets that never show in `Debug`.
 //!
@@ -23,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod ice;
 pub mod keys;
 pub mod log_limit;

@@ -28,8 +28,8 @@ use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
 
 use super::backend::{Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox};
+use wice_core::backoff::Backoff;
 use wice_core::keys::{PrivateKey, PublicKey};
-use wice_core::signaling::backoff::Backoff;
 use wice_core::signaling::challenge;
 use wice_core::signaling::envelope::Envelope;
 use wice_core::signaling::size_limits::{MAX_BATCH, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
@@ -61,8 +61,8 @@ impl Default for GrpcOptions {
     fn default() -> Self {
         Self {
             ca_certificate_pem: None,
-            backoff_initial: wice_core::signaling::backoff::DEFAULT_INITIAL,
-            backoff_max: wice_core::signaling::backoff::DEFAULT_MAX,
+            backoff_initial: wice_core::backoff::DEFAULT_INITIAL,
+            backoff_max: wice_core::backoff::DEFAULT_MAX,
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
@@ -476,7 +476,7 @@ async fn keep_subscribed(
         if let Some(first) = first.take() {
             let _ = first.send(Err(error));
         }
-        let delay = backoff.next_delay(&mut OsRng);
+        let delay = backoff.next_jittered_delay(&mut OsRng);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = inbox.closed() => return,

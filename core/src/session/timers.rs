@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// First resend of our credentials while the remote has not answered.
 pub const RESEND_INITIAL: Duration = Duration::from_secs(1);
 /// Longest gap between two resends while Idle.
@@ -57,53 +59,24 @@ pub enum TimeoutReason {
     Agent,
 }
 
-/// A delay that doubles from `initial` up to `max` with each use.
-#[derive(Debug, Clone)]
-pub(super) struct Doubling {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Doubling {
-    pub(super) fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            next: initial,
-        }
-    }
-
-    /// The delay to use now; doubles the one after.
-    pub(super) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (delay * 2).min(self.max);
-        delay
-    }
-
-    pub(super) fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 /// The session's own deadlines.
 #[derive(Debug, Clone)]
 pub(super) struct Timers {
     resend: Option<Instant>,
-    resend_backoff: Doubling,
+    resend_backoff: Backoff,
     give_up: Option<Instant>,
     restart: Option<Instant>,
-    restart_backoff: Doubling,
+    restart_backoff: Backoff,
 }
 
 impl Timers {
     pub(super) fn new() -> Self {
         Self {
             resend: None,
-            resend_backoff: Doubling::new(RESEND_INITIAL, RESEND_MAX),
+            resend_backoff: Backoff::new(RESEND_INITIAL, RESEND_MAX),
             give_up: None,
             restart: None,
-            restart_backoff: Doubling::new(RESTART_INITIAL, RESTART_MAX),
+            restart_backoff: Backoff::new(RESTART_INITIAL, RESTART_MAX),
         }
     }
 
@@ -177,7 +150,7 @@ mod tests {
 
     #[test]
     fn doubling_delays_double_up_to_the_maximum_and_reset_to_the_start() {
-        let mut d = Doubling::new(Duration::from_millis(100), Duration::from_millis(350));
+        let mut d = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
         let delays: Vec<_> = (0..4).map(|_| d.next_delay().as_millis()).collect();
         assert_eq!(delays, [100, 200, 350, 350]);
         d.reset();

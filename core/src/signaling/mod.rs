@@ -7,10 +7,8 @@
 //!   sender's WireGuard key to the recipient's, and why each refused envelope was refused;
 //! - [`replay`]: the per-sender, per-boot [`ReplayWindow`]s;
 //! - [`size_limits`]: the largest envelope and request, computed from the message limits;
-//! - [`challenge`]: the proof a subscriber gives that it holds its key;
-//! - [`backoff`]: jittered exponential back-off for reconnecting transports.
+//! - [`challenge`]: the proof a subscriber gives that it holds its key.
 
-pub mod backoff;
 pub mod challenge;
 pub mod envelope;
 pub mod message;

@@ -1,6 +1,9 @@
-//! Jittered exponential back-off for reconnecting to a signaling server.
+//! Exponential back-off, the one kind wice uses everywhere: steps double from `initial` up to
+//! `max`.
 //!
-//! Delays double from `initial` up to `max`; each one is drawn uniformly from the upper half
+//! A session's own resends and restarts take the steps as they are ([`Backoff::next_delay`]):
+//! they are already spread by each session's start. Reconnecting to a server takes them with
+//! jitter ([`Backoff::next_jittered_delay`]): each delay is drawn uniformly from the upper half
 //! of the current step ("equal jitter"), so a server that restarts is not hit by every client
 //! at the same instant, yet no client waits less than half a step. Pure: the caller supplies
 //! the randomness and does the sleeping.
@@ -38,10 +41,18 @@ impl Backoff {
         }
     }
 
-    /// The delay before the next attempt; doubles the step for the one after.
-    pub fn next_delay(&mut self, rng: &mut impl RngCore) -> Duration {
+    /// The current step as the delay before the next attempt; doubles the step for the one
+    /// after.
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (step * 2).min(self.max);
+        step
+    }
+
+    /// A delay drawn from the upper half of the current step; doubles the step for the one
+    /// after.
+    pub fn next_jittered_delay(&mut self, rng: &mut impl RngCore) -> Duration {
+        let step = self.next_delay();
         let half = step / 2;
         let jitter_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
         let jitter = match jitter_nanos {
@@ -67,7 +78,7 @@ mod tests {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
         let steps = [100, 200, 400, 800, 1000, 1000, 1000];
         for step in steps {
-            let delay = backoff.next_delay(&mut OsRng);
+            let delay = backoff.next_jittered_delay(&mut OsRng);
             let step = Duration::from_millis(step);
             assert!(
                 delay >= step / 2 && delay <= step,
@@ -81,17 +92,17 @@ mod tests {
     fn reset_starts_again_from_the_initial_delay() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         for _ in 0..10 {
-            backoff.next_delay(&mut OsRng);
+            backoff.next_jittered_delay(&mut OsRng);
         }
         backoff.reset();
-        assert!(backoff.next_delay(&mut OsRng) <= Duration::from_millis(100));
+        assert!(backoff.next_jittered_delay(&mut OsRng) <= Duration::from_millis(100));
     }
 
     #[test]
     fn delays_are_jittered() {
         let mut delays = std::collections::HashSet::new();
         for _ in 0..20 {
-            delays.insert(Backoff::default().next_delay(&mut OsRng));
+            delays.insert(Backoff::default().next_jittered_delay(&mut OsRng));
         }
         assert!(
             delays.len() > 1,
