@@ -287,35 +287,11 @@ impl Engine {
         // 3. encrypt where the packet lies; the WireGuard header goes into the
         // 16 bytes in front of it.
         let wireguard = &mut slot[CHANNEL_DATA_HEADER_LEN..];
-        let result = state.tunn.encapsulate_in_place(wireguard, len);
+        let sealed = self.sealed(state.tunn.encapsulate_in_place(wireguard, len));
         drop(state);
-        match result {
-            TunnResult::WriteToNetwork(datagram) => {
-                let len = datagram.len();
-                let Some(endpoint) = endpoint else {
-                    DropCounters::bump(&self.drops.no_endpoint);
-                    return Outbound::Dropped;
-                };
-                // 4. frame: a relayed datagram takes the 4 bytes in front.
-                let start = CHANNEL_DATA_HEADER_LEN - endpoint.headroom();
-                match endpoint.frame(&mut slot[start..], len) {
-                    Some(datagram) => Outbound::Send {
-                        to: endpoint.destination(),
-                        datagram,
-                    },
-                    None => {
-                        DropCounters::bump(&self.drops.malformed_inner);
-                        Outbound::Dropped
-                    }
-                }
-            }
-            TunnResult::Done => Outbound::Queued,
-            TunnResult::Err(err) => {
-                self.drops.count_wireguard_error(&err);
-                Outbound::Dropped
-            }
-            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => Outbound::Dropped,
-        }
+        // 4. frame: a relayed datagram takes the 4 bytes in front.
+        let start = CHANNEL_DATA_HEADER_LEN - endpoint.map_or(0, Endpoint::headroom);
+        self.frame(sealed, endpoint, &mut slot[start..])
     }
 
     /// Stages 2–4 for one packet. `out` must hold [`encapsulate_room`] bytes
@@ -345,33 +321,64 @@ impl Engine {
         // 3. encrypt behind the header room a relayed path needs (none for a
         // direct one), so framing is a 4-byte write, not a copy.
         let offset = endpoint.map_or(0, Endpoint::headroom);
-        let result = state.tunn.encapsulate(packet, &mut out[offset..]);
+        let sealed = self.sealed(state.tunn.encapsulate(packet, &mut out[offset..]));
         drop(state);
+        // 4. frame
+        self.frame(sealed, endpoint, out)
+    }
+
+    /// What sealing one packet gave, with the borrow of the buffer released so the caller
+    /// can frame the datagram where it lies; a WireGuard error is counted here.
+    #[inline]
+    fn sealed(&self, result: TunnResult<'_>) -> Sealed {
         match result {
-            TunnResult::WriteToNetwork(datagram) => {
-                let len = datagram.len();
-                let Some(endpoint) = endpoint else {
-                    DropCounters::bump(&self.drops.no_endpoint);
-                    return Outbound::Dropped;
-                };
-                // 4. frame
-                match endpoint.frame(out, len) {
-                    Some(datagram) => Outbound::Send {
-                        to: endpoint.destination(),
-                        datagram,
-                    },
-                    None => {
-                        DropCounters::bump(&self.drops.malformed_inner);
-                        Outbound::Dropped
-                    }
-                }
-            }
-            TunnResult::Done => Outbound::Queued,
+            TunnResult::WriteToNetwork(datagram) => Sealed::Datagram(datagram.len()),
+            TunnResult::Done => Sealed::Queued,
             TunnResult::Err(err) => {
                 self.drops.count_wireguard_error(&err);
-                Outbound::Dropped
+                Sealed::Dropped
             }
-            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => Outbound::Dropped,
+            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => Sealed::Dropped,
         }
     }
+
+    /// Stage 4: the sealed datagram, which sits at `buf[endpoint.headroom()..]`, framed for
+    /// the peer's path; a peer without a path or an unframeable length is counted.
+    #[inline]
+    fn frame<'o>(
+        &self,
+        sealed: Sealed,
+        endpoint: Option<Endpoint>,
+        buf: &'o mut [u8],
+    ) -> Outbound<'o> {
+        let len = match sealed {
+            Sealed::Datagram(len) => len,
+            Sealed::Queued => return Outbound::Queued,
+            Sealed::Dropped => return Outbound::Dropped,
+        };
+        let Some(endpoint) = endpoint else {
+            DropCounters::bump(&self.drops.no_endpoint);
+            return Outbound::Dropped;
+        };
+        match endpoint.frame(buf, len) {
+            Some(datagram) => Outbound::Send {
+                to: endpoint.destination(),
+                datagram,
+            },
+            None => {
+                DropCounters::bump(&self.drops.malformed_inner);
+                Outbound::Dropped
+            }
+        }
+    }
+}
+
+/// The outcome of sealing one packet, without the borrow of the buffer it was sealed in.
+enum Sealed {
+    /// A datagram of this many bytes to frame and send.
+    Datagram(usize),
+    /// Boringtun queued the packet until a handshake completes.
+    Queued,
+    /// Dropped (and counted where it was seen).
+    Dropped,
 }
