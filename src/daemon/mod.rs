@@ -163,7 +163,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     }
 
     let snapshot: SharedSnapshot = Arc::new(Mutex::new(IceSnapshot::default()));
-    let ice_peers = peer_set.ice_peers();
+    let managed_peers = peer_set.managed_peers();
     let shared_ice = Arc::new(Mutex::new(config.ice.clone()));
     // ICE runs whenever signaling is configured, even with no ICE peer yet: a reload (or
     // the community) may add some.
@@ -218,7 +218,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         Some(address) => Some(supervise::start_metrics(address, Arc::clone(&status)).await?),
         None => None,
     };
-    let uapi = crate::uapi::serve_for_node(&iface.name, &device, &ice_peers);
+    let uapi = crate::uapi::serve_for_node(&iface.name, &device, managed_peers);
 
     tracing::info!(
         interface = %iface.name,
