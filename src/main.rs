@@ -99,6 +99,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }),
         Command::Signal {
             listen,
+            ws_listen,
             tls_cert,
             tls_key,
             queue_len,
@@ -140,6 +141,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 handshake_timeout: std::time::Duration::from_secs(handshake_timeout.max(1)),
                 idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 nats_bus,
+                ws_listen,
                 ..ServerConfig::new(listen)
             };
             signal(config, metrics_listen, &log_level, log_format)
@@ -172,6 +174,7 @@ fn signal(
         tracing::info!(
             target: "wice::signal",
             listen = %server.local_addr(),
+            ws_listen = ?server.ws_local_addr(),
             tls,
             "signaling server listening"
         );
