@@ -308,15 +308,6 @@ impl BackendUrl {
             Self::WebSocket { .. } => BackendKind::WebSocket,
         }
     }
-
-    /// True for URLs whose backend speaks TLS (where an extra CA file is of use).
-    pub fn uses_tls(&self) -> bool {
-        match self {
-            Self::InProcess => false,
-            Self::Grpc { tls, .. } | Self::WebSocket { tls, .. } => *tls,
-            Self::Nats(url) => url.tls,
-        }
-    }
 }
 
 /// `host:port` or `[v6]:port` out of `rest` (part of `text`); `default_port` when the port

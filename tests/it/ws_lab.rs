@@ -70,6 +70,24 @@ fn squid_config(dir: &Path) -> String {
     )
 }
 
+/// Sends `request` to the proxy and returns the status code of its answer.
+fn proxy_status(request: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let proxy = std::net::SocketAddr::from((PUBLIC_ADDR, PROXY_PORT));
+    let mut tcp = std::net::TcpStream::connect_timeout(&proxy, Duration::from_secs(5))
+        .expect("connect to the proxy");
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    tcp.write_all(request.as_bytes()).expect("write");
+    let mut answer = [0u8; 64];
+    let n = tcp.read(&mut answer).expect("an answer");
+    String::from_utf8_lossy(&answer[..n])
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn wait_tcp(lab: &Lab, addr: std::net::SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !lab
@@ -185,6 +203,33 @@ fn nodes_behind_a_connect_only_proxy_signal_over_wss_and_meet_a_grpc_node() {
             Duration::from_secs(1)
         ),
         "the WebSocket listener must be reachable only through the proxy"
+    );
+
+    // The proxy lets nothing but CONNECT to 443 through.
+    let proxy_answer = |request: String| {
+        lab.node(nodes[0])
+            .ns
+            .within(move || proxy_status(&request))
+            .join()
+            .expect("proxy probe")
+    };
+    assert_eq!(
+        proxy_answer(format!(
+            "CONNECT {WS_ADDR}:443 HTTP/1.1\r\nHost: {WS_ADDR}:443\r\n\r\n"
+        )),
+        "200"
+    );
+    assert_eq!(
+        proxy_answer(format!(
+            "CONNECT {PUBLIC_ADDR}:7000 HTTP/1.1\r\nHost: {PUBLIC_ADDR}:7000\r\n\r\n"
+        )),
+        "403"
+    );
+    assert_eq!(
+        proxy_answer(format!(
+            "GET http://{WS_ADDR}:443/v1/ws HTTP/1.1\r\nHost: {WS_ADDR}:443\r\n\r\n"
+        )),
+        "403"
     );
 
     let since = Instant::now();
