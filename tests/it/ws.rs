@@ -430,3 +430,36 @@ async fn a_websocket_node_and_a_grpc_node_reach_each_other_through_one_server() 
     exchange_until_all_heard(&mut peers, &keys, 0).await;
     server.stop().await;
 }
+
+/// What the daemon does when its addresses change: every socket is replaced and every
+/// subscription proven again, and the server holds the new ones instead of adding to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_reconnect_replaces_every_socket_and_keeps_every_subscription() {
+    let server = ws_server().await;
+    let mut peers = Vec::new();
+    let mut backends = Vec::new();
+    for _ in 0..2 {
+        let backend = Arc::new(WsBackend::new(&ws_url(&server), quick_ws(None)).expect("backend"));
+        backends.push(Arc::clone(&backend));
+        peers.push(Peer::start(PrivateKey::generate(), vec![backend]).await);
+    }
+    let keys: Vec<_> = peers.iter().map(Peer::public).collect();
+    exchange_until_all_heard(&mut peers, &keys, 0).await;
+    for peer in &peers {
+        peer.signaling.reconnect().await;
+    }
+    exchange_until_all_heard(&mut peers, &keys, 1).await;
+    assert_eq!(
+        server.counters.snapshot().subscriptions,
+        2,
+        "the old subscriptions were replaced, not added to"
+    );
+    for backend in &backends {
+        assert_eq!(
+            backend.counters().subscriptions_established,
+            2,
+            "proven twice"
+        );
+    }
+    server.stop().await;
+}
