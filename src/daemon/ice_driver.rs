@@ -117,6 +117,8 @@ pub(crate) async fn run(
                     SignalingMessage::SessionDescription(offer) => {
                         controller.handle_signal(Instant::now(), sender, offer);
                     }
+                    // Announcements travel to the community key, not to ours.
+                    SignalingMessage::Announcement(_) => {}
                 }
                 changed = true;
             }
