@@ -18,7 +18,7 @@
 //! fixed so that every holder derives the same key with nothing else shared; the memory-hard
 //! KDF makes each guess at a passphrase cost 64 MiB and a few hundred milliseconds. A short
 //! passphrase can still be guessed offline by anyone who sees one announcement envelope (a
-//! signaling server does): use a long random one (`wice genpsk` gives 256 bits).
+//! signaling server does): use a long random one (`head -c 32 /dev/urandom | base64`).
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use sha2::{Digest as _, Sha256};
