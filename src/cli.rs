@@ -34,6 +34,16 @@ pub enum Command {
     Genkey,
     /// Read a private key on stdin, print its public key, like `wg pubkey`.
     Pubkey,
+    /// Print the tunnel addresses a public key derives in each prefix (`derive_addresses`),
+    /// one a line. Without prefixes: in 10.77.0.0/16 and fd77::/64.
+    Addresses {
+        /// The public key (base64).
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// Prefixes, like 10.77.0.0/16 or fd77::/64.
+        #[arg(value_name = "PREFIX")]
+        prefixes: Vec<String>,
+    },
     /// Convert a wg-quick config (wg0.conf) into a wice config (TOML on stdout).
     ///
     /// Settings with no wice equivalent (DNS, Table, FwMark, PostUp and the other hooks,

@@ -10,7 +10,7 @@ use wice::cli::{Cli, Command, LogFormat, read_stdin_key};
 use wice::config::Config;
 use wice::signaling::server::{ServerConfig, SignalingServer, TlsIdentity};
 use wice::{control, daemon};
-use wice_core::keys::PrivateKey;
+use wice_core::keys::{PrivateKey, PublicKey};
 
 mod cli_extras;
 #[cfg(feature = "demo")]
@@ -39,6 +39,24 @@ fn run(cli: Cli) -> Result<(), String> {
             let key =
                 PrivateKey::from_base64(&text).map_err(|e| format!("private key on stdin: {e}"))?;
             print(&key.public_key().to_base64())
+        }
+        Command::Addresses { key, prefixes } => {
+            let key = PublicKey::from_base64(&key).map_err(|e| format!("KEY: {e}"))?;
+            let prefixes = if prefixes.is_empty() {
+                vec!["10.77.0.0/16".to_owned(), "fd77::/64".to_owned()]
+            } else {
+                prefixes
+            };
+            let mut lines = Vec::with_capacity(prefixes.len());
+            for text in &prefixes {
+                let prefix: ipnet::IpNet = text
+                    .parse()
+                    .map_err(|_| format!("{text}: not a prefix like 10.77.0.0/16"))?;
+                let address = wice_core::addresses::derive_address(&key, &prefix)
+                    .map_err(|e| e.to_string())?;
+                lines.push(format!("{address}/{}", prefix.max_prefix_len()));
+            }
+            print(&lines.join("\n"))
         }
         Command::Up {
             config,

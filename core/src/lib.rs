@@ -13,6 +13,9 @@
 //! - [`session`]: one peer's offer protocol around an `is` ICE agent;
 //! - [`ice`]: the node's controller: candidate sources shared by every session (host, STUN
 //!   server-reflexive, TURN relays) and the routing of STUN/TURN datagrams to sessions;
+//! - [`community`]: discovery among holders of a passphrase: the community key, signed member
+//!   announcements and the [`community::Membership`] state machine; [`addresses`]: tunnel
+//!   addresses derived from public keys;
 //! - [`wire`]: the rules shared with the datapath: datagram classification, ChannelData
 //!   framing and a peer's path ([`wire::Endpoint`]);
 //! - [`backoff`]: the one exponential back-off (plain for session timers, jittered for
@@ -25,7 +28,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 pub mod backoff;
+pub mod community;
 pub mod ice;
 pub mod keys;
 pub mod log_limit;

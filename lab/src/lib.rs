@@ -523,12 +523,33 @@ impl Lab {
         t
     }
 
+    /// Node `i`'s config as a community member: no `[[peer]]` at all, addresses derived from
+    /// keys in `derive` (TOML array items), and `community` as the `[community]` table's body.
+    pub fn community_config(&self, i: usize, derive: &str, community: &str) -> String {
+        let full = self.config(i);
+        let interface_end = full.find("\n[[").unwrap_or(full.len());
+        let rest = full
+            .find("\n[signaling]")
+            .map_or(String::new(), |at| full[at..].to_owned());
+        let interface = full[..interface_end].replace(
+            &format!("addresses = [\"{}/24\"]\n", self.nodes[i].overlay),
+            &format!("derive_addresses = [{derive}]\n"),
+        );
+        format!("{interface}{rest}\n[community]\n{community}")
+    }
+
     /// Writes node `i`'s config and starts its daemon; does not wait for it.
     pub fn spawn_node(&mut self, i: usize) -> Result<(), LabError> {
+        let config = self.config(i);
+        self.spawn_node_with(i, &config)
+    }
+
+    /// Writes `config` as node `i`'s config and starts its daemon; does not wait for it.
+    pub fn spawn_node_with(&mut self, i: usize, config: &str) -> Result<(), LabError> {
         if self.nodes[i].pid.is_some() {
             return Err(LabError(format!("{} already runs", self.nodes[i].label)));
         }
-        let config = self.config(i);
+        let config = config.to_owned();
         let node = &mut self.nodes[i];
         let path = self.dir.path(&format!("{}.toml", node.label));
         // 0600: the config holds the node's private key and TURN credential inline.

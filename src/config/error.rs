@@ -253,4 +253,7 @@ pub enum ConfigErrorKind {
     /// `[ice]` without signaling backends: no peer could use it.
     #[error("is set but [signaling] lists no backends, so no peer can use ICE")]
     IceWithoutSignaling,
+    /// `[community]` or `derive_addresses` is wrong.
+    #[error("{0}")]
+    Community(super::community::CommunityError),
 }

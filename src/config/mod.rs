@@ -91,6 +91,8 @@ pub struct Config {
     pub signaling: SignalingConfig,
     /// The `[ice]` section; no servers and every candidate type when the file has none.
     pub ice: IceConfig,
+    /// The `[community]` section, when the file has one.
+    pub community: Option<CommunityConfig>,
 }
 
 /// The `[ice]` section: how paths to peers without a static endpoint are found.
@@ -166,6 +168,9 @@ pub struct InterfaceConfig {
     pub control_socket: PathBuf,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere: an `ip:port`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Prefixes (`derive_addresses`) in which tunnel addresses follow from public keys; our
+    /// own address in each is already among `addresses`.
+    pub derive_prefixes: Vec<IpNet>,
 }
 
 /// One `[[peer]]` section.
@@ -280,12 +285,14 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+mod community;
 mod error;
 mod parser;
 mod raw;
 mod span;
 mod values;
 
+pub use community::{CommunityConfig, CommunityError};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use parser::MAX_CONFIG_LEN;
 use parser::{Parser, World, read_bounded};

@@ -97,6 +97,13 @@ impl Parser<'_> {
         if let Some(key) = raw.interface.and_then(|i| i.into_inner().private_key) {
             return Some(("interface.private_key".to_owned(), key.span()));
         }
+        if let Some(passphrase) = raw
+            .community
+            .as_ref()
+            .and_then(|c| c.get_ref().passphrase.as_ref())
+        {
+            return Some(("community.passphrase".to_owned(), passphrase.span()));
+        }
         for (index, peer) in raw.peer.into_iter().enumerate() {
             if let Some(psk) = peer.into_inner().preshared_key {
                 return Some((format!("peer[{index}].preshared_key"), psk.span()));
@@ -188,12 +195,18 @@ impl Parser<'_> {
             None => IceConfig::default(),
         };
 
+        let community = match raw.community {
+            Some(raw_community) => Some(self.community(raw_community, &signaling, &interface)?),
+            None => None,
+        };
+
         Ok(Config {
             path: self.path.to_path_buf(),
             interface,
             peers,
             signaling,
             ice,
+            community,
         })
     }
 
@@ -435,6 +448,18 @@ impl Parser<'_> {
             addresses.push(parsed);
         }
 
+        // Our own address in each prefix, with the prefix's length so the kernel routes the
+        // whole prefix into the tunnel.
+        let derive_prefixes = self.derive_prefixes(&raw.derive_addresses)?;
+        for prefix in &derive_prefixes {
+            let own = wice_core::addresses::derive_address(&private_key.public_key(), prefix)
+                .expect("checked by derive_prefixes");
+            let address = IpNet::new(own, prefix.prefix_len()).expect("a prefix's own length");
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+
         let mtu = match raw.mtu {
             Some(mtu) => {
                 let key = "interface.mtu";
@@ -491,6 +516,7 @@ impl Parser<'_> {
             mtu,
             control_socket,
             metrics_listen,
+            derive_prefixes,
         })
     }
 

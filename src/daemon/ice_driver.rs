@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wice_datapath::ControlDatagram;
 
+use super::community::Community;
 use super::peer_set::{PeerSet, PeerSetEvent};
 use crate::config::PeerConfig;
 use crate::signaling::{Received, Signaling};
@@ -57,6 +58,8 @@ pub(crate) trait Datapath: Send + Sync + 'static {
 pub(crate) enum DriverCommand {
     /// A reloaded config (or a new set of members): apply the difference.
     Reconfigure(Box<Reconfigure>),
+    /// A clean shutdown: tell the community we leave; answered once published (or failed).
+    Leave(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What a reload hands the driver: the whole wanted state, not a diff.
@@ -120,6 +123,8 @@ pub(crate) struct Driver {
     pub(crate) datapath: Arc<dyn Datapath>,
     pub(crate) snapshot: SharedSnapshot,
     pub(crate) addresses: AddressScan,
+    /// The community, when the node is in one, and its group mailbox.
+    pub(crate) community: Option<(Community, mpsc::Receiver<Received>)>,
 }
 
 /// Runs the controller until the inputs close.
@@ -134,7 +139,9 @@ pub(crate) async fn run(driver: Driver) {
         datapath,
         snapshot,
         addresses,
+        community,
     } = driver;
+    let (mut community, mut group_received) = community.unzip();
     let (mut publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let mut scan = tokio::time::interval(ADDRESS_SCAN_INTERVAL);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,6 +155,37 @@ pub(crate) async fn run(driver: Driver) {
     // Each peer's traffic counter at the last scan: a change means its path is in use.
     let mut traffic: BTreeMap<PublicKey, u64> = BTreeMap::new();
     loop {
+        if let Some(community) = community.as_mut() {
+            let now = Instant::now();
+            if community.poll_changes() {
+                let desired = community.desired();
+                peer_set.reconcile(now, &desired, datapath.engine(), Some(&mut controller));
+                signaling.set_sender_policy(SenderPolicy::Only(peer_set.keys()));
+                changed = true;
+            }
+            while let Some(announcement) = community.poll_announcement(now) {
+                let signaling = Arc::clone(&signaling);
+                let recipient = community.recipient();
+                tokio::spawn(async move {
+                    if let Err(error) = signaling.publish(&[recipient], &announcement).await {
+                        tracing::warn!(%error, "community announcement not published");
+                    }
+                });
+            }
+        }
+        let community_deadline = community.as_ref().and_then(Community::poll_timeout);
+        let community_sleep = async {
+            match community_deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let group = async {
+            match group_received.as_mut() {
+                Some(received) => received.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         flush(&mut controller, &publish_tx, datapath.as_ref());
         if std::mem::take(&mut changed) {
             publish_snapshot(&controller, &snapshot);
@@ -166,6 +204,8 @@ pub(crate) async fn run(driver: Driver) {
                     SignalingMessage::SessionDescription(offer) => {
                         controller.handle_signal(Instant::now(), sender, offer);
                     }
+                    // Announcements travel to the community key, not to ours.
+                    SignalingMessage::Announcement(_) => {}
                 }
                 changed = true;
             }
@@ -178,10 +218,44 @@ pub(crate) async fn run(driver: Driver) {
                 controller.handle_timeout(Instant::now());
                 changed = true;
             }
+            received = group => {
+                // A closed group mailbox (signaling replaced) is re-subscribed below.
+                if let (Some(received), Some(community)) = (received, community.as_mut()) {
+                    community.handle_received(Instant::now(), received);
+                }
+            }
+            () = community_sleep => {
+                if let Some(community) = community.as_mut() {
+                    community.handle_timeout(Instant::now());
+                }
+            }
             command = commands.recv() => {
-                let Some(DriverCommand::Reconfigure(change)) = command else { break };
+                let change = match command {
+                    Some(DriverCommand::Reconfigure(change)) => change,
+                    Some(DriverCommand::Leave(done)) => {
+                        if let Some(message) = community.as_mut().and_then(Community::leave) {
+                            let recipient = community.as_ref().map(Community::recipient);
+                            if let Some(recipient) = recipient
+                                && let Err(error) = signaling.publish(&[recipient], &message).await
+                            {
+                                tracing::warn!(%error, "community leave not published");
+                            }
+                        }
+                        let _ = done.send(());
+                        continue;
+                    }
+                    None => break,
+                };
                 let Reconfigure { peers, stun, turn, signaling: replacement, done } = *change;
                 let now = Instant::now();
+                // With a community, the wanted peers are the static ones and the members.
+                let peers = match community.as_mut() {
+                    Some(community) => {
+                        community.set_statics(peers);
+                        community.desired()
+                    }
+                    None => peers,
+                };
                 let events = peer_set.reconcile(now, &peers, datapath.engine(), Some(&mut controller));
                 let servers = controller.handle_servers(now, stun, turn);
                 if servers {
@@ -199,6 +273,9 @@ pub(crate) async fn run(driver: Driver) {
                     publisher = tokio::spawn(publish(Arc::clone(&signaling), publish_rx_new));
                     if let Ok(old) = Arc::try_unwrap(old) {
                         old.close().await;
+                    }
+                    if let Some(community) = community.as_ref() {
+                        group_received = Some(community.resubscribe(&signaling).await);
                     }
                     // Sessions keep going: established paths need no signaling, and a
                     // session still offering resends through the new backends.

@@ -10,6 +10,7 @@
 //! the same way and exits with an error naming what died, never staying "up"
 //! with a dead datapath.
 
+mod community;
 mod ice_driver;
 mod peer_set;
 mod reload;
@@ -18,7 +19,7 @@ mod supervise;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -38,6 +39,7 @@ use wice_core::ice::{
 use wice_core::keys::PublicKey;
 use wice_core::signaling::SenderPolicy;
 
+use community::Community;
 use ice_driver::{Datapath, DriverCommand, IceSnapshot, SharedSnapshot};
 use peer_set::{InstalledRoutes, PeerSet};
 
@@ -68,6 +70,9 @@ pub enum UpError {
     /// A signaling backend could not be set up.
     #[error("signaling: {0}")]
     Signaling(#[from] crate::signaling::BackendError),
+    /// The community could not be joined.
+    #[error("community: {0}")]
+    Community(String),
     /// The thread bridging STUN/TURN datagrams to ICE could not start.
     #[error("cannot start the ICE control thread: {0}")]
     ControlThread(std::io::Error),
@@ -169,6 +174,8 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     // the community) may add some.
     let mut ice_task = None;
     let reload_target;
+    // To tell the community we leave on a clean shutdown.
+    let mut leave_tx = None;
     if config.signaling.backends.is_empty() {
         reload_target = reload::Target::Static {
             peer_set: Box::new(peer_set),
@@ -194,6 +201,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
             )
             .await?,
         );
+        leave_tx = Some(commands_tx.clone());
         reload_target = reload::Target::Driver(commands_tx);
     }
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -264,6 +272,11 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         Err(error) => tracing::error!(%error, "shutting down"),
     }
     notifier.stopping();
+    if stopped.is_ok()
+        && let Some(commands) = leave_tx
+    {
+        leave_community(&commands).await;
+    }
     server.abort();
     for task in supervision.into_iter().chain(metrics) {
         task.abort();
@@ -286,6 +299,18 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     }
     node.teardown();
     stopped.map(|_| ())
+}
+
+/// How long a clean shutdown waits for the community's leaving announcement to be published.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Has the driver announce that we leave (when the node is in a community), waiting at most
+/// [`LEAVE_TIMEOUT`].
+async fn leave_community(commands: &mpsc::Sender<DriverCommand>) {
+    let (done, published) = tokio::sync::oneshot::channel();
+    if commands.send(DriverCommand::Leave(done)).await.is_ok() {
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, published).await;
+    }
 }
 
 /// Waits for `signals` (returning the signal's name), or for a part the node
@@ -397,6 +422,9 @@ async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, U
         backends,
     )
     .await;
+    let community = Community::start(config, &signaling)
+        .await
+        .map_err(|e| UpError::Community(e.to_string()))?;
     let mut sources = candidate_sources(&config.ice, &config.interface.name, listen_port);
     sources.mesh = peer_set.mesh_prefixes();
     tracing::info!(
@@ -434,6 +462,7 @@ async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, U
         datapath: Arc::new(DeviceDatapath(device)),
         snapshot,
         addresses,
+        community,
     })))
 }
 

@@ -117,6 +117,8 @@ pub struct Signaling {
     sealer: Mutex<Sealer>,
     shared: Arc<Shared>,
     receiver: JoinHandle<()>,
+    /// Group keys subscribed with [`Signaling::subscribe_group`], and their openers' tasks.
+    groups: Mutex<Vec<(PublicKey, JoinHandle<()>)>>,
 }
 
 impl Signaling {
@@ -151,6 +153,7 @@ impl Signaling {
             sealer: Mutex::new(Sealer::new(&identity)),
             shared,
             receiver,
+            groups: Mutex::new(Vec::new()),
         };
         (signaling, received)
     }
@@ -211,6 +214,37 @@ impl Signaling {
         Ok(())
     }
 
+    /// Subscribes a group key (a community key every member holds) on every backend and
+    /// opens what arrives with it, accepting senders by `policy`. Publish to the group with
+    /// [`Signaling::publish`] and the group's public key as recipient: envelopes are sealed
+    /// from our own key, over the same connections. Ends with [`Signaling::close`].
+    pub async fn subscribe_group(
+        &self,
+        group: PrivateKey,
+        policy: SenderPolicy,
+    ) -> mpsc::Receiver<Received> {
+        let (inbox, raw) = Inbox::channel(INBOX_CAPACITY);
+        for (index, backend) in self.backends.iter().enumerate() {
+            if let Err(error) = backend
+                .subscribe_group(group.clone(), inbox.for_backend(index))
+                .await
+            {
+                tracing::warn!(backend = %backend.kind(), %error, "group subscription not active yet");
+            }
+        }
+        let shared = Arc::new(Shared {
+            opener: Mutex::new(Opener::new(&group, policy)),
+            counters: Mutex::new(SignalingCounters::default()),
+        });
+        let (out, received) = mpsc::channel(RECEIVED_CAPACITY);
+        let task = tokio::spawn(receive(raw, shared, out));
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((group.public_key(), task));
+        received
+    }
+
     /// Our addresses changed: every backend drops connections that may be stuck on an
     /// address we lost and subscribes again now.
     pub async fn reconnect(&self) {
@@ -244,6 +278,14 @@ impl Signaling {
 
     /// Unsubscribes and closes every backend; the stream of received messages ends.
     pub async fn close(self) {
+        let groups =
+            std::mem::take(&mut *self.groups.lock().unwrap_or_else(PoisonError::into_inner));
+        for (key, task) in groups {
+            task.abort();
+            for backend in &self.backends {
+                let _ = backend.unsubscribe(key).await;
+            }
+        }
         for backend in &self.backends {
             let _ = backend.unsubscribe(self.public).await;
             let _ = backend.close().await;
@@ -255,6 +297,14 @@ impl Signaling {
 impl Drop for Signaling {
     fn drop(&mut self) {
         self.receiver.abort();
+        for (_, task) in self
+            .groups
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            task.abort();
+        }
     }
 }
 

@@ -146,3 +146,18 @@ fn status_without_a_daemon_says_what_to_check() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `wice up` running"));
 }
+
+#[test]
+fn addresses_prints_the_key_derived_address_in_each_prefix_and_refuses_a_bad_key() {
+    // The core's test vector: key bytes [7; 32] in 10.77.0.0/16 and fd77::/64.
+    let key = wice_core::keys::PublicKey::from_bytes([7; 32]).to_base64();
+    let (ok, stdout, stderr) = pipe(WICE, &["addresses", &key, "10.77.0.0/16", "fd77::/64"], "");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "10.77.72.123/32\nfd77::944:bf3d:b2ae:b188/128\n");
+    let (ok, _, stderr) = pipe(WICE, &["addresses", "garbage", "10.77.0.0/16"], "");
+    assert!(!ok);
+    assert!(stderr.contains("KEY"), "{stderr}");
+    let (ok, _, stderr) = pipe(WICE, &["addresses", &key, "10.77.0.0/31"], "");
+    assert!(!ok);
+    assert!(stderr.contains("too small"), "{stderr}");
+}

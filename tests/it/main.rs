@@ -42,6 +42,7 @@ mod attack_signaling;
 mod attack_stun;
 mod cli;
 mod cli_extras;
+mod community;
 mod conformance;
 mod datapath_robustness;
 mod import;

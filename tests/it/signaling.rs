@@ -172,8 +172,10 @@ pub(crate) fn description(session_id: u64, version: u64) -> SignalingMessage {
 }
 
 pub(crate) fn session_id(message: &SignalingMessage) -> u64 {
-    let SignalingMessage::SessionDescription(sd) = message;
-    sd.session_id
+    match message {
+        SignalingMessage::SessionDescription(sd) => sd.session_id,
+        SignalingMessage::Announcement(_) => panic!("an announcement, not a description"),
+    }
 }
 
 pub(crate) const WAIT: Duration = Duration::from_secs(5);

@@ -292,7 +292,9 @@ fn encoded_envelopes_with_bad_field_lengths_are_malformed() {
 #[test]
 fn a_message_receivers_would_refuse_is_not_sealed() {
     let mut alice = Sealer::new(&key(1));
-    let SignalingMessage::SessionDescription(mut sd) = sample();
+    let SignalingMessage::SessionDescription(mut sd) = sample() else {
+        panic!("the sample is a session description")
+    };
     sd.ice_ufrag = "u".repeat(300);
     assert!(matches!(
         alice.seal(

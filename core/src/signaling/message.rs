@@ -24,6 +24,8 @@ pub const MAX_FOUNDATION_LEN: usize = 32;
 pub enum SignalingMessage {
     /// A peer's ICE session: credentials and candidates.
     SessionDescription(SessionDescription),
+    /// A community member's signed announcement (sealed to the community key).
+    Announcement(crate::community::Announcement),
 }
 
 /// A peer's ICE session, as the offer protocol in `shared/reference` describes it.
@@ -103,6 +105,30 @@ pub enum MessageError {
     /// A port above 65535.
     #[error("port {0} out of range")]
     PortOutOfRange(u32),
+    /// A key or signature field of the wrong length.
+    #[error("{field} is {len} bytes")]
+    BadLength {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// More items in a repeated field than its limit.
+    #[error("{count} {field}; at most {max}")]
+    TooMany {
+        /// Which field.
+        field: &'static str,
+        /// How many there were.
+        count: usize,
+        /// Its limit.
+        max: usize,
+    },
+    /// A name that is not a DNS label, or a host name that is not DNS labels.
+    #[error("{0} is not a valid DNS name")]
+    InvalidName(&'static str),
+    /// A network whose prefix length exceeds its address's bits.
+    #[error("network prefix length out of range")]
+    InvalidNetwork,
     /// More than [`MAX_CANDIDATES`] candidates.
     #[error("{count} candidates; at most {MAX_CANDIDATES}")]
     TooManyCandidates {
@@ -128,6 +154,9 @@ impl SignalingMessage {
             Self::SessionDescription(sd) => {
                 proto::signaling_message::Kind::SessionDescription(sd.to_proto())
             }
+            Self::Announcement(announcement) => {
+                proto::signaling_message::Kind::Announcement(announcement.to_proto())
+            }
         };
         proto::SignalingMessage { kind: Some(kind) }
     }
@@ -138,6 +167,9 @@ impl SignalingMessage {
             Some(proto::signaling_message::Kind::SessionDescription(sd)) => {
                 SessionDescription::from_proto(sd).map(Self::SessionDescription)
             }
+            Some(proto::signaling_message::Kind::Announcement(announcement)) => {
+                crate::community::Announcement::from_proto(announcement).map(Self::Announcement)
+            }
             None => Err(MessageError::UnknownKind),
         }
     }
@@ -146,6 +178,7 @@ impl SignalingMessage {
     pub fn validate(&self) -> Result<(), MessageError> {
         match self {
             Self::SessionDescription(sd) => sd.validate(),
+            Self::Announcement(announcement) => announcement.validate(),
         }
     }
 }
@@ -333,7 +366,7 @@ pub(crate) mod tests {
     fn proto_description(message: &SignalingMessage) -> proto::SessionDescription {
         match message.to_proto().kind {
             Some(proto::signaling_message::Kind::SessionDescription(sd)) => sd,
-            None => panic!("no kind"),
+            _ => panic!("not a session description"),
         }
     }
 
@@ -398,7 +431,9 @@ pub(crate) mod tests {
 
     #[test]
     fn more_than_64_candidates_are_refused_on_both_sides() {
-        let SignalingMessage::SessionDescription(mut sd) = sample();
+        let SignalingMessage::SessionDescription(mut sd) = sample() else {
+            panic!("the sample is a session description")
+        };
         let one = sd.candidates[0].clone();
         sd.candidates = vec![one; MAX_CANDIDATES + 1];
         let message = SignalingMessage::SessionDescription(sd);
@@ -414,7 +449,9 @@ pub(crate) mod tests {
 
     #[test]
     fn over_long_credentials_and_foundations_are_refused() {
-        let SignalingMessage::SessionDescription(mut sd) = sample();
+        let SignalingMessage::SessionDescription(mut sd) = sample() else {
+            panic!("the sample is a session description")
+        };
         sd.ice_pwd = "p".repeat(MAX_CREDENTIAL_LEN + 1);
         assert_eq!(
             SignalingMessage::SessionDescription(sd).validate(),
@@ -424,7 +461,9 @@ pub(crate) mod tests {
                 max: 256
             })
         );
-        let SignalingMessage::SessionDescription(mut sd) = sample();
+        let SignalingMessage::SessionDescription(mut sd) = sample() else {
+            panic!("the sample is a session description")
+        };
         sd.candidates[2].foundation = "f".repeat(33);
         let message = SignalingMessage::SessionDescription(sd);
         assert!(matches!(

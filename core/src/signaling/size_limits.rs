@@ -7,6 +7,10 @@
 //! [`MAX_ENVELOPE_LEN`]; a unit test builds that worst case and checks it.
 
 use super::message::{MAX_CANDIDATES, MAX_CREDENTIAL_LEN, MAX_FOUNDATION_LEN};
+use crate::community::announcement::{
+    MAX_ADDRESSES, MAX_HOSTNAME_LEN, MAX_HOSTNAMES, MAX_NAME_LEN, MAX_NETWORKS,
+};
+use crate::community::xeddsa::SIGNATURE_LEN;
 
 /// Bytes of a varint holding `value`.
 const fn varint_len(value: u64) -> usize {
@@ -48,6 +52,21 @@ const SESSION_DESCRIPTION: usize = varint_field(u64::MAX) // session_id
     + 2 * delimited(MAX_CREDENTIAL_LEN) // ufrag, pwd
     + MAX_CANDIDATES * delimited(CANDIDATE)
     + varint_field(1); // end_of_candidates
+
+/// `Announcement` at its limits (`community::announcement`): key, name, addresses, networks,
+/// exit flag, host names, leaving flag, sequence, signature.
+const ANNOUNCEMENT: usize = KEY_FIELD
+    + delimited(MAX_NAME_LEN)
+    + MAX_ADDRESSES * IP_FIELD
+    + MAX_NETWORKS * delimited(IP_FIELD + varint_field(128))
+    + varint_field(1)
+    + MAX_HOSTNAMES * delimited(MAX_HOSTNAME_LEN)
+    + varint_field(1)
+    + varint_field(u64::MAX)
+    + delimited(SIGNATURE_LEN);
+
+// The envelope limit is computed from the session description; an announcement must fit it.
+const _: () = assert!(ANNOUNCEMENT <= SESSION_DESCRIPTION);
 
 /// `SealedContent`: both keys, counter, message, boot id (fixed64), sealing time.
 pub const MAX_SEALED_CONTENT_LEN: usize = 2 * KEY_FIELD

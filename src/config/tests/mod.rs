@@ -1,6 +1,7 @@
 //! The config's tests, by concern; the helpers every file uses are here.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod community;
 mod ice_and_signaling;
 mod keys_and_files;
 mod loading;
