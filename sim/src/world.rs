@@ -622,7 +622,10 @@ impl Simulation {
                 node.controller.handle_signal(now, sender, offer);
                 node.dirty = true;
             }
-            Err(_) => self.signaling.counters.refused += 1,
+            // The simulated meshes are configured, not discovered: no node announces.
+            Ok((_, SignalingMessage::Announcement(_))) | Err(_) => {
+                self.signaling.counters.refused += 1;
+            }
         }
     }
 }
