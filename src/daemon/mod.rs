@@ -30,6 +30,7 @@ use crate::config::{Config, IceConfig};
 use crate::control;
 use crate::signaling::{Signaling, backends_from_urls};
 use crate::status::Status;
+use crate::system::policy_routing::{self, PolicyRouting};
 use crate::system::{self, SystemError};
 use wice_core::ice::{
     Controller, InterfaceAddress, ServerScheme, Sources, TurnServer, host_candidates,
@@ -68,6 +69,9 @@ pub enum UpError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The datapath's socket could not be marked for policy routing.
+    #[error("cannot set SO_MARK on the UDP socket: {0}")]
+    SocketMark(std::io::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -101,6 +105,8 @@ struct Node {
     /// reference stops the packet threads.
     device: Option<Arc<Device>>,
     routes: Vec<IpNet>,
+    /// Rules and table of an exit node's default route, when one is installed.
+    policy_routing: Option<PolicyRouting>,
 }
 
 impl Node {
@@ -110,6 +116,9 @@ impl Node {
                 Ok(device) => device.shutdown(),
                 Err(shared) => drop(shared),
             }
+        }
+        if let Some(routing) = self.policy_routing.take() {
+            routing.remove(&self.name);
         }
         system::teardown(&self.name, &self.routes);
         system::release_interface(&self.control_socket);
@@ -137,6 +146,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         control_socket: iface.control_socket.clone(),
         device: None,
         routes: Vec::new(),
+        policy_routing: None,
     };
     let device = Device::create(&DeviceConfig {
         name: iface.name.clone(),
@@ -176,6 +186,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         config.peers.iter().flat_map(|p| &p.allowed_ips),
     );
     node.routes = system::add_routes(&iface.name, &wanted);
+    node.policy_routing = install_exit_routing(&config, &device)?;
     // Like wg on interface up: peers with a persistent keepalive hear from us
     // now, so one still holding a session with our previous run re-keys at once.
     let keepalives = device.send_keepalives();
@@ -280,6 +291,34 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     stopped.map(|_| ())
 }
 
+/// When a peer's allowed IPs hold a default route (an exit node): marks our sockets, records
+/// the mark and table in the pid file (for the cleanup after a crash), then installs the
+/// rules. Returns what teardown must remove.
+fn install_exit_routing(
+    config: &Config,
+    device: &Device,
+) -> Result<Option<PolicyRouting>, UpError> {
+    let families =
+        policy_routing::default_route_families(config.peers.iter().flat_map(|p| &p.allowed_ips));
+    if families.is_empty() {
+        return Ok(None);
+    }
+    let iface = &config.interface;
+    let routing = PolicyRouting::default();
+    device
+        .set_fwmark(routing.fwmark)
+        .map_err(UpError::SocketMark)?;
+    system::record_policy_routing(&iface.name, &iface.control_socket, routing)?;
+    routing.install(&iface.name, &families)?;
+    tracing::info!(
+        table = routing.table,
+        fwmark = routing.fwmark,
+        ?families,
+        "default route through the tunnel"
+    );
+    Ok(Some(routing))
+}
+
 /// Waits for `signals` (returning the signal's name), or for a part the node
 /// cannot run without to die: a datapath packet thread (`thread_exits`) or
 /// the ICE task (which is then taken out of `ice_task`).
@@ -361,9 +400,12 @@ async fn start_ice(
     control: std::sync::mpsc::Receiver<wice_datapath::ControlDatagram>,
     snapshot: SharedSnapshot,
 ) -> Result<JoinHandle<()>, UpError> {
+    // Marked like the datapath's socket, signaling bypasses an exit node's default route.
+    let socket_mark = Some(device.fwmark()).filter(|mark| *mark != 0);
     let backends = backends_from_urls(
         &config.signaling.backends,
         config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
+        socket_mark,
     )?;
     let allowed: HashSet<PublicKey> = config.peers.iter().map(|p| p.public_key).collect();
     let (signaling, received) = Signaling::start(
