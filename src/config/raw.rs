@@ -12,6 +12,7 @@ pub(super) struct RawConfig {
     pub(super) peer: Vec<Spanned<RawPeer>>,
     pub(super) signaling: Option<Spanned<RawSignaling>>,
     pub(super) ice: Option<Spanned<RawIce>>,
+    pub(super) routing: Option<Spanned<super::routing::RawRouting>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +52,8 @@ pub(super) struct RawInterface {
     pub(super) mtu: Option<Spanned<i64>>,
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) metrics_listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) routes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -187,6 +187,9 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     );
     node.routes = system::add_routes(&iface.name, &wanted);
     node.policy_routing = install_exit_routing(&config, &device)?;
+    if !iface.routes.is_empty() {
+        system::policy_routing::warn_without_forwarding(&iface.routes);
+    }
     // Like wg on interface up: peers with a persistent keepalive hear from us
     // now, so one still holding a session with our previous run re-keys at once.
     let keepalives = device.send_keepalives();
@@ -304,7 +307,7 @@ fn install_exit_routing(
         return Ok(None);
     }
     let iface = &config.interface;
-    let routing = PolicyRouting::default();
+    let routing = config.routing.policy_routing();
     device
         .set_fwmark(routing.fwmark)
         .map_err(UpError::SocketMark)?;

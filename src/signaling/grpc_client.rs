@@ -374,7 +374,8 @@ impl Backend for GrpcBackend {
             *self
                 .client
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = new_client(&self.endpoint, self.options.socket_mark);
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                new_client(&self.endpoint, self.options.socket_mark);
             let mut subscriptions = self.subscriptions();
             for list in subscriptions.values_mut() {
                 for subscription in list.iter_mut() {

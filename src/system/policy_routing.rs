@@ -212,6 +212,30 @@ impl PolicyRouting {
     }
 }
 
+/// Warns when the kernel does not forward a family that `routes` (the networks this node
+/// routes for the mesh) holds: turning forwarding on is the operator's job, as with
+/// wg-quick, and without it the routes are announced but lead nowhere.
+pub fn warn_without_forwarding(routes: &[IpNet]) {
+    let sysctls = [
+        (Family::V4, "/proc/sys/net/ipv4/ip_forward"),
+        (Family::V6, "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ];
+    for (family, path) in sysctls {
+        let routed = routes.iter().any(|route| match route {
+            IpNet::V4(_) => family == Family::V4,
+            IpNet::V6(_) => family == Family::V6,
+        });
+        let forwarding = std::fs::read_to_string(path).is_ok_and(|value| value.trim() != "0");
+        if routed && !forwarding {
+            tracing::warn!(
+                sysctl = path,
+                "interface.routes lists networks of a family this host does not forward; \
+                 enable forwarding (and NAT if the network has no route back)"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,10 +260,7 @@ mod tests {
             default_route_families(&nets(&["::/0", "10.77.0.2/32", "0.0.0.0/0", "::/0"])),
             vec![Family::V4, Family::V6]
         );
-        assert_eq!(
-            default_route_families(&nets(&["::/0"])),
-            vec![Family::V6]
-        );
+        assert_eq!(default_route_families(&nets(&["::/0"])), vec![Family::V6]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod ice_and_signaling;
 mod keys_and_files;
 mod loading;
+mod routing;
 mod values;
 
 use super::span::line_of;
