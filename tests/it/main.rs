@@ -22,6 +22,7 @@
 //! - `metrics`: Prometheus exposition checked by promtool and scraped by Prometheus (the
 //!   node part as root).
 //! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
+//! - `routes`: a subnet router and an exit node; policy routing removed after a crash (root).
 //! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
@@ -51,6 +52,7 @@ mod nats;
 mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_lab;
+mod routes;
 mod signaling;
 mod systemd;
 mod uapi;
