@@ -11,23 +11,24 @@
 //! with a dead datapath.
 
 mod ice_driver;
+mod peer_set;
+mod reload;
 mod supervise;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use ipnet::IpNet;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wice_core::session::rng::IceRandom;
-use wice_datapath::{Device, DeviceConfig, Endpoint, PeerConfig as DatapathPeer, ThreadExit};
+use wice_datapath::{Device, DeviceConfig, Endpoint, ThreadExit};
 
 use crate::config::{Config, IceConfig};
 use crate::control;
+use crate::control::ReloadRequest;
 use crate::signaling::{Signaling, backends_from_urls};
 use crate::status::Status;
 use crate::system::policy_routing::{self, PolicyRouting};
@@ -38,7 +39,8 @@ use wice_core::ice::{
 use wice_core::keys::PublicKey;
 use wice_core::signaling::SenderPolicy;
 
-use ice_driver::{Datapath, IceSnapshot, SharedSnapshot};
+use ice_driver::{Datapath, DriverCommand, IceSnapshot, SharedSnapshot};
+use peer_set::{InstalledRoutes, PeerSet};
 
 /// Why the node could not come up.
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +55,6 @@ pub enum UpError {
     /// The datapath did not start.
     #[error(transparent)]
     Device(#[from] wice_datapath::DeviceError),
-    /// A peer was rejected by the datapath.
-    #[error("peer {key}: {source}")]
-    Peer {
-        /// The peer.
-        key: PublicKey,
-        /// Why.
-        source: wice_datapath::PeerTableError,
-    },
     /// The control socket could not be bound.
     #[error("control socket {path}: {source}")]
     ControlSocket {
@@ -104,7 +98,7 @@ struct Node {
     /// Shared with the ICE driver, which is stopped first: dropping the last
     /// reference stops the packet threads.
     device: Option<Arc<Device>>,
-    routes: Vec<IpNet>,
+    routes: InstalledRoutes,
     /// Rules and table of an exit node's default route, when one is installed.
     policy_routing: Option<PolicyRouting>,
 }
@@ -120,7 +114,9 @@ impl Node {
         if let Some(routing) = self.policy_routing.take() {
             routing.remove(&self.name);
         }
-        system::teardown(&self.name, &self.routes);
+        let routes =
+            std::mem::take(&mut *self.routes.lock().unwrap_or_else(PoisonError::into_inner));
+        system::teardown(&self.name, &routes);
         system::release_interface(&self.control_socket);
     }
 }
@@ -132,6 +128,7 @@ impl Drop for Node {
 }
 
 /// Runs the node until SIGINT or SIGTERM, then removes the interface and its routes.
+/// SIGHUP and `wice reload` re-read the config file and apply the difference.
 pub async fn run(config: Config) -> Result<(), UpError> {
     if !system::has_net_admin() {
         return Err(UpError::NotRoot(config.interface.name.clone()));
@@ -145,7 +142,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         name: iface.name.clone(),
         control_socket: iface.control_socket.clone(),
         device: None,
-        routes: Vec::new(),
+        routes: InstalledRoutes::default(),
         policy_routing: None,
     };
     let device = Device::create(&DeviceConfig {
@@ -165,27 +162,9 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     let device = Arc::new(device);
     node.device = Some(Arc::clone(&device));
 
-    for peer in &config.peers {
-        engine
-            .add_peer(&DatapathPeer {
-                public_key: peer.public_key.to_bytes(),
-                preshared_key: peer.preshared_key.as_ref().map(|k| k.to_bytes()),
-                persistent_keepalive: peer.persistent_keepalive,
-                endpoint: peer.endpoint,
-                allowed_ips: peer.allowed_ips.clone(),
-            })
-            .map_err(|source| UpError::Peer {
-                key: peer.public_key,
-                source,
-            })?;
-    }
-
     system::configure_interface(&iface.name, &iface.addresses)?;
-    let wanted = system::routes_needed(
-        &iface.addresses,
-        config.peers.iter().flat_map(|p| &p.allowed_ips),
-    );
-    node.routes = system::add_routes(&iface.name, &wanted);
+    let mut peer_set = PeerSet::new(&iface.name, &iface.addresses, Arc::clone(&node.routes));
+    peer_set.reconcile(Instant::now(), &config.peers, &engine, None);
     node.policy_routing = install_exit_routing(&config, &device)?;
     if !iface.routes.is_empty() {
         system::policy_routing::warn_without_forwarding(&iface.routes);
@@ -198,29 +177,40 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     }
 
     let snapshot: SharedSnapshot = Arc::new(Mutex::new(IceSnapshot::default()));
-    let ice_peers: Vec<PublicKey> = config
-        .peers
-        .iter()
-        .filter(|peer| peer.endpoint.is_none())
-        .map(|peer| peer.public_key)
-        .collect();
+    let ice_peers = peer_set.ice_peers();
+    let shared_ice = Arc::new(Mutex::new(config.ice.clone()));
+    // ICE runs whenever signaling is configured, even with no ICE peer yet: a reload (or
+    // the community) may add some.
     let mut ice_task = None;
-    if !config.signaling.backends.is_empty() && !ice_peers.is_empty() {
+    let reload_target;
+    if config.signaling.backends.is_empty() {
+        reload_target = reload::Target::Static {
+            peer_set: Box::new(peer_set),
+            engine: Arc::clone(&engine),
+        };
+    } else {
         let receiver = control_datagrams.ok_or(UpError::ControlThread(std::io::Error::other(
             "control queue already taken",
         )))?;
+        let (commands_tx, commands) = mpsc::channel(4);
         ice_task = Some(
             start_ice(
                 &config,
-                &ice_peers,
-                listen_port,
-                Arc::clone(&device),
-                receiver,
-                Arc::clone(&snapshot),
+                IceStart {
+                    peer_set,
+                    commands,
+                    listen_port,
+                    device: Arc::clone(&device),
+                    control: receiver,
+                    snapshot: Arc::clone(&snapshot),
+                    ice: Arc::clone(&shared_ice),
+                },
             )
             .await?,
         );
+        reload_target = reload::Target::Driver(commands_tx);
     }
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
     let listener =
         control::bind(&iface.control_socket).map_err(|source| UpError::ControlSocket {
@@ -233,7 +223,11 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         let ice = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters)
     });
-    let server = tokio::spawn(control::serve(listener, Arc::clone(&status)));
+    let server = tokio::spawn(control::serve(
+        listener,
+        Arc::clone(&status),
+        Some(reload_tx.clone()),
+    ));
     let metrics = match iface.metrics_listen {
         Some(address) => Some(supervise::start_metrics(address, Arc::clone(&status)).await?),
         None => None,
@@ -245,18 +239,33 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         public_key = %iface.private_key.public_key(),
         listen_port,
         peers = config.peers.len(),
-        routes = node.routes.len(),
+        routes = node.routes.lock().unwrap_or_else(PoisonError::into_inner).len(),
         "up"
     );
     let notifier = Arc::new(crate::sd_notify::Notifier::from_env());
-    let supervision = supervise::start(
+    let reloader = tokio::spawn(
+        reload::Reloader {
+            path: config.path.clone(),
+            running: config,
+            target: reload_target,
+            ice: shared_ice,
+            listen_port,
+            socket_mark: Some(device.fwmark()).filter(|mark| *mark != 0),
+            notifier: Arc::clone(&notifier),
+            status: Arc::clone(&status),
+        }
+        .run(reload_rx),
+    );
+    let mut supervision = supervise::start(
         Arc::clone(&notifier),
         supervise::Watched {
             device: Arc::downgrade(&device),
             ice_task: ice_task.as_ref().map(JoinHandle::abort_handle),
             status,
         },
+        reload_tx,
     );
+    supervision.push(reloader);
 
     let signals = async {
         tokio::select! {
@@ -379,6 +388,10 @@ impl Datapath for DeviceDatapath {
         self.0.initiate_handshake(&key);
     }
 
+    fn engine(&self) -> &wice_datapath::Engine {
+        self.0.engine()
+    }
+
     fn traffic(&self) -> Vec<(PublicKey, u64)> {
         self.0
             .engine()
@@ -394,15 +407,29 @@ impl Datapath for DeviceDatapath {
     }
 }
 
-/// Starts signaling and the ICE driver for `ice_peers`.
-async fn start_ice(
-    config: &Config,
-    ice_peers: &[PublicKey],
+/// What the ICE driver starts from besides the config.
+struct IceStart {
+    peer_set: PeerSet,
+    commands: mpsc::Receiver<DriverCommand>,
     listen_port: u16,
     device: Arc<Device>,
     control: std::sync::mpsc::Receiver<wice_datapath::ControlDatagram>,
     snapshot: SharedSnapshot,
-) -> Result<JoinHandle<()>, UpError> {
+    /// The `[ice]` section as reloads leave it, read by the address scan.
+    ice: Arc<Mutex<IceConfig>>,
+}
+
+/// Starts signaling and the ICE driver for the peer set's ICE peers.
+async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, UpError> {
+    let IceStart {
+        peer_set,
+        commands,
+        listen_port,
+        device,
+        control,
+        snapshot,
+        ice,
+    } = start;
     // Marked like the datapath's socket, signaling bypasses an exit node's default route.
     let socket_mark = Some(device.fwmark()).filter(|mark| *mark != 0);
     let backends = backends_from_urls(
@@ -410,21 +437,14 @@ async fn start_ice(
         config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
         socket_mark,
     )?;
-    let allowed: HashSet<PublicKey> = config.peers.iter().map(|p| p.public_key).collect();
     let (signaling, received) = Signaling::start(
         config.interface.private_key.clone(),
-        SenderPolicy::Only(allowed),
+        SenderPolicy::Only(peer_set.keys()),
         backends,
     )
     .await;
     let mut sources = candidate_sources(&config.ice, &config.interface.name, listen_port);
-    sources.mesh = wice_core::ice::RemoteFilter::mesh_prefixes(
-        config
-            .interface
-            .addresses
-            .iter()
-            .chain(config.peers.iter().flat_map(|peer| &peer.allowed_ips)),
-    );
+    sources.mesh = peer_set.mesh_prefixes();
     tracing::info!(
         host = ?sources.host,
         stun = ?sources.stun,
@@ -433,7 +453,7 @@ async fn start_ice(
     );
     let controller = Controller::new(
         config.interface.private_key.public_key(),
-        ice_peers,
+        &peer_set.ice_peers(),
         sources,
         IceRandom::from_os(),
         Instant::now(),
@@ -442,36 +462,42 @@ async fn start_ice(
         .engine()
         .set_relay_servers(controller.relay_servers());
     let datagrams = ice_driver::bridge(control).map_err(UpError::ControlThread)?;
-    let (ice, own_interface) = (config.ice.clone(), config.interface.name.clone());
+    let own_interface = config.interface.name.clone();
     let addresses: ice_driver::AddressScan = Box::new(move || {
+        let ice = ice.lock().unwrap_or_else(PoisonError::into_inner).clone();
         (
             host_addresses(&own_interface, listen_port),
             turn_servers(&ice, listen_port),
         )
     });
-    Ok(tokio::spawn(ice_driver::run(
+    Ok(tokio::spawn(ice_driver::run(ice_driver::Driver {
         controller,
-        Arc::new(signaling),
+        peer_set,
+        signaling: Arc::new(signaling),
         received,
         datagrams,
-        Arc::new(DeviceDatapath(device)),
+        commands,
+        datapath: Arc::new(DeviceDatapath(device)),
         snapshot,
         addresses,
-    )))
+    })))
+}
+
+/// The configured STUN servers.
+fn stun_servers(ice: &IceConfig) -> Vec<SocketAddr> {
+    ice.servers
+        .iter()
+        .filter(|server| server.url.scheme == ServerScheme::Stun)
+        .map(|server| server.address)
+        .collect()
 }
 
 /// Interface addresses, STUN and TURN servers, as the OS and the config give them now.
 fn candidate_sources(ice: &IceConfig, own_interface: &str, listen_port: u16) -> Sources {
-    let stun = ice
-        .servers
-        .iter()
-        .filter(|server| server.url.scheme == ServerScheme::Stun)
-        .map(|server| server.address)
-        .collect();
     Sources {
         candidate_types: ice.candidate_types,
         host: host_addresses(own_interface, listen_port),
-        stun,
+        stun: stun_servers(ice),
         turn: turn_servers(ice, listen_port),
         mesh: Vec::new(),
     }

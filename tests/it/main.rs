@@ -52,6 +52,7 @@ mod nats;
 mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_lab;
+mod reload;
 mod routes;
 mod signaling;
 mod systemd;
