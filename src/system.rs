@@ -12,6 +12,10 @@ use std::process::Command;
 
 use ipnet::IpNet;
 
+pub mod policy_routing;
+
+use policy_routing::PolicyRouting;
+
 /// Why the system could not be configured.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,6 +57,16 @@ pub enum SystemError {
         /// What is wrong and the command that fixes it.
         why: String,
     },
+    /// Rules already send traffic to the routing table we would use for the default route.
+    #[error(
+        "routing table {table} is already used by `ip {family} rule`s (another wice interface or the system's); set [routing] table and fwmark to free numbers"
+    )]
+    RoutingTableInUse {
+        /// The table.
+        table: u32,
+        /// `-4` or `-6`.
+        family: &'static str,
+    },
     /// A runtime file could not be written or removed.
     #[error("{path}: {source}")]
     File {
@@ -71,6 +85,22 @@ pub fn ip(args: &[&str]) -> Result<(), SystemError> {
         .map_err(SystemError::IpMissing)?;
     if output.status.success() {
         Ok(())
+    } else {
+        Err(SystemError::IpFailed {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Runs `ip` with `args` and returns what it printed.
+pub fn ip_output(args: &[&str]) -> Result<String, SystemError> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(SystemError::IpMissing)?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(SystemError::IpFailed {
             args: args.join(" "),
@@ -118,6 +148,9 @@ pub struct PidRecord {
     pub start_time: Option<u64>,
     /// The interface index of the TUN device the owner made, once it exists.
     pub ifindex: Option<u32>,
+    /// The mark and table of the policy routing the owner installed (exit node in use): its
+    /// rules outlive the owner, so a start after a crash removes them.
+    pub policy_routing: Option<PolicyRouting>,
 }
 
 impl PidRecord {
@@ -128,6 +161,7 @@ impl PidRecord {
             pid,
             start_time: process_start_time(pid),
             ifindex: None,
+            policy_routing: None,
         }
     }
 
@@ -139,13 +173,20 @@ impl PidRecord {
             pid,
             start_time: None,
             ifindex: None,
+            policy_routing: None,
         };
+        let (mut fwmark, mut table) = (None, None);
         for line in lines {
             match line.split_once('=') {
                 Some(("start_time", value)) => record.start_time = value.trim().parse().ok(),
                 Some(("ifindex", value)) => record.ifindex = value.trim().parse().ok(),
+                Some(("fwmark", value)) => fwmark = value.trim().parse().ok(),
+                Some(("table", value)) => table = value.trim().parse().ok(),
                 _ => {}
             }
+        }
+        if let (Some(fwmark), Some(table)) = (fwmark, table) {
+            record.policy_routing = Some(PolicyRouting { table, fwmark });
         }
         Some(record)
     }
@@ -158,6 +199,12 @@ impl PidRecord {
         }
         if let Some(ifindex) = self.ifindex {
             text.push_str(&format!("ifindex={ifindex}\n"));
+        }
+        if let Some(routing) = self.policy_routing {
+            text.push_str(&format!(
+                "fwmark={}\ntable={}\n",
+                routing.fwmark, routing.table
+            ));
         }
         text
     }
@@ -305,6 +352,16 @@ pub fn claim_interface(name: &str, control_socket: &Path) -> Result<(), SystemEr
             pid: record.pid,
         });
     }
+    if let Some(routing) = record.and_then(|record| record.policy_routing) {
+        // The owner is gone (a live one was refused above) and its rules outlived it.
+        tracing::warn!(
+            interface = name,
+            table = routing.table,
+            fwmark = routing.fwmark,
+            "removing the policy routing rules a crashed wice left behind"
+        );
+        routing.remove(name);
+    }
     if interface_exists(name) {
         let taken = |what: String| SystemError::NameTaken {
             name: name.to_owned(),
@@ -341,6 +398,21 @@ pub fn claim_interface(name: &str, control_socket: &Path) -> Result<(), SystemEr
 pub fn record_interface(name: &str, control_socket: &Path) -> Result<(), SystemError> {
     let record = PidRecord {
         ifindex: interface_index(name),
+        ..PidRecord::current()
+    };
+    write_pid_file(&pid_file(control_socket), &record)
+}
+
+/// Records in our pid file the policy routing we are about to install, before installing
+/// it: a crash at any later moment leaves a record the next start cleans up after.
+pub fn record_policy_routing(
+    name: &str,
+    control_socket: &Path,
+    routing: PolicyRouting,
+) -> Result<(), SystemError> {
+    let record = PidRecord {
+        ifindex: interface_index(name),
+        policy_routing: Some(routing),
         ..PidRecord::current()
     };
     write_pid_file(&pid_file(control_socket), &record)
@@ -406,8 +478,10 @@ pub fn configure_interface(name: &str, addresses: &[IpNet]) -> Result<(), System
     ip(&["link", "set", "dev", name, "up"])
 }
 
-/// The peers' allowed IPs that need a route: those outside the interface's own prefixes,
-/// which the kernel already routes to the interface.
+/// The peers' allowed IPs that need a route in the main table: those outside the
+/// interface's own prefixes, which the kernel already routes to the interface, and other
+/// than a default route (`0.0.0.0/0`, `::/0`), which goes in by policy routing
+/// ([`policy_routing`]) so the tunnel's own packets do not follow it.
 pub fn routes_needed<'a>(
     addresses: &[IpNet],
     allowed_ips: impl IntoIterator<Item = &'a IpNet>,
@@ -415,6 +489,7 @@ pub fn routes_needed<'a>(
     let mut routes: Vec<IpNet> = allowed_ips
         .into_iter()
         .map(IpNet::trunc)
+        .filter(|net| net.prefix_len() > 0)
         .filter(|net| !addresses.iter().any(|own| own.trunc().contains(net)))
         .collect();
     routes.sort();
@@ -481,6 +556,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_default_route_is_left_to_policy_routing_and_the_rest_go_in_main() {
+        let own = nets(&["10.77.0.3/24"]);
+        let allowed = nets(&[
+            "10.77.0.4/32",
+            "0.0.0.0/0",
+            "::/0",
+            "192.168.50.0/24",
+            "10.0.0.0/8",
+        ]);
+        assert_eq!(
+            routes_needed(&own, &allowed),
+            nets(&["10.0.0.0/8", "192.168.50.0/24"])
+        );
+    }
+
     /// A directory of our own (mode 0700) under the temp dir, removed on drop.
     struct TestDir(PathBuf);
 
@@ -528,15 +619,23 @@ mod tests {
             pid: 77,
             start_time: Some(123),
             ifindex: Some(9),
+            policy_routing: Some(PolicyRouting {
+                table: 51820,
+                fwmark: 4660,
+            }),
         };
-        assert_eq!(record.render(), "77\nstart_time=123\nifindex=9\n");
+        assert_eq!(
+            record.render(),
+            "77\nstart_time=123\nifindex=9\nfwmark=4660\ntable=51820\n"
+        );
         assert_eq!(PidRecord::parse(&record.render()), Some(record));
         assert_eq!(
             PidRecord::parse("77\n"),
             Some(PidRecord {
                 pid: 77,
                 start_time: None,
-                ifindex: None
+                ifindex: None,
+                policy_routing: None,
             })
         );
         assert_eq!(PidRecord::parse("garbage"), None);
@@ -653,6 +752,7 @@ mod tests {
             pid: child.id(),
             start_time: process_start_time(child.id()),
             ifindex: None,
+            policy_routing: None,
         };
         write_pid_file(&pid_file(&socket), &live).expect("pid file");
         let refused = claim_interface(NO_SUCH_INTERFACE, &socket);

@@ -841,4 +841,5 @@ fn set_endpoint_still_sets_a_direct_path() {
 }
 
 mod in_place;
+mod overlapping_allowed_ips;
 mod reconfigure;

@@ -167,22 +167,34 @@ pub enum ConfigErrorKind {
         /// The first IPv6 address of the interface.
         address: IpNet,
     },
-    /// Two peers claim overlapping prefixes, so some packets would have two possible peers.
+    /// Two peers claim the same prefix, so its packets would have two possible peers.
+    /// (Different prefixes may overlap: the longest match wins, as in WireGuard.)
     #[error(
-        "{prefix} overlaps {other_prefix} of peer[{other_peer}] \
-         (line {other_line}); \
-         each address must route to exactly one peer"
+        "{prefix} is also in peer[{other_peer}].allowed_ips (line {other_line}); \
+         a prefix routes to one peer only (a longer or shorter one may overlap it)"
     )]
-    OverlappingAllowedIps {
-        /// The later peer's prefix; the error's key names the later peer.
+    AllowedIpOnTwoPeers {
+        /// The prefix, host bits cleared; the error's key names the later peer.
         prefix: IpNet,
         /// The earlier peer's index.
         other_peer: usize,
-        /// The earlier peer's prefix.
-        other_prefix: IpNet,
-        /// Line of the earlier prefix.
+        /// Line of the earlier peer's copy.
         other_line: usize,
     },
+    /// `[interface] routes` lists a default route.
+    #[error(
+        "a default route is not a routed network; offer one with [routing] advertise_exit_node = true"
+    )]
+    DefaultRouteInRoutes,
+    /// `use_exit_node` is this node's own key.
+    #[error("is this node's own public key; name a peer")]
+    OwnExitNode,
+    /// `use_exit_node` is neither a key nor a name.
+    #[error("expected a peer's public key or announced name (1 to 253 characters, no spaces)")]
+    InvalidExitNode,
+    /// A routing table number the kernel reserves.
+    #[error("table {0} is reserved (253 default, 254 main, 255 local); pick another")]
+    ReservedTable(u32),
     /// The same public key appears in two `[[peer]]` sections.
     #[error("same public key as peer[{first}] (line {first_line}); list each peer once")]
     DuplicatePeer {

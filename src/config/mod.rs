@@ -9,6 +9,7 @@
 //! mtu = 1420                              # default 1420
 //! control_socket = "/run/wice/wice0.sock" # default /run/wice/<name>.sock
 //! metrics_listen = "127.0.0.1:9586"       # optional: Prometheus metrics on http://ADDR/metrics
+//! routes = ["192.168.50.0/24"]            # optional: networks this node routes for the mesh
 //!
 //! [[peer]]
 //! public_key = "<base64>"
@@ -20,6 +21,10 @@
 //! [signaling]                             # optional; without it the mesh is static
 //! backends = ["grpc://198.51.100.1:8443"] # "grpcs://" = TLS; "inprocess" = in-process hub
 //! tls_ca_file = "ca.pem"                  # optional extra CA for grpcs:// servers
+//!
+//! [routing]                               # optional; see the `routing` module
+//! accept_routes = ["192.168.0.0/16"]      # announced routes to take; default none
+//! use_exit_node = "<key or name>"         # a peer's default route; default none
 //!
 //! [ice]                                   # optional; for peers without an endpoint
 //! candidate_types = ["host", "srflx", "relay"]  # default: all three
@@ -93,6 +98,8 @@ pub struct Config {
     pub ice: IceConfig,
     /// The `[community]` section, when the file has one.
     pub community: Option<CommunityConfig>,
+    /// The `[routing]` section: which routes and exit node to take from peers.
+    pub routing: RoutingConfig,
 }
 
 /// The `[ice]` section: how paths to peers without a static endpoint are found.
@@ -171,6 +178,9 @@ pub struct InterfaceConfig {
     /// Prefixes (`derive_addresses`) in which tunnel addresses follow from public keys; our
     /// own address in each is already among `addresses`.
     pub derive_prefixes: Vec<IpNet>,
+    /// Networks behind this node that it routes for the mesh (a subnet router), announced
+    /// to the community; host bits cleared, each once.
+    pub routes: Vec<IpNet>,
 }
 
 /// One `[[peer]]` section.
@@ -289,6 +299,7 @@ mod community;
 mod error;
 mod parser;
 mod raw;
+mod routing;
 mod span;
 mod values;
 
@@ -296,6 +307,9 @@ pub use community::{CommunityConfig, CommunityError};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use parser::MAX_CONFIG_LEN;
 use parser::{Parser, World, read_bounded};
+pub use routing::{
+    ExitNodeChoice, MAX_ROUTES_PER_PEER, RouteOffer, RoutingConfig, accepted_routes,
+};
 
 #[cfg(test)]
 mod tests;

@@ -176,6 +176,11 @@ impl Parser<'_> {
             peers.push(peer);
         }
 
+        let routing = match raw.routing {
+            Some(raw_routing) => self.routing(raw_routing.into_inner(), &own_key)?,
+            None => RoutingConfig::default(),
+        };
+
         let signaling = match raw.signaling {
             Some(raw_signaling) => self.signaling(raw_signaling.into_inner())?,
             None => SignalingConfig::default(),
@@ -207,6 +212,7 @@ impl Parser<'_> {
             signaling,
             ice,
             community,
+            routing,
         })
     }
 
@@ -508,7 +514,10 @@ impl Parser<'_> {
             None => None,
         };
 
+        let routes = self.interface_routes(&raw.routes)?;
+
         Ok(InterfaceConfig {
+            routes,
             name,
             private_key,
             listen_port,
@@ -603,8 +612,9 @@ impl Parser<'_> {
         Ok((peer, spans))
     }
 
-    /// Refuses a prefix of peer `index` that intersects a prefix of an earlier peer: routing
-    /// by longest match would silently steal part of the other peer's range.
+    /// Refuses a prefix of peer `index` that an earlier peer has too. Different prefixes may
+    /// overlap (`10.0.0.0/8` on one peer, `10.1.0.0/16` on another; `0.0.0.0/0` beside
+    /// `10.77.0.2/32`): the longest match wins, as in WireGuard.
     pub(super) fn check_overlaps(
         &self,
         index: usize,
@@ -615,15 +625,13 @@ impl Parser<'_> {
         for (i, (prefix, span)) in allowed_ips.iter().zip(spans).enumerate() {
             for (other_peer, others) in earlier.iter().enumerate() {
                 for (other_prefix, other_span) in others {
-                    // Prefixes are aligned, so they intersect exactly when one holds the other.
-                    if prefix.contains(other_prefix) || other_prefix.contains(prefix) {
+                    if prefix == other_prefix {
                         return Err(self.error(
                             span,
                             format!("peer[{index}].allowed_ips[{i}]"),
-                            ConfigErrorKind::OverlappingAllowedIps {
+                            ConfigErrorKind::AllowedIpOnTwoPeers {
                                 prefix: *prefix,
                                 other_peer,
-                                other_prefix: *other_prefix,
                                 other_line: self.line(other_span),
                             },
                         ));

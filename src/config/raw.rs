@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     pub(super) signaling: Option<Spanned<RawSignaling>>,
     pub(super) ice: Option<Spanned<RawIce>>,
     pub(super) community: Option<Spanned<super::community::RawCommunity>>,
+    pub(super) routing: Option<Spanned<super::routing::RawRouting>>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +55,7 @@ pub(super) struct RawInterface {
     pub(super) metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) derive_addresses: Vec<Spanned<String>>,
+    pub(super) routes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

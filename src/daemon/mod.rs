@@ -32,6 +32,7 @@ use crate::control;
 use crate::control::ReloadRequest;
 use crate::signaling::{Signaling, backends_from_urls};
 use crate::status::Status;
+use crate::system::policy_routing::{self, PolicyRouting};
 use crate::system::{self, SystemError};
 use wice_core::ice::{
     Controller, InterfaceAddress, ServerScheme, Sources, TurnServer, host_candidates,
@@ -64,6 +65,9 @@ pub enum UpError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The datapath's socket could not be marked for policy routing.
+    #[error("cannot set SO_MARK on the UDP socket: {0}")]
+    SocketMark(std::io::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -100,6 +104,8 @@ struct Node {
     /// reference stops the packet threads.
     device: Option<Arc<Device>>,
     routes: InstalledRoutes,
+    /// Rules and table of an exit node's default route, when one is installed.
+    policy_routing: Option<PolicyRouting>,
 }
 
 impl Node {
@@ -109,6 +115,9 @@ impl Node {
                 Ok(device) => device.shutdown(),
                 Err(shared) => drop(shared),
             }
+        }
+        if let Some(routing) = self.policy_routing.take() {
+            routing.remove(&self.name);
         }
         let routes =
             std::mem::take(&mut *self.routes.lock().unwrap_or_else(PoisonError::into_inner));
@@ -139,6 +148,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         control_socket: iface.control_socket.clone(),
         device: None,
         routes: InstalledRoutes::default(),
+        policy_routing: None,
     };
     let device = Device::create(&DeviceConfig {
         name: iface.name.clone(),
@@ -160,6 +170,10 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     system::configure_interface(&iface.name, &iface.addresses)?;
     let mut peer_set = PeerSet::new(&iface.name, &iface.addresses, Arc::clone(&node.routes));
     peer_set.reconcile(Instant::now(), &config.peers, &engine, None);
+    node.policy_routing = install_exit_routing(&config, &device)?;
+    if !iface.routes.is_empty() {
+        system::policy_routing::warn_without_forwarding(&iface.routes);
+    }
     // Like wg on interface up: peers with a persistent keepalive hear from us
     // now, so one still holding a session with our previous run re-keys at once.
     let keepalives = device.send_keepalives();
@@ -244,6 +258,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
             target: reload_target,
             ice: shared_ice,
             listen_port,
+            socket_mark: Some(device.fwmark()).filter(|mark| *mark != 0),
             notifier: Arc::clone(&notifier),
             status: Arc::clone(&status),
         }
@@ -311,6 +326,34 @@ async fn leave_community(commands: &mpsc::Sender<DriverCommand>) {
     if commands.send(DriverCommand::Leave(done)).await.is_ok() {
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, published).await;
     }
+}
+
+/// When a peer's allowed IPs hold a default route (an exit node): marks our sockets, records
+/// the mark and table in the pid file (for the cleanup after a crash), then installs the
+/// rules. Returns what teardown must remove.
+fn install_exit_routing(
+    config: &Config,
+    device: &Device,
+) -> Result<Option<PolicyRouting>, UpError> {
+    let families =
+        policy_routing::default_route_families(config.peers.iter().flat_map(|p| &p.allowed_ips));
+    if families.is_empty() {
+        return Ok(None);
+    }
+    let iface = &config.interface;
+    let routing = config.routing.policy_routing();
+    device
+        .set_fwmark(routing.fwmark)
+        .map_err(UpError::SocketMark)?;
+    system::record_policy_routing(&iface.name, &iface.control_socket, routing)?;
+    routing.install(&iface.name, &families)?;
+    tracing::info!(
+        table = routing.table,
+        fwmark = routing.fwmark,
+        ?families,
+        "default route through the tunnel"
+    );
+    Ok(Some(routing))
 }
 
 /// Waits for `signals` (returning the signal's name), or for a part the node
@@ -412,9 +455,12 @@ async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, U
         snapshot,
         ice,
     } = start;
+    // Marked like the datapath's socket, signaling bypasses an exit node's default route.
+    let socket_mark = Some(device.fwmark()).filter(|mark| *mark != 0);
     let backends = backends_from_urls(
         &config.signaling.backends,
         config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
+        socket_mark,
     )?;
     let (signaling, received) = Signaling::start(
         config.interface.private_key.clone(),

@@ -42,6 +42,9 @@ pub(super) struct Reloader {
     /// The `[ice]` section the address scan reads (for TURN servers).
     pub(super) ice: Arc<Mutex<IceConfig>>,
     pub(super) listen_port: u16,
+    /// `SO_MARK` for new signaling connections while an exit node's policy routing is in
+    /// place (it is set up at start and kept until exit).
+    pub(super) socket_mark: Option<u32>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) status: Arc<dyn Fn() -> Status + Send + Sync>,
 }
@@ -82,7 +85,11 @@ impl Reloader {
                 let backends =
                     new.signaling != self.running.signaling && !new.signaling.backends.is_empty();
                 let signaling = if backends {
-                    Some(start_signaling(&new).await.map_err(|e| e.to_string())?)
+                    Some(
+                        start_signaling(&new, self.socket_mark)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
                 } else {
                     None
                 };
@@ -125,10 +132,12 @@ impl Reloader {
 /// Signaling over the new config's backends, accepting its peers.
 async fn start_signaling(
     config: &Config,
+    socket_mark: Option<u32>,
 ) -> Result<(Signaling, mpsc::Receiver<crate::signaling::Received>), UpError> {
     let backends = backends_from_urls(
         &config.signaling.backends,
         config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
+        socket_mark,
     )?;
     let allowed = config.peers.iter().map(|p| p.public_key).collect();
     Ok(Signaling::start(
@@ -171,6 +180,20 @@ fn needs_restart(running: &Config, new: &Config, runs_ice: bool) -> Vec<&'static
     check(
         runs_ice == new.signaling.backends.is_empty(),
         "signaling.backends (turning ICE on or off)",
+    );
+    // Policy routing is set up at start; a reload changes peers' allowed IPs but not it.
+    let default_routes = |config: &Config| {
+        crate::system::policy_routing::default_route_families(
+            config.peers.iter().flat_map(|peer| &peer.allowed_ips),
+        )
+    };
+    check(
+        default_routes(running) != default_routes(new),
+        "peer allowed_ips 0.0.0.0/0 or ::/0 (an exit node)",
+    );
+    check(
+        running.routing.policy_routing() != new.routing.policy_routing(),
+        "routing.table and routing.fwmark",
     );
     keys
 }
@@ -259,6 +282,22 @@ mod tests {
         assert_eq!(
             needs_restart(&running, &no_signaling, true),
             ["signaling.backends (turning ICE on or off)"]
+        );
+    }
+
+    #[test]
+    fn gaining_or_losing_an_exit_node_waits_for_a_restart() {
+        let running = config(51820, &[peer(2)], "inprocess");
+        let mut exit = running.clone();
+        exit.peers[0].allowed_ips.push("0.0.0.0/0".parse().unwrap());
+        let reason = ["peer allowed_ips 0.0.0.0/0 or ::/0 (an exit node)"];
+        assert_eq!(needs_restart(&running, &exit, true), reason);
+        assert_eq!(needs_restart(&exit, &running, true), reason);
+        let mut other_table = running.clone();
+        other_table.routing.table = 1000;
+        assert_eq!(
+            needs_restart(&running, &other_table, true),
+            ["routing.table and routing.fwmark"]
         );
     }
 

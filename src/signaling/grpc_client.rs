@@ -55,6 +55,9 @@ pub struct GrpcOptions {
     pub keepalive_interval: Duration,
     /// How long to wait for a keepalive answer.
     pub keepalive_timeout: Duration,
+    /// `SO_MARK` on the TCP connection, so policy routing (an exit node's default route)
+    /// sends it through the underlay, not into the tunnel; `None`: unmarked.
+    pub socket_mark: Option<u32>,
 }
 
 impl Default for GrpcOptions {
@@ -67,6 +70,7 @@ impl Default for GrpcOptions {
             publish_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
+            socket_mark: None,
         }
     }
 }
@@ -136,7 +140,7 @@ impl GrpcBackend {
             }
             endpoint = endpoint.tls_config(config).map_err(setup)?;
         }
-        let client = new_client(&endpoint);
+        let client = new_client(&endpoint, options.socket_mark);
         Ok(Self {
             url: url.clone(),
             endpoint,
@@ -370,7 +374,8 @@ impl Backend for GrpcBackend {
             *self
                 .client
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = new_client(&self.endpoint);
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                new_client(&self.endpoint, self.options.socket_mark);
             let mut subscriptions = self.subscriptions();
             for list in subscriptions.values_mut() {
                 for subscription in list.iter_mut() {
@@ -432,8 +437,20 @@ where
     .await
 }
 
-fn new_client(endpoint: &Endpoint) -> SignalingClient<Channel> {
-    SignalingClient::new(endpoint.connect_lazy())
+fn new_client(endpoint: &Endpoint, socket_mark: Option<u32>) -> SignalingClient<Channel> {
+    let channel = match socket_mark {
+        None => endpoint.connect_lazy(),
+        Some(mark) => {
+            // tonic's own connector, plus the mark (tonic cannot set one); tonic still adds
+            // TLS and the connect timeout around it.
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            connector.enforce_http(false);
+            connector.set_nodelay(true);
+            connector.set_mark(Some(mark));
+            endpoint.connect_with_connector_lazy(connector)
+        }
+    };
+    SignalingClient::new(channel)
         .max_decoding_message_size(MAX_RESPONSE_LEN)
         .max_encoding_message_size(MAX_REQUEST_LEN)
 }

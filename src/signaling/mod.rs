@@ -43,9 +43,13 @@ pub use self::ws_proxy::ProxyUrl;
 /// [`WsBackend`] trusting the same CA and tunnelling through the HTTP proxy that
 /// `https_proxy`/`http_proxy` name (see [`ProxyUrl::from_env`]). Must be called inside a
 /// tokio runtime.
+///
+/// `socket_mark` marks the gRPC connections (`SO_MARK`) while an exit node's policy routing
+/// is in place, so signaling keeps to the underlay.
 pub fn backends_from_urls(
     urls: &[BackendUrl],
     ca_certificate_pem: Option<&[u8]>,
+    socket_mark: Option<u32>,
 ) -> Result<Vec<Arc<dyn Backend>>, BackendError> {
     urls.iter()
         .map(|url| -> Result<Arc<dyn Backend>, BackendError> {
@@ -54,6 +58,7 @@ pub fn backends_from_urls(
                 BackendUrl::Grpc { .. } => {
                     let options = GrpcOptions {
                         ca_certificate_pem: ca_certificate_pem.map(<[u8]>::to_vec),
+                        socket_mark,
                         ..GrpcOptions::default()
                     };
                     Ok(Arc::new(GrpcBackend::new(url, options)?))

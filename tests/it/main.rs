@@ -22,6 +22,7 @@
 //! - `metrics`: Prometheus exposition checked by promtool and scraped by Prometheus (the
 //!   node part as root).
 //! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
+//! - `routes`: a subnet router and an exit node; policy routing removed after a crash (root).
 //! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
 //! - `ws`: `wice signal --ws-listen` against raw WebSocket frames and HTTP requests, the
 //!   HTTP publish endpoint, a WebSocket node meeting a gRPC node (loopback, no root).
@@ -57,6 +58,7 @@ mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_lab;
 mod reload;
+mod routes;
 mod signaling;
 mod systemd;
 mod uapi;

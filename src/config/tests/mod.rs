@@ -5,6 +5,7 @@ mod community;
 mod ice_and_signaling;
 mod keys_and_files;
 mod loading;
+mod routing;
 mod values;
 
 use super::span::line_of;

@@ -43,10 +43,35 @@ fn an_invalid_allowed_ip_is_refused() {
 }
 
 #[test]
-fn a_prefix_inside_another_peers_prefix_is_refused_naming_both() {
+fn overlapping_prefixes_on_two_peers_are_fine_the_longest_wins() {
+    // A subnet router's /8 beside another peer's /16, and an exit node's default route
+    // beside a peer's host address, in either order, as WireGuard allows.
+    for (first, second) in [
+        ("10.0.0.0/8", "10.1.0.0/16"),
+        ("10.1.0.0/16", "10.0.0.0/8"),
+        ("0.0.0.0/0", "10.77.0.2/32"),
+        ("fd77::2/128", "::/0"),
+    ] {
+        let config = parse_ok(&format!(
+            "{}[[peer]]\npublic_key = \"{BOB}\"\nallowed_ips = [\"{first}\"]\n\
+             [[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"{second}\"]\n",
+            with_interface(""),
+            peer_key(3)
+        ));
+        let allowed: Vec<String> = config
+            .peers
+            .iter()
+            .map(|p| p.allowed_ips[0].to_string())
+            .collect();
+        assert_eq!(allowed, [first, second]);
+    }
+}
+
+#[test]
+fn the_same_prefix_on_two_peers_is_refused_after_normalizing_naming_both() {
     let text = format!(
         "{}[[peer]]\npublic_key = \"{BOB}\"\nallowed_ips = [\"10.77.0.0/24\"]\n\
-         [[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"fd77::3/128\", \"10.77.0.3/32\"]\n",
+         [[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"fd77::3/128\", \"10.77.0.99/24\"]\n",
         with_interface(""),
         peer_key(3)
     );
@@ -54,40 +79,7 @@ fn a_prefix_inside_another_peers_prefix_is_refused_naming_both() {
         &text,
         Some(8),
         "peer[1].allowed_ips[1]",
-        "10.77.0.3/32 overlaps 10.77.0.0/24 of peer[0] (line 5); \
-         each address must route to exactly one peer",
-    );
-}
-
-#[test]
-fn a_prefix_containing_another_peers_prefix_is_refused() {
-    let text = format!(
-        "{}[[peer]]\npublic_key = \"{BOB}\"\nallowed_ips = [\"fd77::2/128\"]\n\
-         [[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"::/0\"]\n",
-        with_interface(""),
-        peer_key(3)
-    );
-    assert_error(
-        &text,
-        Some(8),
-        "peer[1].allowed_ips[0]",
-        "::/0 overlaps fd77::2/128 of peer[0]",
-    );
-}
-
-#[test]
-fn the_same_prefix_on_two_peers_is_refused_after_normalizing() {
-    let text = format!(
-        "{}[[peer]]\npublic_key = \"{BOB}\"\nallowed_ips = [\"10.77.0.0/24\"]\n\
-         [[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.77.0.99/24\"]\n",
-        with_interface(""),
-        peer_key(3)
-    );
-    assert_error(
-        &text,
-        Some(8),
-        "peer[1].allowed_ips[0]",
-        "10.77.0.0/24 overlaps 10.77.0.0/24 of peer[0]",
+        "10.77.0.0/24 is also in peer[0].allowed_ips (line 5); a prefix routes to one peer only",
     );
 }
 
