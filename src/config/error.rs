@@ -253,4 +253,7 @@ pub enum ConfigErrorKind {
     /// `[ice]` without signaling backends: no peer could use it.
     #[error("is set but [signaling] lists no backends, so no peer can use ICE")]
     IceWithoutSignaling,
+    /// Peer names, the hosts file, hooks.
+    #[error("{0}")]
+    NamesHooks(super::names_hooks::NamesHooksError),
 }

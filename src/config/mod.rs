@@ -91,6 +91,10 @@ pub struct Config {
     pub signaling: SignalingConfig,
     /// The `[ice]` section; no servers and every candidate type when the file has none.
     pub ice: IceConfig,
+    /// `[interface] hosts_file`: peer names in a hosts file, when on.
+    pub hosts: Option<HostsConfig>,
+    /// `[[hook]]` entries, in file order.
+    pub hooks: Vec<crate::hooks::HookConfig>,
 }
 
 /// The `[ice]` section: how paths to peers without a static endpoint are found.
@@ -181,6 +185,8 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<u16>,
     /// Optional extra symmetric key for the handshake.
     pub preshared_key: Option<PresharedKey>,
+    /// The peer's name in the hosts file (one DNS label, lowercased), if given.
+    pub name: Option<String>,
 }
 
 impl Config {
@@ -281,12 +287,14 @@ fn count(n: usize, one: &str, many: &str) -> String {
 }
 
 mod error;
+mod names_hooks;
 mod parser;
 mod raw;
 mod span;
 mod values;
 
 pub use error::{ConfigError, ConfigErrorKind};
+pub use names_hooks::{HostsConfig, MAX_HOOKS, NamesHooksError, parse_timeout};
 pub use parser::MAX_CONFIG_LEN;
 use parser::{Parser, World, read_bounded};
 

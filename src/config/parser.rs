@@ -154,16 +154,21 @@ impl Parser<'_> {
                 reason: ConfigErrorKind::MissingInterface,
             });
         };
+        let hosts = self.hosts(raw_interface.get_ref())?;
         let interface = self.interface(raw_interface)?;
         let own_key = interface.private_key.public_key();
 
         let mut peers = Vec::with_capacity(raw.peer.len());
         // Public key → (peer index, line), to report a repeat with the first place it appeared.
         let mut seen: HashMap<PublicKey, (usize, usize)> = HashMap::new();
+        // Lowercased peer name → (peer index, line).
+        let mut names: HashMap<String, (usize, usize)> = HashMap::new();
         // For the overlap check: every peer's prefixes with their spans.
         let mut prefixes: Vec<Vec<(IpNet, Range<usize>)>> = Vec::with_capacity(raw.peer.len());
-        for (index, raw_peer) in raw.peer.into_iter().enumerate() {
-            let (peer, spans) = self.peer(index, raw_peer, &own_key, &mut seen)?;
+        for (index, mut raw_peer) in raw.peer.into_iter().enumerate() {
+            let name = self.peer_name(index, raw_peer.get_mut().name.take(), &mut names)?;
+            let (mut peer, spans) = self.peer(index, raw_peer, &own_key, &mut seen)?;
+            peer.name = name;
             self.check_overlaps(index, &peer.allowed_ips, &spans, &prefixes)?;
             prefixes.push(peer.allowed_ips.iter().copied().zip(spans).collect());
             peers.push(peer);
@@ -188,12 +193,16 @@ impl Parser<'_> {
             None => IceConfig::default(),
         };
 
+        let hooks = self.hooks(raw.hook)?;
+
         Ok(Config {
             path: self.path.to_path_buf(),
             interface,
             peers,
             signaling,
             ice,
+            hosts,
+            hooks,
         })
     }
 
@@ -569,6 +578,7 @@ impl Parser<'_> {
             endpoint,
             persistent_keepalive,
             preshared_key,
+            name: None,
         };
         Ok((peer, spans))
     }

@@ -12,6 +12,16 @@ pub(super) struct RawConfig {
     pub(super) peer: Vec<Spanned<RawPeer>>,
     pub(super) signaling: Option<Spanned<RawSignaling>>,
     pub(super) ice: Option<Spanned<RawIce>>,
+    #[serde(default)]
+    pub(super) hook: Vec<Spanned<RawHook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawHook {
+    pub(super) run: Option<Spanned<String>>,
+    pub(super) events: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +61,9 @@ pub(super) struct RawInterface {
     pub(super) mtu: Option<Spanned<i64>>,
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) metrics_listen: Option<Spanned<String>>,
+    pub(super) hosts_file: Option<Spanned<bool>>,
+    pub(super) hosts_file_path: Option<Spanned<String>>,
+    pub(super) domain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -62,4 +75,5 @@ pub(super) struct RawPeer {
     pub(super) endpoint: Option<Spanned<String>>,
     pub(super) persistent_keepalive: Option<Spanned<i64>>,
     pub(super) preshared_key: Option<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
 }

@@ -134,7 +134,9 @@ impl HookEvent {
             peer: peer.to_base64(),
             time_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+                .map_or(0, |since| {
+                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                }),
             endpoint: None,
             path: None,
             allowed_ips: None,

@@ -36,7 +36,10 @@ pub(super) async fn run(
 ) {
     let mut failure_log = LogLimit::per_second(LOG_LINES_PER_SECOND);
     while let Some(event) = events.recv().await {
-        for hook in hooks.iter().filter(|hook| hook.events.contains(&event.event)) {
+        for hook in hooks
+            .iter()
+            .filter(|hook| hook.events.contains(&event.event))
+        {
             let outcome = run_one(hook, &event).await;
             let counter = match &outcome {
                 RunOutcome::Succeeded => &counters.succeeded,

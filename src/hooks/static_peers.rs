@@ -40,7 +40,10 @@ impl StaticPeerWatch {
                 None => false,
             };
             let edge = self.connectivity.observe(key, connected);
-            for kind in edge.into_iter().chain(moved.then_some(EventKind::PathChanged)) {
+            for kind in edge
+                .into_iter()
+                .chain(moved.then_some(EventKind::PathChanged))
+            {
                 if kind == EventKind::Disconnected {
                     hooks.fire(hooks.event(kind, &key));
                     continue;

@@ -132,9 +132,16 @@ async fn a_hook_past_its_timeout_is_killed_with_what_it_started_and_counted() {
     let counters = hooks.counters();
     eventually(|| counters.timed_out.load(Ordering::Relaxed) == 1).await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    let background: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    eventually(|| !Path::new(&format!("/proc/{background}")).exists()
-        || fs::read_to_string(format!("/proc/{background}/stat")).is_ok_and(|s| s.contains(") Z ")))
+    let background: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(|| {
+        !Path::new(&format!("/proc/{background}")).exists()
+            || fs::read_to_string(format!("/proc/{background}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    })
     .await;
     drop(hooks);
     runner.finish(Duration::from_secs(5)).await;
@@ -149,7 +156,10 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     for _ in 0..QUEUE_LEN + 10 {
         hooks.fire(hooks.event(EventKind::Added, &key(2)));
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "fire never waits");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fire never waits"
+    );
     // One event is being run, QUEUE_LEN wait: the rest were dropped.
     let dropped = hooks.counters().dropped.load(Ordering::Relaxed);
     assert!((9..=10).contains(&dropped), "dropped {dropped}");
@@ -177,7 +187,10 @@ async fn a_failing_or_missing_hook_is_counted_and_the_next_one_still_runs() {
     drop(hooks);
     let finishing = Instant::now();
     runner.finish(Duration::from_secs(10)).await;
-    assert!(finishing.elapsed() < Duration::from_secs(5), "the runner ends with the queue");
+    assert!(
+        finishing.elapsed() < Duration::from_secs(5),
+        "the runner ends with the queue"
+    );
     assert_eq!(counters.failed.load(Ordering::Relaxed), 2);
     assert_eq!(counters.succeeded.load(Ordering::Relaxed), 1);
     assert_eq!(fs::read_to_string(&out).unwrap(), "ran\n");
@@ -186,10 +199,17 @@ async fn a_failing_or_missing_hook_is_counted_and_the_next_one_still_runs() {
 #[test]
 fn connectivity_reports_edges_only() {
     let mut tracker = Connectivity::default();
-    assert_eq!(tracker.observe(key(1), false), None, "never connected: silent");
+    assert_eq!(
+        tracker.observe(key(1), false),
+        None,
+        "never connected: silent"
+    );
     assert_eq!(tracker.observe(key(1), true), Some(EventKind::Connected));
     assert_eq!(tracker.observe(key(1), true), None);
-    assert_eq!(tracker.observe(key(1), false), Some(EventKind::Disconnected));
+    assert_eq!(
+        tracker.observe(key(1), false),
+        Some(EventKind::Disconnected)
+    );
     assert_eq!(tracker.observe(key(1), false), None);
     tracker.observe(key(1), true);
     tracker.forget(&key(1));
@@ -213,7 +233,11 @@ fn stats(byte: u8, handshake: Option<u64>, endpoint: &str) -> PeerStats {
 async fn a_static_peer_connects_on_a_handshake_moves_on_a_new_endpoint_and_expires() {
     let dir = wice_lab::netns::TempDir::new();
     let out = dir.path("out");
-    let run = script(&dir.0, "hook", &format!("echo \"$1 $4\" >> {}", out.display()));
+    let run = script(
+        &dir.0,
+        "hook",
+        &format!("echo \"$1 $4\" >> {}", out.display()),
+    );
     let (hooks, runner) = Hooks::start("wg0", vec![hook(run, Duration::from_secs(5))]);
     let mut watch = StaticPeerWatch::default();
     watch.handle_stats(&[stats(1, None, "10.0.0.2:1")], &hooks);

@@ -4,6 +4,7 @@
 mod ice_and_signaling;
 mod keys_and_files;
 mod loading;
+mod names_hooks;
 mod values;
 
 use super::span::line_of;
