@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wice_datapath::ControlDatagram;
 
+use crate::hooks::{Hooks, IcePeerWatch};
 use crate::signaling::{Received, Signaling};
 use wice_core::ice::{
     Controller, ControllerCounters, ControllerEvent, PeerIceStatus, Routed, TurnServer,
@@ -77,6 +78,9 @@ pub(crate) fn bridge<T: Send + 'static>(
 }
 
 /// Runs the controller until the inputs close.
+// The task's inputs and outputs, each its own channel or handle; bundling them would only
+// rename the list.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     mut controller: Controller,
     signaling: Arc<Signaling>,
@@ -85,7 +89,9 @@ pub(crate) async fn run(
     datapath: Arc<dyn Datapath>,
     snapshot: SharedSnapshot,
     addresses: AddressScan,
+    hooks: Hooks,
 ) {
+    let mut watch = IcePeerWatch::default();
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let mut scan = tokio::time::interval(ADDRESS_SCAN_INTERVAL);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,9 +105,15 @@ pub(crate) async fn run(
     // Each peer's traffic counter at the last scan: a change means its path is in use.
     let mut traffic: BTreeMap<PublicKey, u64> = BTreeMap::new();
     loop {
-        flush(&mut controller, &publish_tx, datapath.as_ref());
+        flush(
+            &mut controller,
+            &publish_tx,
+            datapath.as_ref(),
+            &mut watch,
+            &hooks,
+        );
         if std::mem::take(&mut changed) {
-            publish_snapshot(&controller, &snapshot);
+            publish_snapshot(&controller, &snapshot, &mut watch, &hooks);
             deadline = controller.poll_timeout(Instant::now());
         }
         let sleep = async {
@@ -156,6 +168,8 @@ fn flush(
     controller: &mut Controller,
     publish: &mpsc::Sender<(PublicKey, SessionDescription)>,
     datapath: &dyn Datapath,
+    watch: &mut IcePeerWatch,
+    hooks: &Hooks,
 ) {
     while let Some(datagram) = controller.poll_transmit() {
         datapath.send(datagram.destination, &datagram.contents);
@@ -165,6 +179,7 @@ fn flush(
             ControllerEvent::PathChanged { peer, target, kind } => {
                 log_path(&peer, &target, kind.as_str());
                 datapath.set_path(&peer, target);
+                watch.handle_path_changed(peer, target, kind.as_str(), hooks);
             }
         }
     }
@@ -176,8 +191,14 @@ fn flush(
     }
 }
 
-fn publish_snapshot(controller: &Controller, snapshot: &SharedSnapshot) {
+fn publish_snapshot(
+    controller: &Controller,
+    snapshot: &SharedSnapshot,
+    watch: &mut IcePeerWatch,
+    hooks: &Hooks,
+) {
     let status = controller.status();
+    watch.handle_status(&status, hooks);
     let mut shared = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
     shared.peers = status;
     shared.counters = controller.counters();

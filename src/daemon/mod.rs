@@ -11,6 +11,7 @@
 //! with a dead datapath.
 
 mod ice_driver;
+mod peer_events;
 mod supervise;
 
 use std::collections::HashSet;
@@ -132,6 +133,8 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(UpError::Signals)?;
 
     system::claim_interface(&iface.name, &iface.control_socket)?;
+    // Before anything can fail: dropping it on a failed start takes the hosts block out.
+    let (mut peer_events, hook_runner) = peer_events::PeerEvents::start(&config);
     let mut node = Node {
         name: iface.name.clone(),
         control_socket: iface.control_socket.clone(),
@@ -176,6 +179,8 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         config.peers.iter().flat_map(|p| &p.allowed_ips),
     );
     node.routes = system::add_routes(&iface.name, &wanted);
+    // Until the runtime peer set: every configured peer is added at start.
+    peer_events.handle_added(peer_events::configured_peers(&config));
     // Like wg on interface up: peers with a persistent keepalive hear from us
     // now, so one still holding a session with our previous run re-keys at once.
     let keepalives = device.send_keepalives();
@@ -203,11 +208,18 @@ pub async fn run(config: Config) -> Result<(), UpError> {
                 Arc::clone(&device),
                 receiver,
                 Arc::clone(&snapshot),
+                peer_events.hooks().clone(),
             )
             .await?,
         );
     }
 
+    let static_watch = peer_events::watch_static_peers(
+        Arc::clone(&engine),
+        ice_peers.iter().copied().collect(),
+        Arc::clone(&snapshot),
+        peer_events.hooks().clone(),
+    );
     let listener =
         control::bind(&iface.control_socket).map_err(|source| UpError::ControlSocket {
             path: iface.control_socket.display().to_string(),
@@ -215,9 +227,13 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         })?;
     let name = iface.name.clone();
     let status_engine = Arc::clone(&engine);
+    let hook_counters = peer_events.hooks().counters();
     let status: Arc<dyn Fn() -> Status + Send + Sync> = Arc::new(move || {
         let ice = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
-        Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters)
+        let mut status =
+            Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters);
+        hook_counters.add_to(&mut status.drops);
+        status
     });
     let server = tokio::spawn(control::serve(listener, Arc::clone(&status)));
     let metrics = match iface.metrics_listen {
@@ -265,6 +281,12 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         task.abort();
         let _ = task.await;
     }
+    if let Some(task) = static_watch {
+        task.abort();
+        let _ = task.await;
+    }
+    // `removed` hooks run while the interface still exists; the hosts block goes.
+    peer_events.shutdown(hook_runner).await;
     drop(device);
     let drops = engine.drops.snapshot();
     let dropped: Vec<String> = drops
@@ -360,6 +382,7 @@ async fn start_ice(
     device: Arc<Device>,
     control: std::sync::mpsc::Receiver<wice_datapath::ControlDatagram>,
     snapshot: SharedSnapshot,
+    hooks: crate::hooks::Hooks,
 ) -> Result<JoinHandle<()>, UpError> {
     let backends = backends_from_urls(
         &config.signaling.backends,
@@ -412,6 +435,7 @@ async fn start_ice(
         Arc::new(DeviceDatapath(device)),
         snapshot,
         addresses,
+        hooks,
     )))
 }
 

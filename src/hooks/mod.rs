@@ -19,6 +19,7 @@
 //! counted and logged the same way.
 
 mod connectivity;
+mod ice_peers;
 mod runner;
 mod static_peers;
 
@@ -34,6 +35,7 @@ use wice_core::keys::PublicKey;
 use wice_core::log_limit::LogLimit;
 
 pub use connectivity::Connectivity;
+pub use ice_peers::IcePeerWatch;
 pub use static_peers::{POLL_INTERVAL as STATIC_PEER_POLL, StaticPeerWatch};
 
 /// Events waiting for the runner at most; more are dropped and counted.
@@ -175,6 +177,20 @@ pub struct HookCounters {
     pub succeeded: AtomicU64,
 }
 
+impl HookCounters {
+    /// Adds the counts to `wice status`'s drops: `hook_events_dropped`, `hook_runs_failed`,
+    /// `hook_runs_timed_out`.
+    pub fn add_to(&self, drops: &mut std::collections::BTreeMap<String, u64>) {
+        for (name, counter) in [
+            ("hook_events_dropped", &self.dropped),
+            ("hook_runs_failed", &self.failed),
+            ("hook_runs_timed_out", &self.timed_out),
+        ] {
+            drops.insert(name.to_owned(), counter.load(Ordering::Relaxed));
+        }
+    }
+}
+
 /// The node's side of the hooks: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Hooks {
@@ -227,6 +243,11 @@ impl Hooks {
             counters: Arc::default(),
             drop_log: Arc::new(Mutex::new(LogLimit::per_second(LOG_LINES_PER_SECOND))),
         }
+    }
+
+    /// Whether any hook is configured (otherwise nothing needs watching).
+    pub fn enabled(&self) -> bool {
+        self.queue.is_some()
     }
 
     /// The interface events are about.

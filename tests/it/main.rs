@@ -22,6 +22,7 @@
 //! - `metrics`: Prometheus exposition checked by promtool and scraped by Prometheus (the
 //!   node part as root).
 //! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
+//! - `names_hooks`: peer names in a hosts file, hooks on peer events (root).
 //! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
@@ -45,6 +46,7 @@ mod interop;
 mod lifecycle;
 mod mesh;
 mod metrics;
+mod names_hooks;
 mod natlab;
 #[cfg(feature = "nats")]
 mod nats;
