@@ -102,6 +102,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a running node re-read its config file and apply the difference (peers, allowed
+    /// IPs, keepalive, ICE servers, signaling backends) without dropping unchanged tunnels.
+    /// A config with errors is refused and the running one stays. Same as SIGHUP, but says
+    /// what changed or why it was refused.
+    Reload {
+        /// Interface name; the socket is /run/wice/NAME.sock.
+        #[arg(
+            short,
+            long,
+            value_name = "NAME",
+            default_value = "wice0",
+            conflicts_with = "socket"
+        )]
+        interface: String,
+        /// Control socket path (for nodes with a custom control_socket).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Build a three-node mesh across NAT routers in network namespaces on this machine,
     /// show how each pair connected, and tear it all down (needs root).
     #[cfg(feature = "demo")]

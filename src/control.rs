@@ -3,6 +3,10 @@
 //!
 //! Request: `{"command":"status"}` (a bare `status` line is accepted too).
 //! Response: a [`Status`] document, or `{"error": "..."}`.
+//!
+//! Request: `{"command":"reload"}`: the daemon re-reads its config file and applies the
+//! difference; the response is `{"reloaded": "<what changed>"}` or `{"error": "..."}` (a
+//! config with errors is refused and the running one stays).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -34,6 +38,22 @@ struct ErrorReply {
     error: String,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct ReloadReply {
+    reloaded: String,
+}
+
+/// A reload asked of the daemon (by SIGHUP or the control socket), with where to say how
+/// it went: a summary of what changed, or why the new config was refused.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// `None` for SIGHUP: the outcome is only logged.
+    pub reply: Option<tokio::sync::oneshot::Sender<Result<String, String>>>,
+}
+
+/// Where reload requests go; `None` where the node cannot reload.
+pub type ReloadSender = Option<tokio::sync::mpsc::Sender<ReloadRequest>>;
+
 /// Binds the control socket with mode 0600 in a directory private to us (created 0700
 /// when missing, refused when others could replace what is in it: see
 /// [`system::ensure_private_dir`]). `bind` never follows a symbolic link at `path`: an
@@ -49,7 +69,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Answers requests until the listener fails. `status` builds a fresh snapshot per request.
-pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send + Sync>) {
+pub async fn serve(
+    listener: UnixListener,
+    status: Arc<dyn Fn() -> Status + Send + Sync>,
+    reload: ReloadSender,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -59,6 +83,7 @@ pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send
             }
         };
         let status = Arc::clone(&status);
+        let reload = reload.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -66,6 +91,7 @@ pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send
                 tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST as u64));
             let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
             let reply = match read {
+                Ok(Ok(_)) if is_reload(line.trim()) => answer_reload(reload).await,
                 Ok(Ok(_)) => answer(line.trim(), &*status),
                 Ok(Err(err)) => error_json(&format!("read failed: {err}")),
                 Err(_) => error_json("request timed out"),
@@ -90,6 +116,32 @@ fn answer(line: &str, status: &dyn Fn() -> Status) -> String {
             serde_json::to_string(&status()).unwrap_or_else(|err| error_json(&err.to_string()))
         }
         other => error_json(&format!("unknown command {other:?}")),
+    }
+}
+
+fn is_reload(line: &str) -> bool {
+    line == "reload"
+        || serde_json::from_str::<Request>(line).is_ok_and(|request| request.command == "reload")
+}
+
+async fn answer_reload(reload: ReloadSender) -> String {
+    let Some(reload) = reload else {
+        return error_json("this node cannot reload");
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    if reload
+        .send(ReloadRequest { reply: Some(reply) })
+        .await
+        .is_err()
+    {
+        return error_json("the node is shutting down");
+    }
+    match outcome.await {
+        Ok(Ok(summary)) => {
+            serde_json::to_string(&ReloadReply { reloaded: summary }).unwrap_or_default()
+        }
+        Ok(Err(error)) => error_json(&error),
+        Err(_) => error_json("the node stopped before the reload finished"),
     }
 }
 
@@ -119,6 +171,42 @@ pub enum ClientError {
         /// What was wrong.
         reason: String,
     },
+}
+
+/// Asks a running daemon to reload its config; returns its summary of what changed.
+pub fn request_reload(path: &Path) -> Result<String, ClientError> {
+    let line = exchange(path, b"{\"command\":\"reload\"}\n", RELOAD_TIMEOUT)?;
+    let bad = |reason: String| ClientError::BadAnswer {
+        path: path.display().to_string(),
+        reason,
+    };
+    if let Ok(ErrorReply { error }) = serde_json::from_str::<ErrorReply>(&line) {
+        return Err(bad(error));
+    }
+    serde_json::from_str::<ReloadReply>(&line)
+        .map(|reply| reply.reloaded)
+        .map_err(|err| bad(err.to_string()))
+}
+
+/// How long `wice reload` waits: a reload resolves endpoint names and may open new
+/// signaling connections.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one request line and reads the one-line answer.
+fn exchange(path: &Path, request: &[u8], timeout: Duration) -> Result<String, ClientError> {
+    let shown = path.display().to_string();
+    let connect = |source| ClientError::Connect {
+        path: shown.clone(),
+        source,
+    };
+    let mut stream = UnixStream::connect(path).map_err(connect)?;
+    stream.set_read_timeout(Some(timeout)).map_err(connect)?;
+    stream.write_all(request).map_err(connect)?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(connect)?;
+    Ok(line)
 }
 
 /// Asks a running daemon for its status.

@@ -73,6 +73,11 @@ fn run(cli: Cli) -> Result<(), String> {
             init_logging(&log_level, log_format)?;
             wice::userspace::run_foreground(&interface)
         }
+        Command::Reload { interface, socket } => {
+            let path = socket.unwrap_or_else(|| format!("/run/wice/{interface}.sock").into());
+            let summary = control::request_reload(&path).map_err(|e| e.to_string())?;
+            print(&format!("reloaded: {summary}"))
+        }
         Command::Status {
             interface,
             socket,

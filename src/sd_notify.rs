@@ -84,6 +84,21 @@ impl Notifier {
         self.notify(&format!("STATUS={}", one_line(status)));
     }
 
+    /// `RELOADING=1` with the monotonic time systemd wants beside it (`sd_notify(3)`).
+    pub fn reloading(&self) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        let usec = if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } == 0 {
+            (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1_000
+        } else {
+            0
+        };
+        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+    }
+
     /// `STOPPING=1`.
     pub fn stopping(&self) {
         self.notify("STOPPING=1");

@@ -436,13 +436,18 @@ pub fn add_routes(name: &str, routes: &[IpNet]) -> Vec<IpNet> {
     added
 }
 
-/// Removes routes and the interface. The interface would vanish with our TUN
-/// descriptor anyway; removing it explicitly makes the exit order certain.
-pub fn teardown(name: &str, routes: &[IpNet]) {
+/// Removes routes to the interface; one already gone is no error.
+pub fn remove_routes(name: &str, routes: &[IpNet]) {
     for route in routes {
         let route_text = route.to_string();
         let _ = ip(&["route", "del", &route_text, "dev", name]);
     }
+}
+
+/// Removes routes and the interface. The interface would vanish with our TUN
+/// descriptor anyway; removing it explicitly makes the exit order certain.
+pub fn teardown(name: &str, routes: &[IpNet]) {
+    remove_routes(name, routes);
     if interface_exists(name) {
         let _ = ip(&["link", "del", "dev", name]);
     }

@@ -15,13 +15,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wice_datapath::ControlDatagram;
 
+use super::peer_set::{PeerSet, PeerSetEvent};
+use crate::config::PeerConfig;
 use crate::hooks::{Hooks, IcePeerWatch};
 use crate::signaling::{Received, Signaling};
 use wice_core::ice::{
     Controller, ControllerCounters, ControllerEvent, PeerIceStatus, Routed, TurnServer,
 };
 use wice_core::keys::PublicKey;
-use wice_core::signaling::{SessionDescription, SignalingMessage};
+use wice_core::signaling::{SenderPolicy, SessionDescription, SignalingMessage};
 use wice_core::wire::Endpoint;
 
 /// How often the node's addresses are listed again, to notice a network change (a new
@@ -48,6 +50,37 @@ pub(crate) trait Datapath: Send + Sync + 'static {
     fn set_path(&self, peer: &PublicKey, target: Endpoint);
     /// Plaintext bytes sent plus received, per peer (keepalives carry none).
     fn traffic(&self) -> Vec<(PublicKey, u64)>;
+    /// The peer table, for peers added and removed while running.
+    fn engine(&self) -> &wice_datapath::Engine;
+}
+
+/// A change the rest of the daemon asks of the running driver.
+pub(crate) enum DriverCommand {
+    /// A reloaded config (or a new set of members): apply the difference.
+    Reconfigure(Box<Reconfigure>),
+}
+
+/// What a reload hands the driver: the whole wanted state, not a diff.
+pub(crate) struct Reconfigure {
+    /// Every peer the node should have.
+    pub(crate) peers: Vec<PeerConfig>,
+    /// The STUN servers to probe.
+    pub(crate) stun: Vec<SocketAddr>,
+    /// The TURN servers to allocate on.
+    pub(crate) turn: Vec<TurnServer>,
+    /// A new signaling over changed backends, replacing the current one; `None` keeps it.
+    pub(crate) signaling: Option<(Signaling, mpsc::Receiver<Received>)>,
+    /// Told what changed once it is applied.
+    pub(crate) done: tokio::sync::oneshot::Sender<Reconfigured>,
+}
+
+/// What a [`Reconfigure`] changed.
+#[derive(Debug, Default)]
+pub(crate) struct Reconfigured {
+    /// Per peer.
+    pub(crate) peers: Vec<PeerSetEvent>,
+    /// Whether the STUN/TURN servers changed.
+    pub(crate) servers: bool,
 }
 
 /// The latest ICE view of every peer, for `wice status`.
@@ -77,27 +110,42 @@ pub(crate) fn bridge<T: Send + 'static>(
     Ok(rx)
 }
 
+/// What the driver is given to run: the controller and everything around it.
+pub(crate) struct Driver {
+    pub(crate) controller: Controller,
+    pub(crate) peer_set: PeerSet,
+    pub(crate) signaling: Arc<Signaling>,
+    pub(crate) received: mpsc::Receiver<Received>,
+    pub(crate) datagrams: mpsc::Receiver<ControlDatagram>,
+    pub(crate) commands: mpsc::Receiver<DriverCommand>,
+    pub(crate) datapath: Arc<dyn Datapath>,
+    pub(crate) snapshot: SharedSnapshot,
+    pub(crate) addresses: AddressScan,
+    /// Told about connectivity and path changes.
+    pub(crate) hooks: Hooks,
+}
+
 /// Runs the controller until the inputs close.
-// The task's inputs and outputs, each its own channel or handle; bundling them would only
-// rename the list.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    mut controller: Controller,
-    signaling: Arc<Signaling>,
-    mut received: mpsc::Receiver<Received>,
-    mut datagrams: mpsc::Receiver<ControlDatagram>,
-    datapath: Arc<dyn Datapath>,
-    snapshot: SharedSnapshot,
-    addresses: AddressScan,
-    hooks: Hooks,
-) {
+pub(crate) async fn run(driver: Driver) {
+    let Driver {
+        mut controller,
+        mut peer_set,
+        mut signaling,
+        mut received,
+        mut datagrams,
+        mut commands,
+        datapath,
+        snapshot,
+        addresses,
+        hooks,
+    } = driver;
     let mut watch = IcePeerWatch::default();
-    let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+    let (mut publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let mut scan = tokio::time::interval(ADDRESS_SCAN_INTERVAL);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshot_timer = tokio::time::interval(SNAPSHOT_INTERVAL);
     snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let publisher = tokio::spawn(publish(Arc::clone(&signaling), publish_rx));
+    let mut publisher = tokio::spawn(publish(Arc::clone(&signaling), publish_rx));
     // Whether the last input may have changed the controller: only then are its status and
     // deadline asked again (both walk every session).
     let mut changed = true;
@@ -139,6 +187,35 @@ pub(crate) async fn run(
             }
             () = sleep => {
                 controller.handle_timeout(Instant::now());
+                changed = true;
+            }
+            command = commands.recv() => {
+                let Some(DriverCommand::Reconfigure(change)) = command else { break };
+                let Reconfigure { peers, stun, turn, signaling: replacement, done } = *change;
+                let now = Instant::now();
+                let events = peer_set.reconcile(now, &peers, datapath.engine(), Some(&mut controller));
+                let servers = controller.handle_servers(now, stun, turn);
+                if servers {
+                    datapath.engine().set_relay_servers(controller.relay_servers());
+                }
+                if let Some((new_signaling, new_received)) = replacement {
+                    // The publisher holds the old signaling: stop it first so the old one
+                    // can be closed (its connections ended) rather than leaked.
+                    publisher.abort();
+                    let _ = (&mut publisher).await;
+                    let (publish_tx_new, publish_rx_new) = mpsc::channel(PUBLISH_QUEUE);
+                    let old = std::mem::replace(&mut signaling, Arc::new(new_signaling));
+                    received = new_received;
+                    publish_tx = publish_tx_new;
+                    publisher = tokio::spawn(publish(Arc::clone(&signaling), publish_rx_new));
+                    if let Ok(old) = Arc::try_unwrap(old) {
+                        old.close().await;
+                    }
+                    // Sessions keep going: established paths need no signaling, and a
+                    // session still offering resends through the new backends.
+                }
+                signaling.set_sender_policy(SenderPolicy::Only(peer_set.keys()));
+                let _ = done.send(Reconfigured { peers: events, servers });
                 changed = true;
             }
             // For the drop counters.

@@ -12,23 +12,24 @@
 
 mod ice_driver;
 mod peer_events;
+mod peer_set;
+mod reload;
 mod supervise;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use ipnet::IpNet;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wice_core::session::rng::IceRandom;
-use wice_datapath::{Device, DeviceConfig, Endpoint, PeerConfig as DatapathPeer, ThreadExit};
+use wice_datapath::{Device, DeviceConfig, Endpoint, ThreadExit};
 
 use crate::config::{Config, IceConfig};
 use crate::control;
+use crate::control::ReloadRequest;
 use crate::signaling::{Signaling, backends_from_urls};
 use crate::status::Status;
 use crate::system::{self, SystemError};
@@ -38,7 +39,8 @@ use wice_core::ice::{
 use wice_core::keys::PublicKey;
 use wice_core::signaling::SenderPolicy;
 
-use ice_driver::{Datapath, IceSnapshot, SharedSnapshot};
+use ice_driver::{Datapath, DriverCommand, IceSnapshot, SharedSnapshot};
+use peer_set::{InstalledRoutes, PeerSet};
 
 /// Why the node could not come up.
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +55,6 @@ pub enum UpError {
     /// The datapath did not start.
     #[error(transparent)]
     Device(#[from] wice_datapath::DeviceError),
-    /// A peer was rejected by the datapath.
-    #[error("peer {key}: {source}")]
-    Peer {
-        /// The peer.
-        key: PublicKey,
-        /// Why.
-        source: wice_datapath::PeerTableError,
-    },
     /// The control socket could not be bound.
     #[error("control socket {path}: {source}")]
     ControlSocket {
@@ -101,7 +95,7 @@ struct Node {
     /// Shared with the ICE driver, which is stopped first: dropping the last
     /// reference stops the packet threads.
     device: Option<Arc<Device>>,
-    routes: Vec<IpNet>,
+    routes: InstalledRoutes,
 }
 
 impl Node {
@@ -112,7 +106,9 @@ impl Node {
                 Err(shared) => drop(shared),
             }
         }
-        system::teardown(&self.name, &self.routes);
+        let routes =
+            std::mem::take(&mut *self.routes.lock().unwrap_or_else(PoisonError::into_inner));
+        system::teardown(&self.name, &routes);
         system::release_interface(&self.control_socket);
     }
 }
@@ -124,6 +120,7 @@ impl Drop for Node {
 }
 
 /// Runs the node until SIGINT or SIGTERM, then removes the interface and its routes.
+/// SIGHUP and `wice reload` re-read the config file and apply the difference.
 pub async fn run(config: Config) -> Result<(), UpError> {
     if !system::has_net_admin() {
         return Err(UpError::NotRoot(config.interface.name.clone()));
@@ -134,12 +131,13 @@ pub async fn run(config: Config) -> Result<(), UpError> {
 
     system::claim_interface(&iface.name, &iface.control_socket)?;
     // Before anything can fail: dropping it on a failed start takes the hosts block out.
-    let (mut peer_events, hook_runner) = peer_events::PeerEvents::start(&config);
+    let (peer_events, hook_runner) = peer_events::PeerEvents::start(&config);
+    let peer_events = Arc::new(Mutex::new(peer_events));
     let mut node = Node {
         name: iface.name.clone(),
         control_socket: iface.control_socket.clone(),
         device: None,
-        routes: Vec::new(),
+        routes: InstalledRoutes::default(),
     };
     let device = Device::create(&DeviceConfig {
         name: iface.name.clone(),
@@ -158,29 +156,11 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     let device = Arc::new(device);
     node.device = Some(Arc::clone(&device));
 
-    for peer in &config.peers {
-        engine
-            .add_peer(&DatapathPeer {
-                public_key: peer.public_key.to_bytes(),
-                preshared_key: peer.preshared_key.as_ref().map(|k| k.to_bytes()),
-                persistent_keepalive: peer.persistent_keepalive,
-                endpoint: peer.endpoint,
-                allowed_ips: peer.allowed_ips.clone(),
-            })
-            .map_err(|source| UpError::Peer {
-                key: peer.public_key,
-                source,
-            })?;
-    }
-
     system::configure_interface(&iface.name, &iface.addresses)?;
-    let wanted = system::routes_needed(
-        &iface.addresses,
-        config.peers.iter().flat_map(|p| &p.allowed_ips),
-    );
-    node.routes = system::add_routes(&iface.name, &wanted);
-    // Until the runtime peer set: every configured peer is added at start.
-    peer_events.handle_added(peer_events::configured_peers(&config));
+    let mut peer_set = PeerSet::new(&iface.name, &iface.addresses, Arc::clone(&node.routes));
+    let added = peer_set.reconcile(Instant::now(), &config.peers, &engine, None);
+    peer_events::lock(&peer_events).handle_peer_set(&added, &config.peers);
+    let hooks = peer_events::lock(&peer_events).hooks().clone();
     // Like wg on interface up: peers with a persistent keepalive hear from us
     // now, so one still holding a session with our previous run re-keys at once.
     let keepalives = device.send_keepalives();
@@ -189,37 +169,48 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     }
 
     let snapshot: SharedSnapshot = Arc::new(Mutex::new(IceSnapshot::default()));
-    let ice_peers: Vec<PublicKey> = config
-        .peers
-        .iter()
-        .filter(|peer| peer.endpoint.is_none())
-        .map(|peer| peer.public_key)
-        .collect();
+    let ice_peers = peer_set.ice_peers();
+    let shared_ice = Arc::new(Mutex::new(config.ice.clone()));
+    // ICE runs whenever signaling is configured, even with no ICE peer yet: a reload (or
+    // the community) may add some.
     let mut ice_task = None;
-    if !config.signaling.backends.is_empty() && !ice_peers.is_empty() {
+    let reload_target;
+    if config.signaling.backends.is_empty() {
+        reload_target = reload::Target::Static {
+            peer_set: Box::new(peer_set),
+            engine: Arc::clone(&engine),
+        };
+    } else {
         let receiver = control_datagrams.ok_or(UpError::ControlThread(std::io::Error::other(
             "control queue already taken",
         )))?;
+        let (commands_tx, commands) = mpsc::channel(4);
         ice_task = Some(
             start_ice(
                 &config,
-                &ice_peers,
-                listen_port,
-                Arc::clone(&device),
-                receiver,
-                Arc::clone(&snapshot),
-                peer_events.hooks().clone(),
+                IceStart {
+                    peer_set,
+                    commands,
+                    listen_port,
+                    device: Arc::clone(&device),
+                    control: receiver,
+                    snapshot: Arc::clone(&snapshot),
+                    ice: Arc::clone(&shared_ice),
+                    hooks: hooks.clone(),
+                },
             )
             .await?,
         );
+        reload_target = reload::Target::Driver(commands_tx);
     }
-
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let static_watch = peer_events::watch_static_peers(
         Arc::clone(&engine),
         ice_peers.iter().copied().collect(),
         Arc::clone(&snapshot),
-        peer_events.hooks().clone(),
+        hooks.clone(),
     );
+
     let listener =
         control::bind(&iface.control_socket).map_err(|source| UpError::ControlSocket {
             path: iface.control_socket.display().to_string(),
@@ -227,7 +218,8 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         })?;
     let name = iface.name.clone();
     let status_engine = Arc::clone(&engine);
-    let hook_counters = peer_events.hooks().counters();
+    let hook_counters = hooks.counters();
+    drop(hooks);
     let status: Arc<dyn Fn() -> Status + Send + Sync> = Arc::new(move || {
         let ice = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         let mut status =
@@ -235,7 +227,11 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         hook_counters.add_to(&mut status.drops);
         status
     });
-    let server = tokio::spawn(control::serve(listener, Arc::clone(&status)));
+    let server = tokio::spawn(control::serve(
+        listener,
+        Arc::clone(&status),
+        Some(reload_tx.clone()),
+    ));
     let metrics = match iface.metrics_listen {
         Some(address) => Some(supervise::start_metrics(address, Arc::clone(&status)).await?),
         None => None,
@@ -247,18 +243,33 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         public_key = %iface.private_key.public_key(),
         listen_port,
         peers = config.peers.len(),
-        routes = node.routes.len(),
+        routes = node.routes.lock().unwrap_or_else(PoisonError::into_inner).len(),
         "up"
     );
     let notifier = Arc::new(crate::sd_notify::Notifier::from_env());
-    let supervision = supervise::start(
+    let reloader = tokio::spawn(
+        reload::Reloader {
+            path: config.path.clone(),
+            running: config,
+            target: reload_target,
+            ice: shared_ice,
+            listen_port,
+            notifier: Arc::clone(&notifier),
+            status: Arc::clone(&status),
+            peer_events: Arc::clone(&peer_events),
+        }
+        .run(reload_rx),
+    );
+    let mut supervision = supervise::start(
         Arc::clone(&notifier),
         supervise::Watched {
             device: Arc::downgrade(&device),
             ice_task: ice_task.as_ref().map(JoinHandle::abort_handle),
             status,
         },
+        reload_tx,
     );
+    supervision.push(reloader);
 
     let signals = async {
         tokio::select! {
@@ -286,7 +297,8 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         let _ = task.await;
     }
     // `removed` hooks run while the interface still exists; the hosts block goes.
-    peer_events.shutdown(hook_runner).await;
+    peer_events::lock(&peer_events).close();
+    hook_runner.finish(crate::hooks::DRAIN_AT_EXIT).await;
     drop(device);
     let drops = engine.drops.snapshot();
     let dropped: Vec<String> = drops
@@ -359,6 +371,10 @@ impl Datapath for DeviceDatapath {
         self.0.initiate_handshake(&key);
     }
 
+    fn engine(&self) -> &wice_datapath::Engine {
+        self.0.engine()
+    }
+
     fn traffic(&self) -> Vec<(PublicKey, u64)> {
         self.0
             .engine()
@@ -374,35 +390,44 @@ impl Datapath for DeviceDatapath {
     }
 }
 
-/// Starts signaling and the ICE driver for `ice_peers`.
-async fn start_ice(
-    config: &Config,
-    ice_peers: &[PublicKey],
+/// What the ICE driver starts from besides the config.
+struct IceStart {
+    peer_set: PeerSet,
+    commands: mpsc::Receiver<DriverCommand>,
     listen_port: u16,
     device: Arc<Device>,
     control: std::sync::mpsc::Receiver<wice_datapath::ControlDatagram>,
     snapshot: SharedSnapshot,
+    /// The `[ice]` section as reloads leave it, read by the address scan.
+    ice: Arc<Mutex<IceConfig>>,
+    /// Told about connectivity and path changes.
     hooks: crate::hooks::Hooks,
-) -> Result<JoinHandle<()>, UpError> {
+}
+
+/// Starts signaling and the ICE driver for the peer set's ICE peers.
+async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, UpError> {
+    let IceStart {
+        peer_set,
+        commands,
+        listen_port,
+        device,
+        control,
+        snapshot,
+        ice,
+        hooks,
+    } = start;
     let backends = backends_from_urls(
         &config.signaling.backends,
         config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
     )?;
-    let allowed: HashSet<PublicKey> = config.peers.iter().map(|p| p.public_key).collect();
     let (signaling, received) = Signaling::start(
         config.interface.private_key.clone(),
-        SenderPolicy::Only(allowed),
+        SenderPolicy::Only(peer_set.keys()),
         backends,
     )
     .await;
     let mut sources = candidate_sources(&config.ice, &config.interface.name, listen_port);
-    sources.mesh = wice_core::ice::RemoteFilter::mesh_prefixes(
-        config
-            .interface
-            .addresses
-            .iter()
-            .chain(config.peers.iter().flat_map(|peer| &peer.allowed_ips)),
-    );
+    sources.mesh = peer_set.mesh_prefixes();
     tracing::info!(
         host = ?sources.host,
         stun = ?sources.stun,
@@ -411,7 +436,7 @@ async fn start_ice(
     );
     let controller = Controller::new(
         config.interface.private_key.public_key(),
-        ice_peers,
+        &peer_set.ice_peers(),
         sources,
         IceRandom::from_os(),
         Instant::now(),
@@ -420,37 +445,43 @@ async fn start_ice(
         .engine()
         .set_relay_servers(controller.relay_servers());
     let datagrams = ice_driver::bridge(control).map_err(UpError::ControlThread)?;
-    let (ice, own_interface) = (config.ice.clone(), config.interface.name.clone());
+    let own_interface = config.interface.name.clone();
     let addresses: ice_driver::AddressScan = Box::new(move || {
+        let ice = ice.lock().unwrap_or_else(PoisonError::into_inner).clone();
         (
             host_addresses(&own_interface, listen_port),
             turn_servers(&ice, listen_port),
         )
     });
-    Ok(tokio::spawn(ice_driver::run(
+    Ok(tokio::spawn(ice_driver::run(ice_driver::Driver {
         controller,
-        Arc::new(signaling),
+        peer_set,
+        signaling: Arc::new(signaling),
         received,
         datagrams,
-        Arc::new(DeviceDatapath(device)),
+        commands,
+        datapath: Arc::new(DeviceDatapath(device)),
         snapshot,
         addresses,
         hooks,
-    )))
+    })))
+}
+
+/// The configured STUN servers.
+fn stun_servers(ice: &IceConfig) -> Vec<SocketAddr> {
+    ice.servers
+        .iter()
+        .filter(|server| server.url.scheme == ServerScheme::Stun)
+        .map(|server| server.address)
+        .collect()
 }
 
 /// Interface addresses, STUN and TURN servers, as the OS and the config give them now.
 fn candidate_sources(ice: &IceConfig, own_interface: &str, listen_port: u16) -> Sources {
-    let stun = ice
-        .servers
-        .iter()
-        .filter(|server| server.url.scheme == ServerScheme::Stun)
-        .map(|server| server.address)
-        .collect();
     Sources {
         candidate_types: ice.candidate_types,
         host: host_addresses(own_interface, listen_port),
-        stun,
+        stun: stun_servers(ice),
         turn: turn_servers(ice, listen_port),
         mesh: Vec::new(),
     }

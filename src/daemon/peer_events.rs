@@ -1,9 +1,10 @@
 //! What follows a change in the node's peers besides the datapath: the hosts file block and
-//! the `added` / `removed` hooks. One place, so start, shutdown and (later) reload and
-//! community discovery all go through the same two calls.
+//! the `added` / `removed` hooks. Whatever reconciles the peer set (start, reload, the
+//! community) hands the [`PeerSetEvent`]s and the wanted peers to
+//! [`PeerEvents::handle_peer_set`]; shutdown calls [`PeerEvents::close`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -11,11 +12,20 @@ use wice_core::keys::PublicKey;
 use wice_core::log_limit::LogLimit;
 use wice_datapath::Engine;
 
-use crate::config::Config;
+use crate::config::{Config, PeerConfig};
 use crate::hooks::{EventKind, HookRunner, Hooks, STATIC_PEER_POLL, StaticPeerWatch};
 use crate::hosts_file::{self, HostEntry, HostsFile, WriteMethod};
 
 use super::ice_driver::SharedSnapshot;
+use super::peer_set::PeerSetEvent;
+
+/// Shared by the start, the reloader and shutdown.
+pub(super) type SharedPeerEvents = Arc<Mutex<PeerEvents>>;
+
+/// Locks it (a panic elsewhere does not stop names and hooks).
+pub(super) fn lock(events: &SharedPeerEvents) -> MutexGuard<'_, PeerEvents> {
+    events.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A peer as the hosts file and the hooks see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,39 +81,51 @@ impl PeerEvents {
         &self.hooks
     }
 
-    /// Peers joined the interface (start, reload, discovery): `added` for each, then one
-    /// hosts file write.
-    pub(super) fn handle_added(&mut self, peers: impl IntoIterator<Item = PeerFacts>) {
-        for peer in peers {
-            let mut event = self.hooks.event(EventKind::Added, &peer.key);
-            event.allowed_ips = Some(peer.allowed_ips.iter().map(ToString::to_string).collect());
-            self.hooks.fire(event);
-            self.peers.insert(peer.key, peer);
+    /// A reconcile of the peer set happened: `added` and `removed` hooks for its events, and
+    /// the hosts file block rewritten from `desired` (names and allowed IPs may change
+    /// without an event: a rename is not a datapath change). Peers the datapath refused
+    /// (in `desired`, never added) are left out.
+    pub(super) fn handle_peer_set(&mut self, events: &[PeerSetEvent], desired: &[PeerConfig]) {
+        let wanted: BTreeMap<PublicKey, &PeerConfig> =
+            desired.iter().map(|peer| (peer.public_key, peer)).collect();
+        for event in events {
+            match *event {
+                PeerSetEvent::Added(key) => {
+                    let allowed_ips = wanted.get(&key).map(|peer| peer.allowed_ips.clone());
+                    self.fire(EventKind::Added, key, allowed_ips.as_deref().unwrap_or(&[]));
+                    self.peers
+                        .insert(key, facts(wanted.get(&key).copied(), key));
+                }
+                PeerSetEvent::Removed(key) => {
+                    if let Some(peer) = self.peers.remove(&key) {
+                        self.fire(EventKind::Removed, key, &peer.allowed_ips);
+                    }
+                }
+                PeerSetEvent::Updated(_) => {}
+            }
+        }
+        for (key, peer) in &mut self.peers {
+            if let Some(wanted) = wanted.get(key) {
+                *peer = facts(Some(wanted), *key);
+            }
         }
         self.write_hosts();
     }
 
-    /// Peers left the interface: `removed` for each, then one hosts file write.
-    pub(super) fn handle_removed(&mut self, keys: impl IntoIterator<Item = PublicKey>) {
-        for key in keys {
-            let Some(peer) = self.peers.remove(&key) else {
-                continue;
-            };
-            let mut event = self.hooks.event(EventKind::Removed, &key);
-            event.allowed_ips = Some(peer.allowed_ips.iter().map(ToString::to_string).collect());
-            self.hooks.fire(event);
+    /// Shutdown: `removed` for every peer, the block taken out, and the hooks closed (the
+    /// runner then ends once the queue is empty).
+    pub(super) fn close(&mut self) {
+        for (key, peer) in std::mem::take(&mut self.peers) {
+            self.fire(EventKind::Removed, key, &peer.allowed_ips);
         }
-        self.write_hosts();
-    }
-
-    /// Shutdown: `removed` for every peer, the block taken out, and the queued hooks given
-    /// [`crate::hooks::DRAIN_AT_EXIT`] to finish.
-    pub(super) async fn shutdown(mut self, runner: HookRunner) {
-        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
-        self.handle_removed(keys);
         self.remove_hosts();
-        drop(self);
-        runner.finish(crate::hooks::DRAIN_AT_EXIT).await;
+        self.hooks = Hooks::disabled(self.hooks.interface());
+    }
+
+    fn fire(&self, kind: EventKind, key: PublicKey, allowed_ips: &[IpNet]) {
+        let mut event = self.hooks.event(kind, &key);
+        event.allowed_ips = Some(allowed_ips.iter().map(ToString::to_string).collect());
+        self.hooks.fire(event);
     }
 
     /// Takes the block out (also on a failed start).
@@ -156,17 +178,15 @@ impl Drop for PeerEvents {
     }
 }
 
-/// The facts of the configured peers.
-pub(super) fn configured_peers(config: &Config) -> Vec<PeerFacts> {
-    config
-        .peers
-        .iter()
-        .map(|peer| PeerFacts {
-            key: peer.public_key,
-            name: peer.name.clone(),
-            allowed_ips: peer.allowed_ips.clone(),
-        })
-        .collect()
+/// What the hosts file and hooks keep of a peer.
+fn facts(peer: Option<&PeerConfig>, key: PublicKey) -> PeerFacts {
+    PeerFacts {
+        key,
+        name: peer.and_then(|peer| peer.name.clone()),
+        allowed_ips: peer
+            .map(|peer| peer.allowed_ips.clone())
+            .unwrap_or_default(),
+    }
 }
 
 /// Watches the peers ICE does not drive (neither in `ice_peers` nor in the ICE snapshot),

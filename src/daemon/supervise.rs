@@ -1,16 +1,15 @@
 //! The node under systemd: readiness, a status line with the connected peer count, a
-//! watchdog petted only while the packet threads and the ICE task run, and SIGHUP.
-//!
-//! Reload is not supported yet: the unit's `ExecReload` sends SIGHUP, and the node answers
-//! with a warning and a status line saying so, instead of dying of the signal's default
-//! action. It does not send `RELOADING=1`, since nothing is reloaded.
+//! watchdog petted only while the packet threads and the ICE task run, and SIGHUP, which
+//! asks for a reload (`ExecReload` sends it; the reloader says RELOADING=1, then READY=1).
 
 use std::sync::{Arc, Weak};
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
 use wice_datapath::Device;
 
+use crate::control::ReloadRequest;
 use crate::sd_notify::{self, Notifier};
 use crate::status::Status;
 
@@ -24,21 +23,22 @@ pub(super) struct Watched {
     pub(super) status: Arc<dyn Fn() -> Status + Send + Sync>,
 }
 
-/// Says READY=1 and starts the watchdog/status task and the SIGHUP answer. Both tasks end
-/// when the returned handles are aborted.
-pub(super) fn start(notifier: Arc<Notifier>, watched: Watched) -> Vec<JoinHandle<()>> {
+/// Says READY=1 and starts the watchdog/status task and the SIGHUP listener, which hands
+/// each SIGHUP to `reload`. Both tasks end when the returned handles are aborted.
+pub(super) fn start(
+    notifier: Arc<Notifier>,
+    watched: Watched,
+    reload: mpsc::Sender<ReloadRequest>,
+) -> Vec<JoinHandle<()>> {
     let status = Arc::clone(&watched.status);
     let mut tasks = Vec::new();
     // The SIGHUP handler first: a reload right after READY=1 must not kill the node.
     if let Ok(mut hangups) = signal(SignalKind::hangup()) {
-        let notifier = Arc::clone(&notifier);
         tasks.push(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                tracing::warn!(
-                    "SIGHUP: reloading the config is not supported yet; restart the node \
-                     (systemctl restart wice@IFNAME) to apply changes"
-                );
-                notifier.status("reload is not supported yet: restart to apply config changes");
+                tracing::info!("SIGHUP: reloading the config");
+                // A full queue means reloads are pending already: this one is covered.
+                let _ = reload.try_send(ReloadRequest { reply: None });
             }
         }));
     } else {

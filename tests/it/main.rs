@@ -53,6 +53,7 @@ mod nats;
 mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_lab;
+mod reload;
 mod signaling;
 mod systemd;
 mod uapi;

@@ -169,17 +169,19 @@ fn a_running_node_names_its_peers_in_its_hosts_file_and_takes_them_out_on_sigter
             "",
         )
     };
-    let config_b = config(
-        &name_b,
-        &keys_b,
-        "10.77.0.2/24",
-        &dir.path("b.sock"),
-        &keys_a,
-        &["10.77.0.1/32"],
-        "endpoint = \"10.0.0.1:51820\"\nname = \"alice\"\n",
-        &names(&hosts_b),
-        "",
-    );
+    let config_b = |peer_name: &str| {
+        config(
+            &name_b,
+            &keys_b,
+            "10.77.0.2/24",
+            &dir.path("b.sock"),
+            &keys_a,
+            &["10.77.0.1/32"],
+            &format!("endpoint = \"10.0.0.1:51820\"\nname = \"{peer_name}\"\n"),
+            &names(&hosts_b),
+            "",
+        )
+    };
 
     let node_a = start(
         &mut a,
@@ -188,7 +190,7 @@ fn a_running_node_names_its_peers_in_its_hosts_file_and_takes_them_out_on_sigter
         &config_a("bob"),
         Some((&hosts_a, &mount_point)),
     );
-    let node_b = start(&mut b, &dir, "b", &config_b, None);
+    let node_b = start(&mut b, &dir, "b", &config_b("alice"), None);
     let expected_a = format!(
         "{SYSTEM_LINES}{}",
         block(&name_a, "10.77.0.2 bob bob.mesh\nfd77::2 bob bob.mesh\n")
@@ -229,6 +231,22 @@ fn a_running_node_names_its_peers_in_its_hosts_file_and_takes_them_out_on_sigter
         ping.status.success(),
         "ping bob.mesh through the tunnel: {}",
         String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // A reload that renames the peer renames it in the file, without a restart.
+    write_private(&dir.path("b.toml"), &config_b("alicia")).expect("config");
+    let reload = Command::new(WICE)
+        .args(["reload", "--socket"])
+        .arg(&node_b.socket)
+        .output()
+        .expect("wice reload");
+    assert!(reload.status.success(), "{reload:?}");
+    assert_eq!(
+        fs::read_to_string(&hosts_b).expect("read"),
+        format!(
+            "{SYSTEM_LINES}{}",
+            block(&name_b, "10.77.0.1 alicia alicia.mesh\n")
+        )
     );
 
     node_b.signal(libc::SIGTERM);
