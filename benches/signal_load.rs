@@ -2,7 +2,8 @@
 //! subscriber, with 1 000 and 10 000 subscribers (each on its own connection, each having
 //! proven its key).
 //!
-//! Run: `cargo bench --bench signal_load` (or `-- 1000` for one size). Not run in CI.
+//! Run: `cargo bench --bench signal_load` (or `-- 1000` for one size, `-- ws 1000` for the
+//! WebSocket transport of `--ws-listen` instead of gRPC). Not run in CI.
 //!
 //! For each size it starts a fresh `wice signal` (the release binary), subscribes N keys, and:
 //! 1. memory: the server's RSS after the subscriptions minus its RSS before, over N;
@@ -24,6 +25,7 @@ use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use wice::signaling::ws_frame::{ClientFrame, ServerFrame, WS_PATH};
 use wice_core::keys::PrivateKey;
 use wice_core::signaling::challenge;
 use wice_proto::signaling as proto;
@@ -32,6 +34,122 @@ use wice_proto::signaling::signaling_client::SignalingClient;
 const ENVELOPE_PAYLOAD: usize = 300;
 const BATCH: usize = 100;
 const PUBLISHERS: usize = 4;
+
+/// Which transport of `wice signal` the clients use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Grpc,
+    Ws,
+}
+
+type WsSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// The WebSocket twin of `subscriber`: its own socket, the key proof, then counting.
+async fn ws_subscriber(port: u16, key: PrivateKey, shared: Arc<Shared>, ready: mpsc::Sender<()>) {
+    let mut socket = ws_proven(port, &key).await;
+    ready.send(()).await.expect("ready");
+    while let Some(frame) = ws_next(&mut socket).await {
+        if let ServerFrame::Event(proto::SubscribeResponse {
+            event: Some(proto::subscribe_response::Event::Envelope(bytes)),
+        }) = frame
+        {
+            count(&shared, bytes);
+        }
+    }
+}
+
+async fn ws_send(socket: &mut WsSocket, frame: ClientFrame) {
+    use futures_sink::Sink as _;
+    let mut socket = std::pin::Pin::new(socket);
+    std::future::poll_fn(|cx| socket.as_mut().poll_ready(cx))
+        .await
+        .expect("ready");
+    socket
+        .as_mut()
+        .start_send(tokio_tungstenite::tungstenite::Message::Binary(
+            frame.encode(),
+        ))
+        .expect("send");
+    std::future::poll_fn(|cx| socket.as_mut().poll_flush(cx))
+        .await
+        .expect("flush");
+}
+
+async fn ws_next(socket: &mut WsSocket) -> Option<ServerFrame> {
+    use tokio_stream::StreamExt as _;
+    loop {
+        match socket.next().await? {
+            Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes)) => {
+                return ServerFrame::decode(&bytes).ok();
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A WebSocket that proved `key`.
+async fn ws_proven(port: u16, key: &PrivateKey) -> WsSocket {
+    use proto::subscribe_request::Step;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let _ = tcp.set_nodelay(true);
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}{WS_PATH}"), tcp)
+            .await
+            .expect("handshake");
+    let hello = proto::Hello {
+        public_key: Bytes::copy_from_slice(key.public_key().as_bytes()),
+        group: false,
+    };
+    ws_send(
+        &mut socket,
+        ClientFrame::Step(proto::SubscribeRequest {
+            step: Some(Step::Hello(hello)),
+        }),
+    )
+    .await;
+    let Some(ServerFrame::Event(proto::SubscribeResponse {
+        event: Some(proto::subscribe_response::Event::Challenge(c)),
+    })) = ws_next(&mut socket).await
+    else {
+        panic!("no challenge");
+    };
+    let secret = challenge::answer(key, &c).expect("answer");
+    ws_send(
+        &mut socket,
+        ClientFrame::Step(proto::SubscribeRequest {
+            step: Some(Step::Answer(proto::ChallengeAnswer {
+                secret: secret.into(),
+            })),
+        }),
+    )
+    .await;
+    let _ = ws_next(&mut socket).await.expect("subscribed");
+    socket
+}
+
+/// Where publishes go: a gRPC client or a WebSocket, each with a proven key.
+enum Publisher {
+    Grpc(SignalingClient<Channel>),
+    Ws(Box<WsSocket>),
+}
+
+impl Publisher {
+    async fn publish(&mut self, request: proto::PublishRequest) {
+        match self {
+            Self::Grpc(client) => {
+                let _ = client.publish(request).await;
+            }
+            Self::Ws(socket) => {
+                ws_send(socket, ClientFrame::Publish(request)).await;
+                // Frames are answered in order; nothing else is sent to a publisher's key.
+                let _ = ws_next(socket).await;
+            }
+        }
+    }
+}
 
 struct Shared {
     start: Instant,
@@ -103,23 +221,28 @@ async fn subscriber(
     ready.send(()).await.expect("ready");
     while let Ok(Some(response)) = stream.message().await {
         if let Some(Event::Envelope(bytes)) = response.event {
-            shared.received.fetch_add(1, Ordering::Relaxed);
-            if shared.record_latency.load(Ordering::Relaxed)
-                && let Ok(envelope) = proto::Envelope::decode(bytes)
-                && envelope.ciphertext.len() >= 8
-            {
-                let sent = u64::from_le_bytes(envelope.ciphertext[..8].try_into().expect("8"));
-                let now = shared.start.elapsed().as_micros() as u64;
-                let latency = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
-                shared
-                    .latencies_us
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(latency);
-            }
+            count(&shared, bytes);
         }
     }
     drop(steps);
+}
+
+/// Counts one received envelope, and its latency while that is recorded.
+fn count(shared: &Shared, bytes: Bytes) {
+    shared.received.fetch_add(1, Ordering::Relaxed);
+    if shared.record_latency.load(Ordering::Relaxed)
+        && let Ok(envelope) = proto::Envelope::decode(bytes)
+        && envelope.ciphertext.len() >= 8
+    {
+        let sent = u64::from_le_bytes(envelope.ciphertext[..8].try_into().expect("8"));
+        let now = shared.start.elapsed().as_micros() as u64;
+        let latency = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
+        shared
+            .latencies_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(latency);
+    }
 }
 
 /// An envelope the server will relay: real key lengths, the send time in the ciphertext.
@@ -158,8 +281,17 @@ fn batch(
 }
 
 /// A connection that proved a fresh key (publishing needs it), and that key.
-async fn publisher(port: u16, shared: &Arc<Shared>) -> (SignalingClient<Channel>, [u8; 32]) {
+async fn publisher(
+    transport: Transport,
+    port: u16,
+    ws_port: u16,
+    shared: &Arc<Shared>,
+) -> (Publisher, [u8; 32]) {
     let key = PrivateKey::generate();
+    if transport == Transport::Ws {
+        let socket = ws_proven(ws_port, &key).await;
+        return (Publisher::Ws(Box::new(socket)), key.public_key().to_bytes());
+    }
     let channel = connect(port).await;
     let (ready_tx, mut ready) = mpsc::channel(1);
     tokio::spawn(subscriber(
@@ -169,7 +301,10 @@ async fn publisher(port: u16, shared: &Arc<Shared>) -> (SignalingClient<Channel>
         ready_tx,
     ));
     ready.recv().await.expect("publisher's key proven");
-    (SignalingClient::new(channel), key.public_key().to_bytes())
+    (
+        Publisher::Grpc(SignalingClient::new(channel)),
+        key.public_key().to_bytes(),
+    )
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -180,16 +315,23 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[index]) / 1000.0
 }
 
-async fn run(n: usize) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
-        .port();
+        .port()
+}
+
+async fn run(transport: Transport, n: usize) {
+    let port = free_port();
+    let ws_port = free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wice"))
         .args([
             "signal",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--ws-listen",
+            &format!("127.0.0.1:{ws_port}"),
             "--rate-limit",
             "10000000",
             "--burst",
@@ -217,12 +359,20 @@ async fn run(n: usize) {
     let subscribe_start = Instant::now();
     for chunk in keys.chunks(200) {
         for key in chunk {
-            tokio::spawn(subscriber(
-                connect(port).await,
-                key.clone(),
-                Arc::clone(&shared),
-                ready_tx.clone(),
-            ));
+            match transport {
+                Transport::Grpc => tokio::spawn(subscriber(
+                    connect(port).await,
+                    key.clone(),
+                    Arc::clone(&shared),
+                    ready_tx.clone(),
+                )),
+                Transport::Ws => tokio::spawn(ws_subscriber(
+                    ws_port,
+                    key.clone(),
+                    Arc::clone(&shared),
+                    ready_tx.clone(),
+                )),
+            };
         }
         for _ in chunk {
             ready.recv().await.expect("subscribed");
@@ -236,12 +386,12 @@ async fn run(n: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut publishers = Vec::new();
     for p in 0..PUBLISHERS {
-        let (mut client, sender) = publisher(port, &shared).await;
+        let (mut client, sender) = publisher(transport, port, ws_port, &shared).await;
         let (public, shared, stop) = (public.clone(), Arc::clone(&shared), Arc::clone(&stop));
         publishers.push(tokio::spawn(async move {
             let mut seed = 0x9E37_79B9_7F4A_7C15 ^ p as u64;
             while !stop.load(Ordering::Relaxed) {
-                let _ = client
+                client
                     .publish(batch(&public, &sender, &mut seed, &shared, BATCH))
                     .await;
             }
@@ -261,12 +411,12 @@ async fn run(n: usize) {
 
     // Latency at a steady 2 000 envelopes/s.
     shared.record_latency.store(true, Ordering::Relaxed);
-    let (mut client, sender) = publisher(port, &shared).await;
+    let (mut client, sender) = publisher(transport, port, ws_port, &shared).await;
     let mut seed = 0xDEAD_BEEF_u64;
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
     for _ in 0..500 {
         ticker.tick().await;
-        let _ = client
+        client
             .publish(batch(&public, &sender, &mut seed, &shared, 20))
             .await;
     }
@@ -284,7 +434,7 @@ async fn run(n: usize) {
     let _ = child.wait();
 
     println!(
-        "| {n} | {subscribe_secs:.1} s | {:.1} KiB | {throughput:.0} | {:.2} ms | {:.2} ms | {} |",
+        "| {transport:?} | {n} | {subscribe_secs:.1} s | {:.1} KiB | {throughput:.0} | {:.2} ms | {:.2} ms | {} |",
         (rss_after.saturating_sub(rss_before)) as f64 / n as f64,
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
@@ -297,6 +447,11 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    let transport = if std::env::args().any(|a| a == "ws") {
+        Transport::Ws
+    } else {
+        Transport::Grpc
+    };
     let sizes = if sizes.is_empty() {
         vec![1000, 10_000]
     } else {
@@ -308,10 +463,10 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "| subscribers | subscribe all | server RSS per subscriber | envelopes/s fanned out | p50 latency | p99 latency | latency samples |"
+        "| transport | subscribers | subscribe all | server RSS per subscriber | envelopes/s fanned out | p50 latency | p99 latency | latency samples |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for n in sizes {
-        runtime.block_on(run(n));
+        runtime.block_on(run(transport, n));
     }
 }

@@ -140,7 +140,11 @@ pub enum Command {
         /// Address to listen on, like `0.0.0.0:8443` or `[::]:8443`.
         #[arg(long, value_name = "ADDR")]
         listen: SocketAddr,
-        /// TLS certificate chain (PEM); serves grpcs:// with --tls-key.
+        /// Also serve the WebSocket transport (ws://, or wss:// with the TLS flags) and the
+        /// HTTP publish endpoint on this address, like `0.0.0.0:443`.
+        #[arg(long, value_name = "ADDR")]
+        ws_listen: Option<SocketAddr>,
+        /// TLS certificate chain (PEM); serves grpcs:// (and wss://) with --tls-key.
         #[arg(long, value_name = "FILE", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
         /// TLS private key (PEM).

@@ -104,6 +104,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }),
         Command::Signal {
             listen,
+            ws_listen,
             tls_cert,
             tls_key,
             queue_len,
@@ -145,6 +146,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 handshake_timeout: std::time::Duration::from_secs(handshake_timeout.max(1)),
                 idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 nats_bus,
+                ws_listen,
                 ..ServerConfig::new(listen)
             };
             signal(config, metrics_listen, &log_level, log_format)
@@ -177,6 +179,7 @@ fn signal(
         tracing::info!(
             target: "wice::signal",
             listen = %server.local_addr(),
+            ws_listen = ?server.ws_local_addr(),
             tls,
             "signaling server listening"
         );

@@ -55,6 +55,12 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     /// Plaintext bytes sent to the peer.
     pub tx_bytes: u64,
+    /// Packets received from the peer (decrypted).
+    #[serde(default)]
+    pub rx_packets: u64,
+    /// Packets sent to the peer (sealed or queued for a handshake).
+    #[serde(default)]
+    pub tx_packets: u64,
     /// Round-trip time of the last handshake, milliseconds.
     pub handshake_rtt_ms: Option<u32>,
     /// Packets from the peer dropped because their source was not in its allowed IPs.
@@ -176,6 +182,8 @@ impl PeerStatus {
             last_handshake_secs: stats.last_handshake.map(|d| d.as_secs()),
             rx_bytes: stats.rx_bytes,
             tx_bytes: stats.tx_bytes,
+            rx_packets: stats.rx_packets,
+            tx_packets: stats.tx_packets,
             handshake_rtt_ms: stats.handshake_rtt_ms,
             dropped_source_not_allowed: stats.dropped_source_not_allowed,
             reason,

@@ -64,6 +64,11 @@ pub struct Peer {
 pub(crate) struct PeerState {
     pub(crate) tunn: Tunn,
     pub(crate) endpoint: Option<Endpoint>,
+    /// Packets handed to WireGuard for the peer (sealed, or queued for a handshake).
+    /// Counted under the lock sealing already holds: no extra atomic per packet.
+    pub(crate) tx_packets: u64,
+    /// Packets decrypted from the peer (before the allowed-IPs check).
+    pub(crate) rx_packets: u64,
 }
 
 /// A snapshot of one peer for status output.
@@ -81,6 +86,10 @@ pub struct PeerStats {
     pub tx_bytes: u64,
     /// Plaintext bytes received from the peer.
     pub rx_bytes: u64,
+    /// Packets handed to WireGuard for the peer (sealed, or queued for a handshake).
+    pub tx_packets: u64,
+    /// Packets decrypted from the peer.
+    pub rx_packets: u64,
     /// Round-trip time of the last handshake, in milliseconds.
     pub handshake_rtt_ms: Option<u32>,
     /// Packets dropped because their inner source was not in the peer's allowed IPs.
@@ -95,6 +104,8 @@ impl Peer {
             state: Mutex::new(PeerState {
                 tunn,
                 endpoint: config.endpoint.map(Endpoint::Direct),
+                tx_packets: 0,
+                rx_packets: 0,
             }),
             dropped_source: AtomicU64::new(0),
             preshared_key: config.preshared_key,
@@ -126,6 +137,8 @@ impl Peer {
             last_handshake,
             tx_bytes: tx_bytes as u64,
             rx_bytes: rx_bytes as u64,
+            tx_packets: state.tx_packets,
+            rx_packets: state.rx_packets,
             handshake_rtt_ms: rtt,
             dropped_source_not_allowed: self.dropped_source.load(Ordering::Relaxed),
         }

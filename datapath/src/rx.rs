@@ -230,6 +230,7 @@ impl Engine {
         };
         let start = packet.as_ptr() as usize - base;
         let len = packet.len();
+        state.rx_packets += 1;
         drop(state);
         // 7. cryptokey routing
         let len = self.admit(table, peer, inner_source, len)?;
@@ -381,11 +382,13 @@ impl Engine {
             }
             TunnResult::WriteToTunnelV4(packet, source) => {
                 let len = packet.len();
+                state.rx_packets += 1;
                 drop(state);
                 self.admit(table, peer, IpAddr::V4(source), len)
             }
             TunnResult::WriteToTunnelV6(packet, source) => {
                 let len = packet.len();
+                state.rx_packets += 1;
                 drop(state);
                 self.admit(table, peer, IpAddr::V6(source), len)
             }

@@ -288,6 +288,7 @@ impl Engine {
         // 16 bytes in front of it.
         let wireguard = &mut slot[CHANNEL_DATA_HEADER_LEN..];
         let sealed = self.sealed(state.tunn.encapsulate_in_place(wireguard, len));
+        state.tx_packets += u64::from(!matches!(sealed, Sealed::Dropped));
         drop(state);
         // 4. frame: a relayed datagram takes the 4 bytes in front.
         let start = CHANNEL_DATA_HEADER_LEN - endpoint.map_or(0, Endpoint::headroom);
@@ -322,6 +323,7 @@ impl Engine {
         // direct one), so framing is a 4-byte write, not a copy.
         let offset = endpoint.map_or(0, Endpoint::headroom);
         let sealed = self.sealed(state.tunn.encapsulate(packet, &mut out[offset..]));
+        state.tx_packets += u64::from(!matches!(sealed, Sealed::Dropped));
         drop(state);
         // 4. frame
         self.frame(sealed, endpoint, out)

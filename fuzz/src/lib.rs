@@ -366,3 +366,19 @@ pub fn uapi_request(data: &[u8]) {
     assert_eq!(answer.matches("errno=").count(), 1, "{answer:?}");
     assert!(handler.handle("get=1\n").ends_with("errno=0\n\n"));
 }
+
+/// `wice signal --ws-listen`'s frame parser on a stranger's bytes (`mode` picks the client's
+/// or the server's side). A decoded frame encodes back to bytes that decode to it.
+pub fn ws_frame(data: &[u8]) {
+    use wice::signaling::ws_frame::{ClientFrame, ServerFrame};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        if let Ok(frame) = ClientFrame::decode(rest) {
+            assert_eq!(ClientFrame::decode(&frame.encode()).ok(), Some(frame));
+        }
+    } else if let Ok(frame) = ServerFrame::decode(rest) {
+        assert_eq!(ServerFrame::decode(&frame.encode()).ok(), Some(frame));
+    }
+}

@@ -138,6 +138,10 @@ pub struct LabNode {
     pub log: PathBuf,
     /// The daemon's PID while it runs.
     pub pid: Option<u32>,
+    /// This node's own `[signaling]` section, replacing the lab-wide one.
+    signaling: Option<String>,
+    /// Environment variables the daemon gets (an HTTP proxy, say).
+    env: Vec<(String, String)>,
 }
 
 /// A connected pair as seen by [`Lab::wait_connected`].
@@ -358,8 +362,21 @@ impl Lab {
             socket: self.dir.path(&format!("{label}-{id}.sock")),
             log: self.dir.path(&format!("{label}.log")),
             pid: None,
+            signaling: None,
+            env: Vec::new(),
         });
         Ok(self.nodes.len() - 1)
+    }
+
+    /// Gives node `i` its own `[signaling]` section (the whole section, header included)
+    /// and environment, for its next start: nodes on different backends, or behind a proxy.
+    pub fn set_node_signaling(&mut self, i: usize, section: &str, env: &[(&str, &str)]) {
+        let node = &mut self.nodes[i];
+        node.signaling = Some(section.to_owned());
+        node.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
     }
 
     /// Starts `wice signal` on [`PUBLIC_ADDR`]:[`SIGNAL_PORT`] and waits until it accepts.
@@ -472,15 +489,20 @@ impl Lab {
                 ));
             }
         }
-        match &self.options.signaling_backends {
-            Some(urls) => {
+        match (&node.signaling, &self.options.signaling_backends) {
+            (Some(section), _) => {
+                t.push('\n');
+                t.push_str(section);
+                t.push('\n');
+            }
+            (None, Some(urls)) => {
                 let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
                 t.push_str(&format!(
                     "\n[signaling]\nbackends = [{}]\n",
                     list.join(", ")
                 ));
             }
-            None => t.push_str(&format!(
+            (None, None) => t.push_str(&format!(
                 "\n[signaling]\nbackends = [\"grpc://{PUBLIC_ADDR}:{SIGNAL_PORT}\"]\n"
             )),
         }
@@ -526,6 +548,7 @@ impl Lab {
                     self.options.log_level
                 ),
             )
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -222,7 +222,7 @@ pub enum ConfigErrorKind {
         path: PathBuf,
     },
     /// A CA file is given but no backend uses TLS.
-    #[error("is set but no backend uses grpcs://, so it would be ignored")]
+    #[error("is set but no backend uses grpcs:// or wss://, so it would be ignored")]
     CaFileUnused,
     /// A STUN or TURN URL that does not parse or cannot be used.
     #[error("{0}")]

@@ -346,9 +346,13 @@ impl Parser<'_> {
                 if file.get_ref().is_empty() {
                     return Err(self.error(&file.span(), key, ConfigErrorKind::EmptyPath));
                 }
-                let uses_tls = backends
-                    .iter()
-                    .any(|b| matches!(b, BackendUrl::Grpc { tls: true, .. }));
+                let uses_tls = backends.iter().any(|b| {
+                    matches!(
+                        b,
+                        BackendUrl::Grpc { tls: true, .. }
+                            | BackendUrl::WebSocket { tls: true, .. }
+                    )
+                });
                 if !uses_tls {
                     return Err(self.error(&file.span(), key, ConfigErrorKind::CaFileUnused));
                 }

@@ -169,7 +169,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     }
 
     let snapshot: SharedSnapshot = Arc::new(Mutex::new(IceSnapshot::default()));
-    let ice_peers = peer_set.ice_peers();
+    let managed_peers = peer_set.managed_peers();
     let shared_ice = Arc::new(Mutex::new(config.ice.clone()));
     // ICE runs whenever signaling is configured, even with no ICE peer yet: a reload (or
     // the community) may add some.
@@ -206,7 +206,12 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let static_watch = peer_events::watch_static_peers(
         Arc::clone(&engine),
-        ice_peers.iter().copied().collect(),
+        config
+            .peers
+            .iter()
+            .filter(|peer| peer.endpoint.is_none() && !config.signaling.backends.is_empty())
+            .map(|peer| peer.public_key)
+            .collect(),
         Arc::clone(&snapshot),
         hooks.clone(),
     );
@@ -236,7 +241,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         Some(address) => Some(supervise::start_metrics(address, Arc::clone(&status)).await?),
         None => None,
     };
-    let uapi = crate::uapi::serve_for_node(&iface.name, &device, &ice_peers);
+    let uapi = crate::uapi::serve_for_node(&iface.name, &device, managed_peers);
 
     tracing::info!(
         interface = %iface.name,

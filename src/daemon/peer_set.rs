@@ -14,6 +14,7 @@ use wice_datapath::{Engine, PeerConfig as DatapathPeer};
 
 use crate::config::PeerConfig;
 use crate::system;
+use crate::uapi::ManagedPeers;
 
 /// What a reconcile did to one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub(crate) struct PeerSet {
     addresses: Vec<IpNet>,
     peers: BTreeMap<PublicKey, PeerConfig>,
     routes: InstalledRoutes,
+    /// The ICE peers, as the UAPI (`wg set`) must leave them alone.
+    managed: ManagedPeers,
 }
 
 impl PeerSet {
@@ -47,7 +50,13 @@ impl PeerSet {
             addresses: addresses.to_vec(),
             peers: BTreeMap::new(),
             routes,
+            managed: ManagedPeers::default(),
         }
+    }
+
+    /// The set of ICE peers this peer set keeps current, for the UAPI.
+    pub(crate) fn managed_peers(&self) -> ManagedPeers {
+        self.managed.clone()
     }
 
     /// The keys of every peer, for the signaling sender policy.
@@ -74,9 +83,10 @@ impl PeerSet {
         )
     }
 
-    /// Makes the node's peers `desired`: removes the ones not in it, updates the changed,
-    /// adds the new (in that order, so an allowed IP moving between peers ends on the new
-    /// owner), then installs missing routes and removes unneeded ones. `ice` is the
+    /// Makes the node's peers `desired`: removes the ones not in it first, then updates the
+    /// changed and adds the new in key order (an allowed IP moving between two peers ends on
+    /// its new owner either way: each peer's prefixes are replaced whole), then installs
+    /// missing routes and removes unneeded ones. `ice` is the
     /// controller when the node runs ICE: peers without an endpoint get an ICE session.
     ///
     /// A peer the datapath refuses (the node's own key, the table full) is left out and
@@ -140,6 +150,8 @@ impl PeerSet {
             controller.set_mesh_prefixes(self.mesh_prefixes());
         }
         self.sync_routes();
+        self.managed
+            .replace(self.ice_peers().iter().map(PublicKey::to_bytes));
         events
     }
 
@@ -186,5 +198,81 @@ fn datapath_peer(peer: &PeerConfig) -> DatapathPeer {
         persistent_keepalive: peer.persistent_keepalive,
         endpoint: peer.endpoint,
         allowed_ips: peer.allowed_ips.clone(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use wice_core::keys::PrivateKey;
+
+    fn key(n: u8) -> PublicKey {
+        PrivateKey::from_bytes([n; 32]).public_key()
+    }
+
+    /// A peer inside the interface's own prefix, so no route (and no `ip` call) is needed.
+    fn peer(n: u8, endpoint: Option<&str>) -> PeerConfig {
+        PeerConfig {
+            public_key: key(n),
+            allowed_ips: vec![format!("10.77.0.{n}/32").parse().unwrap()],
+            endpoint: endpoint.map(|e| e.parse().unwrap()),
+            persistent_keepalive: None,
+            preshared_key: None,
+            name: None,
+        }
+    }
+
+    fn same_events(got: &[PeerSetEvent], want: &[PeerSetEvent]) {
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        assert!(want.iter().all(|e| got.contains(e)), "{got:?}");
+    }
+
+    #[test]
+    fn only_the_difference_is_applied_and_ice_peers_are_tracked_for_the_uapi() {
+        let engine = Engine::new([1; 32]);
+        let addresses = ["10.77.0.1/24".parse().unwrap()];
+        let mut set = PeerSet::new("wtest0", &addresses, InstalledRoutes::default());
+        let managed = set.managed_peers();
+        let now = Instant::now();
+
+        let events = set.reconcile(
+            now,
+            &[peer(2, None), peer(3, Some("192.0.2.3:51820"))],
+            &engine,
+            None,
+        );
+        same_events(
+            &events,
+            &[PeerSetEvent::Added(key(2)), PeerSetEvent::Added(key(3))],
+        );
+        assert_eq!(engine.peer_stats().len(), 2);
+        assert!(managed.contains(&key(2).to_bytes()) && !managed.contains(&key(3).to_bytes()));
+
+        let mut moved = peer(2, None);
+        moved.allowed_ips.push("10.77.0.20/32".parse().unwrap());
+        let events = set.reconcile(now, &[moved.clone(), peer(4, None)], &engine, None);
+        same_events(
+            &events,
+            &[
+                PeerSetEvent::Removed(key(3)),
+                PeerSetEvent::Updated(key(2)),
+                PeerSetEvent::Added(key(4)),
+            ],
+        );
+        assert!(managed.contains(&key(4).to_bytes()));
+        let stats = engine.peer_stats();
+        assert_eq!(stats.len(), 2);
+        let two = stats
+            .iter()
+            .find(|s| s.public_key == key(2).to_bytes())
+            .unwrap();
+        assert_eq!(two.allowed_ips.len(), 2);
+
+        let again = set.reconcile(now, &[moved, peer(4, None)], &engine, None);
+        assert!(
+            again.is_empty(),
+            "an unchanged set changes nothing: {again:?}"
+        );
     }
 }

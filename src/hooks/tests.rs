@@ -224,6 +224,8 @@ fn stats(byte: u8, handshake: Option<u64>, endpoint: &str) -> PeerStats {
         last_handshake: handshake.map(Duration::from_secs),
         tx_bytes: 0,
         rx_bytes: 0,
+        tx_packets: 0,
+        rx_packets: 0,
         handshake_rtt_ms: None,
         dropped_source_not_allowed: 0,
     }

@@ -84,6 +84,20 @@ pub fn render_node(status: &Status) -> String {
     );
     per_peer(
         &mut out,
+        "wice_peer_receive_packets_total",
+        "counter",
+        "Packets received from the peer through WireGuard (decrypted).",
+        &|p| Some(p.rx_packets as f64),
+    );
+    per_peer(
+        &mut out,
+        "wice_peer_transmit_packets_total",
+        "counter",
+        "Packets sent to the peer through WireGuard (sealed, or queued for a handshake).",
+        &|p| Some(p.tx_packets as f64),
+    );
+    per_peer(
+        &mut out,
         "wice_peer_last_handshake_age_seconds",
         "gauge",
         "Seconds since the last completed handshake (absent before the first).",

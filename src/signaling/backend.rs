@@ -42,6 +42,8 @@ pub enum BackendKind {
     Grpc,
     /// A NATS server or cluster.
     Nats,
+    /// A `wice signal` server over a WebSocket.
+    WebSocket,
 }
 
 impl fmt::Display for BackendKind {
@@ -50,6 +52,7 @@ impl fmt::Display for BackendKind {
             Self::InProcess => "inprocess",
             Self::Grpc => "grpc",
             Self::Nats => "nats",
+            Self::WebSocket => "ws",
         })
     }
 }
@@ -194,6 +197,16 @@ pub enum BackendUrl {
     /// `?creds=PATH` (a `.creds` file), `?nkey=PATH` (a file holding an NKey seed) and
     /// `?ca=PATH` (an extra CA, PEM). Several servers of one cluster are tried in turn.
     Nats(NatsUrl),
+    /// `ws://host[:port]` (plain, port 80 by default) or `wss://host[:port]` (TLS, port 443
+    /// by default): `wice signal --ws-listen`, through the HTTP proxy the environment names.
+    WebSocket {
+        /// Host name or IP address; IPv6 without brackets.
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// `wss://`.
+        tls: bool,
+    },
 }
 
 /// Where a NATS backend connects, and how it authenticates.
@@ -222,9 +235,9 @@ pub enum NatsAuth {
 /// Why a backend URL is not valid; the text follows `key: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendUrlError {
-    /// Not `inprocess`, `grpc://`, `grpcs://`, `nats://` or `tls://`.
+    /// Not `inprocess`, `grpc://`, `grpcs://`, `nats://`, `tls://`, `ws://` or `wss://`.
     #[error(
-        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\", \"nats://host:port\", \"tls://host:port\" or \"inprocess\""
+        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\", \"nats://host:port\", \"tls://host:port\", \"ws://host:port\", \"wss://host[:port]\" or \"inprocess\""
     )]
     UnknownScheme(String),
     /// No host between `://` and the port.
@@ -261,6 +274,16 @@ impl BackendUrl {
         if let Some(rest) = text.strip_prefix("tls://") {
             return parse_nats(text, rest, true);
         }
+        for (scheme, tls, default_port) in [("ws://", false, 80), ("wss://", true, 443)] {
+            if let Some(rest) = text.strip_prefix(scheme) {
+                let rest = rest.strip_suffix('/').unwrap_or(rest);
+                if rest.contains(['/', '?', '#', '@']) {
+                    return Err(BackendUrlError::ExtraParts(text.to_owned()));
+                }
+                let (host, port) = host_port(text, rest, Some(default_port))?;
+                return Ok(Self::WebSocket { host, port, tls });
+            }
+        }
         let (rest, tls) = if let Some(rest) = text.strip_prefix("grpcs://") {
             (rest, true)
         } else if let Some(rest) = text.strip_prefix("grpc://") {
@@ -282,6 +305,7 @@ impl BackendUrl {
             Self::InProcess => BackendKind::InProcess,
             Self::Grpc { .. } => BackendKind::Grpc,
             Self::Nats(_) => BackendKind::Nats,
+            Self::WebSocket { .. } => BackendKind::WebSocket,
         }
     }
 }
@@ -388,6 +412,10 @@ impl fmt::Display for BackendUrl {
                 let scheme = if *tls { "grpcs" } else { "grpc" };
                 write!(f, "{scheme}://{}", bracketed(host, *port))
             }
+            Self::WebSocket { host, port, tls } => {
+                let scheme = if *tls { "wss" } else { "ws" };
+                write!(f, "{scheme}://{}", bracketed(host, *port))
+            }
             Self::Nats(url) => {
                 f.write_str(if url.tls { "tls://" } else { "nats://" })?;
                 let servers: Vec<String> = url
@@ -432,6 +460,9 @@ mod tests {
             "nats://10.0.0.1:4222",
             "tls://nats.example.org:4222,[2001:db8::2]:4223?creds=/etc/wice/nats.creds&ca=/etc/ca.pem",
             "nats://10.0.0.1:4222?nkey=/etc/wice/nats.nk",
+            "ws://198.51.100.1:8080",
+            "wss://signal.example.org:443",
+            "wss://[2001:db8::1]:8443",
         ] {
             assert_eq!(BackendUrl::parse(text).unwrap().to_string(), text);
         }
@@ -442,6 +473,28 @@ mod tests {
                 port: 9,
                 tls: true
             }
+        );
+    }
+
+    #[test]
+    fn a_websocket_url_without_a_port_means_80_or_443() {
+        assert_eq!(
+            BackendUrl::parse("wss://signal.example.org/"),
+            Ok(BackendUrl::WebSocket {
+                host: "signal.example.org".to_owned(),
+                port: 443,
+                tls: true
+            })
+        );
+        assert_eq!(
+            BackendUrl::parse("ws://10.0.0.1").map(|u| u.to_string()),
+            Ok("ws://10.0.0.1:80".to_owned())
+        );
+        assert_eq!(
+            BackendUrl::parse("wss://signal.example.org/wice"),
+            Err(BackendUrlError::ExtraParts(
+                "wss://signal.example.org/wice".to_owned()
+            ))
         );
     }
 

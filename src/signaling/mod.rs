@@ -4,10 +4,11 @@
 //! sealed envelopes:
 //!
 //! - [`backend`]: the [`Backend`] trait and its semantics; backends: [`inprocess`],
-//!   [`grpc_client`] and (feature `nats`) `nats_client`;
+//!   [`grpc_client`], [`ws_client`] (frames in [`ws_frame`], proxies in [`ws_proxy`]) and
+//!   (feature `nats`) `nats_client`;
 //! - [`Signaling`] ([`multiplexer`]): a node's signaling over all configured backends;
 //!   the API the ICE layer uses;
-//! - [`server`]: `wice signal`, the gRPC server.
+//! - [`server`]: `wice signal`, the gRPC server (and its WebSocket/HTTP listener).
 
 pub mod backend;
 pub mod grpc_client;
@@ -16,6 +17,10 @@ pub mod multiplexer;
 #[cfg(feature = "nats")]
 pub mod nats_client;
 pub mod server;
+pub mod ws_client;
+pub mod ws_frame;
+pub mod ws_proxy;
+mod ws_socket;
 
 use std::sync::Arc;
 
@@ -29,11 +34,15 @@ pub use self::multiplexer::{PublishError, Received, Signaling, SignalingCounters
 #[cfg(feature = "nats")]
 pub use self::nats_client::{NatsBackend, NatsOptions};
 pub use self::server::{ServerConfig, SignalingServer};
+pub use self::ws_client::{WsBackend, WsOptions};
+pub use self::ws_proxy::ProxyUrl;
 
 /// Builds the backends a config names: `inprocess` is the process-wide hub, gRPC URLs get a
 /// [`GrpcBackend`] trusting `ca_certificate_pem` in addition to the public roots, NATS URLs
-/// a `NatsBackend` (an error when built without the `nats` feature). Must be called inside
-/// a tokio runtime.
+/// a `NatsBackend` (an error when built without the `nats` feature), WebSocket URLs a
+/// [`WsBackend`] trusting the same CA and tunnelling through the HTTP proxy that
+/// `https_proxy`/`http_proxy` name (see [`ProxyUrl::from_env`]). Must be called inside a
+/// tokio runtime.
 pub fn backends_from_urls(
     urls: &[BackendUrl],
     ca_certificate_pem: Option<&[u8]>,
@@ -48,6 +57,16 @@ pub fn backends_from_urls(
                         ..GrpcOptions::default()
                     };
                     Ok(Arc::new(GrpcBackend::new(url, options)?))
+                }
+                BackendUrl::WebSocket { host, tls, .. } => {
+                    let proxy = ProxyUrl::from_env(host, *tls)
+                        .map_err(|e| BackendError::Setup(format!("{url}: {e}")))?;
+                    let options = WsOptions {
+                        ca_certificate_pem: ca_certificate_pem.map(<[u8]>::to_vec),
+                        proxy,
+                        ..WsOptions::default()
+                    };
+                    Ok(Arc::new(WsBackend::new(url, options)?))
                 }
                 #[cfg(feature = "nats")]
                 BackendUrl::Nats(_) => Ok(Arc::new(NatsBackend::new(url, NatsOptions::default())?)),

@@ -13,8 +13,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::Mutex;
 use std::sync::PoisonError;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use rand_core::{OsRng, RngCore};
@@ -58,11 +58,36 @@ impl UapiDevice for Device {
     }
 }
 
+/// The peers wice manages itself (found through ICE), shared with the daemon, which
+/// replaces the set when a reload or the community changes its peers.
+#[derive(Debug, Clone, Default)]
+pub struct ManagedPeers(Arc<RwLock<HashSet<[u8; 32]>>>);
+
+impl ManagedPeers {
+    /// A set holding `keys`.
+    pub fn new(keys: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        Self(Arc::new(RwLock::new(keys.into_iter().collect())))
+    }
+
+    /// Whether wice manages `key`.
+    pub fn contains(&self, key: &[u8; 32]) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(key)
+    }
+
+    /// Makes the set `keys`.
+    pub fn replace(&self, keys: impl IntoIterator<Item = [u8; 32]>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = keys.into_iter().collect();
+    }
+}
+
 /// What `wg` may change on this interface.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Peers wice manages itself (found through ICE): shown, never changed.
-    pub managed_peers: HashSet<[u8; 32]>,
+    pub managed_peers: ManagedPeers,
     /// The private key and listen port are wice's (signaling and ICE use
     /// them): a request may repeat them but not change them.
     pub fixed_identity: bool,

@@ -10,14 +10,12 @@ pub mod handler;
 pub mod protocol;
 pub mod server;
 
-pub use handler::{Handler, Policy, UapiDevice};
+pub use handler::{Handler, ManagedPeers, Policy, UapiDevice};
 pub use server::{ServeError, UapiServer, socket_path};
 
 use std::sync::Arc;
 
 use wice_datapath::Device;
-
-use wice_core::keys::PublicKey;
 
 /// Serves `wice up`'s interface to `wg`: its peers found through ICE are
 /// shown but not changed, nor are its key and port (signaling and ICE use
@@ -27,10 +25,10 @@ use wice_core::keys::PublicKey;
 pub fn serve_for_node(
     interface: &str,
     device: &Arc<Device>,
-    ice_peers: &[PublicKey],
+    managed_peers: ManagedPeers,
 ) -> Option<UapiServer> {
     let policy = Policy {
-        managed_peers: ice_peers.iter().map(PublicKey::to_bytes).collect(),
+        managed_peers,
         fixed_identity: true,
     };
     let handler = Handler::new(Arc::clone(device), policy, true);

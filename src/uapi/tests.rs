@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use wice_datapath::Engine;
 
-use super::handler::{Handler, Policy, UapiDevice};
+use super::handler::{Handler, ManagedPeers, Policy, UapiDevice};
 use super::protocol::{Request, UapiError, parse_request};
 
 struct FakeDevice {
@@ -161,7 +161,7 @@ fn replace_peers_removes_the_unnamed_and_update_only_never_adds() {
 #[test]
 fn a_request_naming_an_ice_peer_is_refused_whole_and_changes_nothing() {
     let policy = Policy {
-        managed_peers: [public(9)].into(),
+        managed_peers: ManagedPeers::new([public(9)]),
         fixed_identity: true,
     };
     let uapi = handler(policy, true);

@@ -24,6 +24,10 @@
 //! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
 //! - `names_hooks`: peer names in a hosts file, hooks on peer events (root).
 //! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
+//! - `ws`: `wice signal --ws-listen` against raw WebSocket frames and HTTP requests, the
+//!   HTTP publish endpoint, a WebSocket node meeting a gRPC node (loopback, no root).
+//! - `ws_lab`: nodes behind a CONNECT-only squid proxy signal over `wss://` and meet a
+//!   gRPC node (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -57,5 +61,7 @@ mod reload;
 mod signaling;
 mod systemd;
 mod uapi;
+mod ws;
+mod ws_lab;
 
 mod attack_local;

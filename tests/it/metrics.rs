@@ -238,6 +238,12 @@ fn wice_up_metrics_show_each_configured_peer_and_prometheus_scrapes_them() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no transmit bytes for the peer: {body}"));
     assert!(sent > 0.0, "{body}");
+    let packets: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("wice_peer_transmit_packets_total{{{peer}}} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no transmit packets for the peer: {body}"));
+    assert!((1.0..=sent).contains(&packets), "{body}");
     assert!(body.contains("wice_peer_rtt_seconds{"), "{body}");
     assert!(body.contains("wice_dropped_total{"), "{body}");
 

@@ -34,6 +34,8 @@ use crate::harness::WICE;
 /// A `wice signal` server running inside the test's runtime.
 pub(crate) struct RunningServer {
     pub(crate) addr: SocketAddr,
+    /// The WebSocket listener's address, when `ws_listen` was set.
+    pub(crate) ws_addr: Option<SocketAddr>,
     pub(crate) counters: CounterHandle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<CounterSnapshot>,
@@ -43,6 +45,7 @@ impl RunningServer {
     pub(crate) async fn start(config: ServerConfig) -> Self {
         let server = SignalingServer::bind(config).await.expect("bind");
         let addr = server.local_addr();
+        let ws_addr = server.ws_local_addr();
         let counters = server.counters();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -55,6 +58,7 @@ impl RunningServer {
         });
         Self {
             addr,
+            ws_addr,
             counters,
             stop: Some(stop),
             task,

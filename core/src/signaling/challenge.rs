@@ -46,23 +46,7 @@ impl PendingChallenge {
     pub fn issue(subscriber: &PublicKey, rng: &mut impl CryptoRngCore) -> (Self, proto::Challenge) {
         let mut secret = [0u8; SECRET_LEN];
         rng.fill_bytes(&mut secret);
-        let server_key = crypto_box::SecretKey::generate(rng);
-        let nonce = SalsaBox::generate_nonce(rng);
-        let mut plaintext = Vec::with_capacity(CHALLENGE_CONTEXT.len() + SECRET_LEN);
-        plaintext.extend_from_slice(CHALLENGE_CONTEXT);
-        plaintext.extend_from_slice(&secret);
-        let sealed = SalsaBox::new(
-            &crypto_box::PublicKey::from(subscriber.to_bytes()),
-            &server_key,
-        )
-        .encrypt(&nonce, plaintext.as_slice())
-        // A 56-byte message is far below XSalsa20-Poly1305's limit.
-        .unwrap_or_default();
-        let message = proto::Challenge {
-            server_public_key: Bytes::copy_from_slice(server_key.public_key().as_bytes()),
-            nonce: Bytes::copy_from_slice(&nonce),
-            sealed_secret: Bytes::from(sealed),
-        };
+        let message = seal_secret(subscriber, &secret, rng);
         (Self { secret }, message)
     }
 
@@ -74,6 +58,33 @@ impl PendingChallenge {
                 .zip(&self.secret)
                 .fold(0u8, |diff, (a, b)| diff | (a ^ b))
                 == 0
+    }
+}
+
+/// A challenge carrying a `secret` the caller chose: for a server that derives the secret
+/// from a key of its own (a MAC over the subscriber's key and an expiry) instead of keeping
+/// it, so that a plain HTTP request can carry the answer later. [`answer`] opens it.
+pub fn seal_secret(
+    subscriber: &PublicKey,
+    secret: &[u8; SECRET_LEN],
+    rng: &mut impl CryptoRngCore,
+) -> proto::Challenge {
+    let server_key = crypto_box::SecretKey::generate(rng);
+    let nonce = SalsaBox::generate_nonce(rng);
+    let mut plaintext = Vec::with_capacity(CHALLENGE_CONTEXT.len() + SECRET_LEN);
+    plaintext.extend_from_slice(CHALLENGE_CONTEXT);
+    plaintext.extend_from_slice(secret);
+    let sealed = SalsaBox::new(
+        &crypto_box::PublicKey::from(subscriber.to_bytes()),
+        &server_key,
+    )
+    .encrypt(&nonce, plaintext.as_slice())
+    // A 56-byte message is far below XSalsa20-Poly1305's limit.
+    .unwrap_or_default();
+    proto::Challenge {
+        server_public_key: Bytes::copy_from_slice(server_key.public_key().as_bytes()),
+        nonce: Bytes::copy_from_slice(&nonce),
+        sealed_secret: Bytes::from(sealed),
     }
 }
 

@@ -141,3 +141,20 @@ fn a_new_preshared_key_takes_effect_with_a_new_handshake() {
         "endpoint kept"
     );
 }
+
+#[test]
+fn each_peer_counts_the_packets_it_sends_and_receives() {
+    let (a, b) = pair();
+    assert_eq!(deliver(&a, &b, b"one").len(), 1);
+    for _ in 0..4 {
+        let packet = ipv4_packet(A_IP, B_IP, b"more");
+        let datagram = send(&a, &packet).expect("sealed");
+        assert_eq!(exchange(&a, &b, datagram, true).1.len(), 1);
+    }
+    let sent = &a.engine.peer_stats()[0];
+    let received = &b.engine.peer_stats()[0];
+    // `deliver` may hand the first packet over twice (queued behind the handshake, then again).
+    assert!((5..=6).contains(&sent.tx_packets), "{sent:?}");
+    assert_eq!(received.rx_packets, 5, "{received:?}");
+    assert_eq!(sent.rx_packets, 0);
+}

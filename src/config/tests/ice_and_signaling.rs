@@ -195,6 +195,15 @@ fn a_tls_ca_file_is_read_from_beside_the_config() {
     let ca = config.signaling.tls_ca.unwrap();
     assert_eq!(ca.path, dir.0.join("ca.pem"));
     assert!(ca.pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    // The WebSocket transport over TLS takes it too.
+    let path = dir.write(
+        "wss.toml",
+        &with_interface(
+            "[signaling]\nbackends = [\"wss://signal.example.org\"]\ntls_ca_file = \"ca.pem\"\n",
+        ),
+        0o600,
+    );
+    assert!(Config::load(&path).unwrap().signaling.tls_ca.is_some());
 }
 
 #[test]
@@ -230,6 +239,6 @@ fn a_tls_ca_file_without_a_grpcs_backend_is_refused_as_unused() {
         ),
         Some(5),
         "signaling.tls_ca_file",
-        "no backend uses grpcs://",
+        "no backend uses grpcs:// or wss://",
     );
 }

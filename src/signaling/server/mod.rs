@@ -41,17 +41,20 @@ mod bus;
 mod connection;
 mod counters;
 mod fd_limit;
+mod http_publish;
 mod mailboxes;
+mod publish;
 mod queue;
 mod rate_limit;
 mod refusals;
+mod ws;
+mod ws_session;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::bytes::Bytes;
 use rand_core::OsRng;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -72,6 +75,7 @@ pub use self::rate_limit::TokenBucket;
 
 use self::connection::{AcceptLimits, ConnectionInfo, Incoming, Timeouts};
 use self::mailboxes::{AddError, Mailboxes};
+use self::publish::PublishRefusal;
 use self::refusals::CountRefusals;
 use crate::signaling::NatsUrl;
 use wice_core::keys::{KEY_LEN, PublicKey};
@@ -84,6 +88,9 @@ pub use wice_core::signaling::size_limits::{MAX_BATCH, MAX_REQUEST_LEN};
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// `--ws-listen`: where to serve the WebSocket transport and the HTTP publish endpoint
+    /// (TLS with the same certificate when `tls` is set); `None`: gRPC only.
+    pub ws_listen: Option<SocketAddr>,
     /// PEM certificate chain and private key; `None` serves plain gRPC.
     pub tls: Option<TlsIdentity>,
     /// Envelopes queued per subscriber before the oldest are dropped.
@@ -132,6 +139,7 @@ impl ServerConfig {
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
+            ws_listen: None,
             tls: None,
             queue_len: 64,
             queue_bytes: 256 * 1024,
@@ -197,6 +205,8 @@ struct State {
     mailboxes: Mailboxes,
     counters: Arc<ServerCounters>,
     budgets: Arc<Budgets>,
+    /// The key of the HTTP publish endpoint's stateless proofs, drawn at start.
+    http_mac_key: [u8; 32],
     #[cfg(feature = "nats")]
     bus: Option<bus::Bus>,
 }
@@ -206,6 +216,7 @@ pub struct SignalingServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     tls: Option<ServerTlsConfig>,
+    ws: Option<ws::WsListener>,
     state: Arc<State>,
 }
 
@@ -255,6 +266,10 @@ impl SignalingServer {
             addr: config.listen,
             source,
         })?;
+        let ws = match config.ws_listen {
+            Some(addr) => Some(ws::WsListener::bind(addr, config.tls.as_ref()).await?),
+            None => None,
+        };
         #[cfg(feature = "nats")]
         let bus = match &config.nats_bus {
             Some(url) => Some(bus::Bus::connect(url).await.map_err(ServerError::Bus)?),
@@ -276,12 +291,18 @@ impl SignalingServer {
             ),
             counters: Arc::default(),
             budgets: Budgets::new(config.budgets),
+            http_mac_key: {
+                let mut key = [0; 32];
+                rand_core::RngCore::fill_bytes(&mut OsRng, &mut key);
+                key
+            },
             config,
         });
         Ok(Self {
             listener,
             local_addr,
             tls,
+            ws,
             state,
         })
     }
@@ -289,6 +310,11 @@ impl SignalingServer {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The WebSocket listener's address actually bound, when there is one.
+    pub fn ws_local_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().map(ws::WsListener::local_addr)
     }
 
     /// A handle to read the counters while the server runs.
@@ -362,6 +388,9 @@ impl SignalingServer {
         });
 
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let ws_task = self
+            .ws
+            .map(|listener| tokio::spawn(ws::serve(listener, Arc::clone(&state), stop_rx.clone())));
         let serve =
             builder
                 .add_service(service)
@@ -387,6 +416,11 @@ impl SignalingServer {
             }
         };
         stats.abort();
+        if let Some(task) = ws_task {
+            let _ = stop_tx.send(true);
+            // It waits up to the grace period itself.
+            let _ = task.await;
+        }
         let last =
             CounterHandle(Arc::clone(&state.counters), Arc::clone(&state.budgets)).snapshot();
         tracing::info!(target: "wice::signal", "final counters: {last}");
@@ -431,12 +465,12 @@ fn connection_of<T>(request: &Request<T>) -> Option<ConnectionInfo> {
 
 impl Service {
     fn rate_limit(&self, connection: Option<&ConnectionInfo>, n: u32) -> Result<(), Status> {
-        match connection {
-            Some(connection) if !connection.try_take(n, Instant::now()) => {
-                ServerCounters::add(&self.state.counters.rate_limited, n.into());
-                Err(Status::resource_exhausted("rate limit exceeded; slow down"))
-            }
-            _ => Ok(()),
+        if publish::within_rate(&self.state, connection, n) {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(
+                PublishRefusal::RateLimited.to_string(),
+            ))
         }
     }
 }
@@ -449,74 +483,19 @@ impl SignalingService for Service {
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let connection = connection_of(&request);
         let _call = connection.as_ref().map(ConnectionInfo::call);
-        let counters = &self.state.counters;
-        let config = &self.state.config;
-        // Publishing needs the key proof a subscription on this connection made.
-        if !connection
-            .as_ref()
-            .is_some_and(ConnectionInfo::has_proven_any)
-        {
-            ServerCounters::add(&counters.unauthenticated_publish, 1);
-            return Err(Status::unauthenticated(
-                "prove a key (subscribe) on this connection before publishing",
-            ));
-        }
         let envelopes = request.into_inner().envelopes;
-        if envelopes.len() > config.max_batch {
-            ServerCounters::add(&counters.rejected_malformed, 1);
-            return Err(Status::invalid_argument(format!(
-                "{} envelopes in one call; at most {}",
-                envelopes.len(),
-                config.max_batch
-            )));
-        }
-        let n = u32::try_from(envelopes.len()).unwrap_or(u32::MAX);
-        self.rate_limit(connection.as_ref(), n)?;
-        let remote_ip = connection.as_ref().map(|c| c.remote.ip());
-        let mut response = proto::PublishResponse::default();
-        for bytes in envelopes {
-            let envelope = match check_published(&bytes, config.max_envelope_len) {
-                Ok(envelope) => envelope,
-                Err(EnvelopeError::Oversized { .. }) => {
-                    ServerCounters::add(&counters.rejected_oversized, 1);
-                    response.rejected += 1;
-                    continue;
-                }
-                Err(error) => {
-                    ServerCounters::add(&counters.rejected_malformed, 1);
-                    tracing::debug!(target: "wice::signal", remote = ?connection.as_ref().map(|c| c.remote), %error, "malformed envelope");
-                    response.rejected += 1;
-                    continue;
-                }
-            };
-            if !connection
-                .as_ref()
-                .is_some_and(|c| c.is_proven(&envelope.sender))
-            {
-                ServerCounters::add(&counters.sender_not_proven, 1);
-                response.rejected += 1;
-                continue;
+        match publish::publish_envelopes(&self.state, connection.as_ref(), envelopes).await {
+            Ok(response) => Ok(Response::new(response)),
+            Err(refusal @ PublishRefusal::Unauthenticated) => {
+                Err(Status::unauthenticated(refusal.to_string()))
             }
-            ServerCounters::add(&counters.accepted, 1);
-            // Copied out: a slice would keep the whole request buffer alive while queued.
-            let owned = Bytes::copy_from_slice(&bytes);
-            if self.state.mailboxes.deliver(
-                &envelope.recipient,
-                &owned,
-                (envelope.sender, remote_ip),
-                &self.state.budgets,
-                counters,
-            ) {
-                response.delivered += 1;
+            Err(refusal @ PublishRefusal::TooMany { .. }) => {
+                Err(Status::invalid_argument(refusal.to_string()))
             }
-            #[cfg(feature = "nats")]
-            if let Some(bus) = &self.state.bus
-                && !bus.publish(&envelope.recipient, owned, counters).await
-            {
-                response.rejected += 1;
+            Err(refusal @ PublishRefusal::RateLimited) => {
+                Err(Status::resource_exhausted(refusal.to_string()))
             }
         }
-        Ok(Response::new(response))
     }
 
     type SubscribeStream = ReceiverStream<Result<proto::SubscribeResponse, Status>>;

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use wice::signaling::server::{ServerConfig, TlsIdentity};
-use wice::signaling::{Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, InProcessHub};
+use wice::signaling::{
+    Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, InProcessHub, WsBackend, WsOptions,
+};
 #[cfg(feature = "nats")]
 use wice::signaling::{NatsBackend, NatsOptions};
 use wice_core::keys::PrivateKey;
@@ -29,6 +31,9 @@ pub(crate) enum Kind {
     InProcess,
     Grpc,
     Grpcs,
+    /// `wice signal --ws-listen`, plain and TLS.
+    Ws,
+    Wss,
     /// One `nats-server` (the cluster tests are in `nats`); cargo feature `nats`.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     Nats,
@@ -48,6 +53,16 @@ pub(crate) fn quick_nats() -> NatsOptions {
     }
 }
 
+/// WebSocket client settings for tests: quick reconnects.
+pub(crate) fn quick_ws(ca_certificate_pem: Option<Vec<u8>>) -> WsOptions {
+    WsOptions {
+        ca_certificate_pem,
+        backoff_initial: std::time::Duration::from_millis(50),
+        backoff_max: std::time::Duration::from_millis(400),
+        ..WsOptions::default()
+    }
+}
+
 /// One backend deployment shared by the peers of a test.
 pub(crate) struct World {
     kind: Kind,
@@ -60,12 +75,14 @@ pub(crate) struct World {
 
 impl World {
     pub(crate) async fn new(kind: Kind) -> Self {
-        let tls = (kind == Kind::Grpcs).then(test_certificate);
+        let tls = matches!(kind, Kind::Grpcs | Kind::Wss).then(test_certificate);
+        let ws = matches!(kind, Kind::Ws | Kind::Wss);
         let server = match kind {
             Kind::InProcess | Kind::Nats => None,
-            Kind::Grpc | Kind::Grpcs => Some(
+            Kind::Grpc | Kind::Grpcs | Kind::Ws | Kind::Wss => Some(
                 RunningServer::start(ServerConfig {
                     tls: tls.clone(),
+                    ws_listen: ws.then(|| "127.0.0.1:0".parse().expect("addr")),
                     ..loopback_config()
                 })
                 .await,
@@ -74,10 +91,17 @@ impl World {
         let nats = (kind == Kind::Nats).then(|| NatsCluster::start(1));
         let url = server
             .as_ref()
-            .map(|s| BackendUrl::Grpc {
-                host: "127.0.0.1".to_owned(),
-                port: s.addr.port(),
-                tls: kind == Kind::Grpcs,
+            .map(|s| match s.ws_addr {
+                Some(ws_addr) => BackendUrl::WebSocket {
+                    host: "127.0.0.1".to_owned(),
+                    port: ws_addr.port(),
+                    tls: kind == Kind::Wss,
+                },
+                None => BackendUrl::Grpc {
+                    host: "127.0.0.1".to_owned(),
+                    port: s.addr.port(),
+                    tls: kind == Kind::Grpcs,
+                },
             })
             .or_else(|| nats.as_ref().map(|n| n.url(0)));
         Self {
@@ -98,6 +122,10 @@ impl World {
             Some(url @ BackendUrl::Nats(_)) => {
                 Arc::new(NatsBackend::new(url, quick_nats()).expect("backend"))
             }
+            Some(url @ BackendUrl::WebSocket { .. }) => Arc::new(
+                WsBackend::new(url, quick_ws(self.tls.as_ref().map(|t| t.cert_pem.clone())))
+                    .expect("backend"),
+            ),
             Some(url) => Arc::new(
                 GrpcBackend::new(
                     url,
@@ -168,11 +196,13 @@ impl World {
         }
         let server = self.server.take().expect("a server");
         let addr = server.addr;
+        let ws_addr = server.ws_addr;
         server.stop().await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         self.server = Some(
             RunningServer::start(ServerConfig {
                 listen: addr,
+                ws_listen: ws_addr,
                 tls: self.tls.clone(),
                 ..loopback_config()
             })
@@ -239,5 +269,7 @@ conformance!(
 );
 every_scenario!(over_grpc, super::Kind::Grpc);
 every_scenario!(over_grpcs, super::Kind::Grpcs);
+every_scenario!(over_ws, super::Kind::Ws);
+every_scenario!(over_wss, super::Kind::Wss);
 #[cfg(feature = "nats")]
 every_scenario!(over_nats, super::Kind::Nats);
