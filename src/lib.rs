@@ -2,6 +2,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod hooks;
+pub mod hosts_file;
 pub mod import;
 pub mod metrics;
 pub mod sd_notify;

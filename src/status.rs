@@ -14,7 +14,7 @@ use wice_core::session::SessionState;
 
 /// After this long without a handshake a WireGuard session is dead
 /// (REJECT_AFTER_TIME, WireGuard paper §6.1).
-const SESSION_LIFETIME: Duration = Duration::from_secs(180);
+pub(crate) const SESSION_LIFETIME: Duration = Duration::from_secs(180);
 
 /// The whole node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

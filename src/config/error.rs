@@ -268,4 +268,7 @@ pub enum ConfigErrorKind {
     /// `[community]` or `derive_addresses` is wrong.
     #[error("{0}")]
     Community(super::community::CommunityError),
+    /// Peer names, the hosts file, hooks.
+    #[error("{0}")]
+    NamesHooks(super::names_hooks::NamesHooksError),
 }

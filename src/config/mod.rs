@@ -100,6 +100,10 @@ pub struct Config {
     pub community: Option<CommunityConfig>,
     /// The `[routing]` section: which routes and exit node to take from peers.
     pub routing: RoutingConfig,
+    /// `[interface] hosts_file`: peer names in a hosts file, when on.
+    pub hosts: Option<HostsConfig>,
+    /// `[[hook]]` entries, in file order.
+    pub hooks: Vec<crate::hooks::HookConfig>,
 }
 
 /// The `[ice]` section: how paths to peers without a static endpoint are found.
@@ -196,6 +200,8 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<u16>,
     /// Optional extra symmetric key for the handshake.
     pub preshared_key: Option<PresharedKey>,
+    /// The peer's name in the hosts file (one DNS label, lowercased), if given.
+    pub name: Option<String>,
 }
 
 impl Config {
@@ -297,6 +303,7 @@ fn count(n: usize, one: &str, many: &str) -> String {
 
 mod community;
 mod error;
+mod names_hooks;
 mod parser;
 mod raw;
 mod routing;
@@ -305,6 +312,7 @@ mod values;
 
 pub use community::{CommunityConfig, CommunityError};
 pub use error::{ConfigError, ConfigErrorKind};
+pub use names_hooks::{HostsConfig, MAX_HOOKS, NamesHooksError, parse_timeout};
 pub use parser::MAX_CONFIG_LEN;
 use parser::{Parser, World, read_bounded};
 pub use routing::{

@@ -161,16 +161,21 @@ impl Parser<'_> {
                 reason: ConfigErrorKind::MissingInterface,
             });
         };
+        let hosts = self.hosts(raw_interface.get_ref())?;
         let interface = self.interface(raw_interface)?;
         let own_key = interface.private_key.public_key();
 
         let mut peers = Vec::with_capacity(raw.peer.len());
         // Public key → (peer index, line), to report a repeat with the first place it appeared.
         let mut seen: HashMap<PublicKey, (usize, usize)> = HashMap::new();
+        // Lowercased peer name → (peer index, line).
+        let mut names: HashMap<String, (usize, usize)> = HashMap::new();
         // For the overlap check: every peer's prefixes with their spans.
         let mut prefixes: Vec<Vec<(IpNet, Range<usize>)>> = Vec::with_capacity(raw.peer.len());
-        for (index, raw_peer) in raw.peer.into_iter().enumerate() {
-            let (peer, spans) = self.peer(index, raw_peer, &own_key, &mut seen)?;
+        for (index, mut raw_peer) in raw.peer.into_iter().enumerate() {
+            let name = self.peer_name(index, raw_peer.get_mut().name.take(), &mut names)?;
+            let (mut peer, spans) = self.peer(index, raw_peer, &own_key, &mut seen)?;
+            peer.name = name;
             self.check_overlaps(index, &peer.allowed_ips, &spans, &prefixes)?;
             prefixes.push(peer.allowed_ips.iter().copied().zip(spans).collect());
             peers.push(peer);
@@ -204,6 +209,7 @@ impl Parser<'_> {
             Some(raw_community) => Some(self.community(raw_community, &signaling, &interface)?),
             None => None,
         };
+        let hooks = self.hooks(raw.hook)?;
 
         Ok(Config {
             path: self.path.to_path_buf(),
@@ -213,6 +219,8 @@ impl Parser<'_> {
             ice,
             community,
             routing,
+            hosts,
+            hooks,
         })
     }
 
@@ -608,6 +616,7 @@ impl Parser<'_> {
             endpoint,
             persistent_keepalive,
             preshared_key,
+            name: None,
         };
         Ok((peer, spans))
     }

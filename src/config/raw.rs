@@ -14,6 +14,16 @@ pub(super) struct RawConfig {
     pub(super) ice: Option<Spanned<RawIce>>,
     pub(super) community: Option<Spanned<super::community::RawCommunity>>,
     pub(super) routing: Option<Spanned<super::routing::RawRouting>>,
+    #[serde(default)]
+    pub(super) hook: Vec<Spanned<RawHook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawHook {
+    pub(super) run: Option<Spanned<String>>,
+    pub(super) events: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +65,11 @@ pub(super) struct RawInterface {
     pub(super) metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) derive_addresses: Vec<Spanned<String>>,
+    #[serde(default)]
     pub(super) routes: Vec<Spanned<String>>,
+    pub(super) hosts_file: Option<Spanned<bool>>,
+    pub(super) hosts_file_path: Option<Spanned<String>>,
+    pub(super) domain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -67,4 +81,5 @@ pub(super) struct RawPeer {
     pub(super) endpoint: Option<Spanned<String>>,
     pub(super) persistent_keepalive: Option<Spanned<i64>>,
     pub(super) preshared_key: Option<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
 }

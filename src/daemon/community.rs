@@ -18,7 +18,9 @@ use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::log_limit::LogLimit;
 use wice_core::signaling::{SenderPolicy, SignalingMessage};
 
-use crate::config::{CommunityConfig, Config, PeerConfig};
+use crate::config::{
+    CommunityConfig, Config, PeerConfig, RouteOffer, RoutingConfig, accepted_routes,
+};
 use crate::signaling::{Received, Signaling};
 
 /// The community side of one node.
@@ -26,6 +28,8 @@ pub(crate) struct Community {
     membership: Membership,
     group: PrivateKey,
     statics: Vec<PeerConfig>,
+    /// Which announced networks and exit node to take.
+    routing: RoutingConfig,
     /// For the drop lines: anyone who knows the community's public key can cause them.
     refusals: LogLimit,
 }
@@ -54,6 +58,7 @@ impl Community {
             membership,
             group,
             statics: config.peers.clone(),
+            routing: config.routing.clone(),
             refusals: LogLimit::per_second(5),
         };
         Ok(Some((community, received)))
@@ -156,9 +161,20 @@ impl Community {
             if peers.iter().any(|p| p.public_key == member.key()) {
                 continue;
             }
+            let announced = &member.announcement;
+            let name = (!announced.name.is_empty()).then_some(announced.name.as_str());
+            let offer = RouteOffer {
+                public_key: &announced.public_key,
+                name,
+                routes: &announced.networks,
+                exit_node: announced.exit_node,
+            };
+            let mut allowed_ips = member.allowed_ips();
+            allowed_ips.extend(accepted_routes(&offer, &self.routing));
             peers.push(PeerConfig {
                 public_key: member.key(),
-                allowed_ips: member.allowed_ips(),
+                name: name.map(str::to_owned),
+                allowed_ips,
                 endpoint: None,
                 persistent_keepalive: None,
                 preshared_key: None,
@@ -181,6 +197,8 @@ fn membership(config: &Config, community: &CommunityConfig) -> Result<Membership
     let profile = Profile {
         name: community.name.clone(),
         addresses: wice_core::addresses::derive_addresses(&own, &config.interface.derive_prefixes)?,
+        networks: config.interface.routes.clone(),
+        exit_node: config.routing.advertise_exit_node,
         ..Profile::default()
     };
     // Numbered from the wall clock, so a restarted node's announcements are newer.

@@ -18,6 +18,7 @@ use wice_datapath::ControlDatagram;
 use super::community::Community;
 use super::peer_set::{PeerSet, PeerSetEvent};
 use crate::config::PeerConfig;
+use crate::hooks::{Hooks, IcePeerWatch};
 use crate::signaling::{Received, Signaling};
 use wice_core::ice::{
     Controller, ControllerCounters, ControllerEvent, PeerIceStatus, Routed, TurnServer,
@@ -125,6 +126,10 @@ pub(crate) struct Driver {
     pub(crate) addresses: AddressScan,
     /// The community, when the node is in one, and its group mailbox.
     pub(crate) community: Option<(Community, mpsc::Receiver<Received>)>,
+    /// Told about connectivity and path changes.
+    pub(crate) hooks: Hooks,
+    /// The hosts file and the added/removed hooks, told of every reconcile here.
+    pub(crate) peer_events: super::peer_events::SharedPeerEvents,
 }
 
 /// Runs the controller until the inputs close.
@@ -140,8 +145,11 @@ pub(crate) async fn run(driver: Driver) {
         snapshot,
         addresses,
         community,
+        hooks,
+        peer_events,
     } = driver;
     let (mut community, mut group_received) = community.unzip();
+    let mut watch = IcePeerWatch::default();
     let (mut publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let mut scan = tokio::time::interval(ADDRESS_SCAN_INTERVAL);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,7 +167,9 @@ pub(crate) async fn run(driver: Driver) {
             let now = Instant::now();
             if community.poll_changes() {
                 let desired = community.desired();
-                peer_set.reconcile(now, &desired, datapath.engine(), Some(&mut controller));
+                let events =
+                    peer_set.reconcile(now, &desired, datapath.engine(), Some(&mut controller));
+                super::peer_events::lock(&peer_events).handle_peer_set(&events, &desired);
                 signaling.set_sender_policy(SenderPolicy::Only(peer_set.keys()));
                 changed = true;
             }
@@ -186,9 +196,15 @@ pub(crate) async fn run(driver: Driver) {
                 None => std::future::pending().await,
             }
         };
-        flush(&mut controller, &publish_tx, datapath.as_ref());
+        flush(
+            &mut controller,
+            &publish_tx,
+            datapath.as_ref(),
+            &mut watch,
+            &hooks,
+        );
         if std::mem::take(&mut changed) {
-            publish_snapshot(&controller, &snapshot);
+            publish_snapshot(&controller, &snapshot, &mut watch, &hooks);
             deadline = controller.poll_timeout(Instant::now());
         }
         let sleep = async {
@@ -257,6 +273,7 @@ pub(crate) async fn run(driver: Driver) {
                     None => peers,
                 };
                 let events = peer_set.reconcile(now, &peers, datapath.engine(), Some(&mut controller));
+                super::peer_events::lock(&peer_events).handle_peer_set(&events, &peers);
                 let servers = controller.handle_servers(now, stun, turn);
                 if servers {
                     datapath.engine().set_relay_servers(controller.relay_servers());
@@ -311,6 +328,8 @@ fn flush(
     controller: &mut Controller,
     publish: &mpsc::Sender<(PublicKey, SessionDescription)>,
     datapath: &dyn Datapath,
+    watch: &mut IcePeerWatch,
+    hooks: &Hooks,
 ) {
     while let Some(datagram) = controller.poll_transmit() {
         datapath.send(datagram.destination, &datagram.contents);
@@ -320,6 +339,7 @@ fn flush(
             ControllerEvent::PathChanged { peer, target, kind } => {
                 log_path(&peer, &target, kind.as_str());
                 datapath.set_path(&peer, target);
+                watch.handle_path_changed(peer, target, kind.as_str(), hooks);
             }
         }
     }
@@ -331,8 +351,14 @@ fn flush(
     }
 }
 
-fn publish_snapshot(controller: &Controller, snapshot: &SharedSnapshot) {
+fn publish_snapshot(
+    controller: &Controller,
+    snapshot: &SharedSnapshot,
+    watch: &mut IcePeerWatch,
+    hooks: &Hooks,
+) {
     let status = controller.status();
+    watch.handle_status(&status, hooks);
     let mut shared = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
     shared.peers = status;
     shared.counters = controller.counters();

@@ -12,6 +12,7 @@
 
 mod community;
 mod ice_driver;
+mod peer_events;
 mod peer_set;
 mod reload;
 mod supervise;
@@ -143,6 +144,9 @@ pub async fn run(config: Config) -> Result<(), UpError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(UpError::Signals)?;
 
     system::claim_interface(&iface.name, &iface.control_socket)?;
+    // Before anything can fail: dropping it on a failed start takes the hosts block out.
+    let (peer_events, hook_runner) = peer_events::PeerEvents::start(&config);
+    let peer_events = Arc::new(Mutex::new(peer_events));
     let mut node = Node {
         name: iface.name.clone(),
         control_socket: iface.control_socket.clone(),
@@ -169,11 +173,13 @@ pub async fn run(config: Config) -> Result<(), UpError> {
 
     system::configure_interface(&iface.name, &iface.addresses)?;
     let mut peer_set = PeerSet::new(&iface.name, &iface.addresses, Arc::clone(&node.routes));
-    peer_set.reconcile(Instant::now(), &config.peers, &engine, None);
+    let added = peer_set.reconcile(Instant::now(), &config.peers, &engine, None);
     node.policy_routing = install_exit_routing(&config, &device)?;
     if !iface.routes.is_empty() {
         system::policy_routing::warn_without_forwarding(&iface.routes);
     }
+    peer_events::lock(&peer_events).handle_peer_set(&added, &config.peers);
+    let hooks = peer_events::lock(&peer_events).hooks().clone();
     // Like wg on interface up: peers with a persistent keepalive hear from us
     // now, so one still holding a session with our previous run re-keys at once.
     let keepalives = device.send_keepalives();
@@ -211,6 +217,8 @@ pub async fn run(config: Config) -> Result<(), UpError> {
                     control: receiver,
                     snapshot: Arc::clone(&snapshot),
                     ice: Arc::clone(&shared_ice),
+                    hooks: hooks.clone(),
+                    peer_events: Arc::clone(&peer_events),
                 },
             )
             .await?,
@@ -219,6 +227,17 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         reload_target = reload::Target::Driver(commands_tx);
     }
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let static_watch = peer_events::watch_static_peers(
+        Arc::clone(&engine),
+        config
+            .peers
+            .iter()
+            .filter(|peer| peer.endpoint.is_none() && !config.signaling.backends.is_empty())
+            .map(|peer| peer.public_key)
+            .collect(),
+        Arc::clone(&snapshot),
+        hooks.clone(),
+    );
 
     let listener =
         control::bind(&iface.control_socket).map_err(|source| UpError::ControlSocket {
@@ -227,9 +246,14 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         })?;
     let name = iface.name.clone();
     let status_engine = Arc::clone(&engine);
+    let hook_counters = hooks.counters();
+    drop(hooks);
     let status: Arc<dyn Fn() -> Status + Send + Sync> = Arc::new(move || {
         let ice = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
-        Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters)
+        let mut status =
+            Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters);
+        hook_counters.add_to(&mut status.drops);
+        status
     });
     let server = tokio::spawn(control::serve(
         listener,
@@ -261,6 +285,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
             socket_mark: Some(device.fwmark()).filter(|mark| *mark != 0),
             notifier: Arc::clone(&notifier),
             status: Arc::clone(&status),
+            peer_events: Arc::clone(&peer_events),
         }
         .run(reload_rx),
     );
@@ -301,6 +326,13 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         task.abort();
         let _ = task.await;
     }
+    if let Some(task) = static_watch {
+        task.abort();
+        let _ = task.await;
+    }
+    // `removed` hooks run while the interface still exists; the hosts block goes.
+    peer_events::lock(&peer_events).close();
+    hook_runner.finish(crate::hooks::DRAIN_AT_EXIT).await;
     drop(device);
     let drops = engine.drops.snapshot();
     let dropped: Vec<String> = drops
@@ -335,8 +367,22 @@ fn install_exit_routing(
     config: &Config,
     device: &Device,
 ) -> Result<Option<PolicyRouting>, UpError> {
-    let families =
-        policy_routing::default_route_families(config.peers.iter().flat_map(|p| &p.allowed_ips));
+    // A community exit node is found later: its rules go in now, so traffic waits for it
+    // in the tunnel instead of leaking to the underlay (and wice's own sockets are marked
+    // before signaling connects).
+    // ipnet's default networks are 0.0.0.0/0 and ::/0.
+    let community_exit = [
+        ipnet::IpNet::V4(Default::default()),
+        ipnet::IpNet::V6(Default::default()),
+    ];
+    let wanted_exit = config.community.is_some() && config.routing.use_exit_node.is_some();
+    let families = policy_routing::default_route_families(
+        config
+            .peers
+            .iter()
+            .flat_map(|p| &p.allowed_ips)
+            .chain(community_exit.iter().filter(|_| wanted_exit)),
+    );
     if families.is_empty() {
         return Ok(None);
     }
@@ -442,6 +488,10 @@ struct IceStart {
     snapshot: SharedSnapshot,
     /// The `[ice]` section as reloads leave it, read by the address scan.
     ice: Arc<Mutex<IceConfig>>,
+    /// Told about connectivity and path changes.
+    hooks: crate::hooks::Hooks,
+    /// The hosts file and the added/removed hooks, told of every reconcile.
+    peer_events: peer_events::SharedPeerEvents,
 }
 
 /// Starts signaling and the ICE driver for the peer set's ICE peers.
@@ -454,6 +504,8 @@ async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, U
         control,
         snapshot,
         ice,
+        hooks,
+        peer_events,
     } = start;
     // Marked like the datapath's socket, signaling bypasses an exit node's default route.
     let socket_mark = Some(device.fwmark()).filter(|mark| *mark != 0);
@@ -509,6 +561,8 @@ async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, U
         snapshot,
         addresses,
         community,
+        hooks,
+        peer_events,
     })))
 }
 

@@ -219,6 +219,7 @@ mod tests {
             endpoint: endpoint.map(|e| e.parse().unwrap()),
             persistent_keepalive: None,
             preshared_key: None,
+            name: None,
         }
     }
 

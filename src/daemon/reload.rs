@@ -47,6 +47,8 @@ pub(super) struct Reloader {
     pub(super) socket_mark: Option<u32>,
     pub(super) notifier: Arc<Notifier>,
     pub(super) status: Arc<dyn Fn() -> Status + Send + Sync>,
+    /// The hosts file block and the `added`/`removed` hooks.
+    pub(super) peer_events: super::peer_events::SharedPeerEvents,
 }
 
 impl Reloader {
@@ -79,6 +81,7 @@ impl Reloader {
         let (events, servers, backends) = match &mut self.target {
             Target::Static { peer_set, engine } => {
                 let events = peer_set.reconcile(Instant::now(), &new.peers, engine, None);
+                super::peer_events::lock(&self.peer_events).handle_peer_set(&events, &new.peers);
                 (events, false, false)
             }
             Target::Driver(driver) => {
@@ -112,6 +115,7 @@ impl Reloader {
                 (peers, servers, backends)
             }
         };
+        // (The driver told the hosts file and hooks itself: it knows the community's members.)
         let summary = summary(&events, servers, backends, &restart);
         // Keep the interface as it runs: what needs a restart is compared against that.
         let interface = self.running.interface.clone();
@@ -195,6 +199,8 @@ fn needs_restart(running: &Config, new: &Config, runs_ice: bool) -> Vec<&'static
         running.routing.policy_routing() != new.routing.policy_routing(),
         "routing.table and routing.fwmark",
     );
+    check(running.hosts != new.hosts, "interface.hosts_file");
+    check(running.hooks != new.hooks, "hook");
     keys
 }
 

@@ -23,6 +23,7 @@
 //!   node part as root).
 //! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
 //! - `routes`: a subnet router and an exit node; policy routing removed after a crash (root).
+//! - `names_hooks`: peer names in a hosts file, hooks on peer events (root).
 //! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
 //! - `ws`: `wice signal --ws-listen` against raw WebSocket frames and HTTP requests, the
 //!   HTTP publish endpoint, a WebSocket node meeting a gRPC node (loopback, no root).
@@ -51,6 +52,7 @@ mod interop;
 mod lifecycle;
 mod mesh;
 mod metrics;
+mod names_hooks;
 mod natlab;
 #[cfg(feature = "nats")]
 mod nats;

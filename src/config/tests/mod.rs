@@ -5,6 +5,7 @@ mod community;
 mod ice_and_signaling;
 mod keys_and_files;
 mod loading;
+mod names_hooks;
 mod routing;
 mod values;
 
