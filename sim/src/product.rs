@@ -9,6 +9,7 @@ pub(crate) use wice_core::ice::{
 pub(crate) use wice_core::keys::{PrivateKey, PublicKey};
 pub(crate) use wice_core::signaling::{Opener, Sealer, SenderPolicy, SignalingMessage};
 pub(crate) use wice_core::wire::Endpoint;
+pub(crate) use wice_core::wire::classify::{DatagramKind, classify, is_stun};
 
 /// The pieces the offer-protocol model test drives directly.
 pub mod session {

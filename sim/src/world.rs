@@ -33,8 +33,6 @@ use crate::turn::SimTurnServer;
 mod invariants;
 mod network;
 
-pub use network::is_stun;
-
 /// The TURN user every node is configured with.
 pub const TURN_USER: &str = "wice";
 /// Its password.

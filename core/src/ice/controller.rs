@@ -33,6 +33,7 @@ use crate::session::rng::{IceRandom, TransactionIds};
 use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
 use crate::wire::Endpoint;
+use crate::wire::classify::is_stun;
 
 use super::reflexive::{ProbeOutcome, ReflexiveProbe};
 use super::relay::{Relay, RelayReceive, RelayState};
@@ -43,8 +44,8 @@ pub use relaying::{CHANNELS_PER_PEER, PERMISSIONS_PER_PEER};
 
 mod routing;
 
+use routing::Routing;
 pub use routing::{CHECK_LIFETIME, DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, Routed};
-use routing::{Routing, is_stun};
 
 /// What kind of path a peer uses, as `wice status` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -47,6 +47,7 @@ use turn_client_proto::udp::TurnClientUdp;
 
 use super::relay_probe::{AllocationProbe, AllocationVerdict};
 use crate::secret::SecretString;
+use crate::wire::classify::is_stun;
 
 /// How long an allocation may take before the relay counts as failed (the crate itself
 /// only notices wrong credentials after its own retransmissions, ~30 s).
@@ -552,10 +553,8 @@ fn allocation_mismatch(datagram: &[u8]) -> bool {
     })
 }
 
-/// Whether `data` (sent through the relay) is a STUN request, such as an ICE check.
+/// Whether `data` (sent through the relay) is a STUN request, such as an ICE check: STUN by
+/// the one test ([`is_stun`]), with both class bits (C1 in byte 0, C0 in byte 1) clear.
 fn is_stun_request(data: &[u8]) -> bool {
-    data.len() >= 20
-        && data[0] & 0xC1 == 0
-        && data[1] & 0x10 == 0
-        && data[4..8] == [0x21, 0x12, 0xA4, 0x42]
+    is_stun(data) && data[0] & 0x01 == 0 && data[1] & 0x10 == 0
 }
