@@ -13,6 +13,7 @@
 //! - [`session`]: one peer's offer protocol around an `is` ICE agent;
 //! - [`ice`]: the node's controller: candidate sources shared by every session (host, STUN
 //!   server-reflexive, TURN relays) and the routing of STUN/TURN datagrams to sessions;
+//! - [`Transmit`]: the one datagram-to-send value every state machine above returns;
 //! - [`wire`]: the rules shared with the datapath: datagram classification, ChannelData
 //!   framing and a peer's path ([`wire::Endpoint`]);
 //! - [`backoff`]: the one exponential back-off (plain for session timers, jittered for
@@ -32,4 +33,7 @@ pub mod log_limit;
 pub mod secret;
 pub mod session;
 pub mod signaling;
+mod transmit;
 pub mod wire;
+
+pub use transmit::Transmit;

@@ -563,8 +563,8 @@ impl Simulation {
         let now = self.clock.now();
         let node = &mut self.nodes[index];
         let mut transmits = Vec::new();
-        while let Some(datagram) = node.controller.poll_transmit() {
-            transmits.push(datagram);
+        while let Some(transmit) = node.controller.poll_transmit() {
+            transmits.push(transmit);
         }
         let mut changed = Vec::new();
         while let Some(event) = node.controller.poll_event() {
@@ -577,8 +577,8 @@ impl Simulation {
         node.deadline = node.controller.poll_timeout(now);
         node.dirty = false;
         let source = node.address;
-        for datagram in transmits {
-            self.send_from_node(index, source, datagram.destination, datagram.contents);
+        for transmit in transmits {
+            self.send_from_node(index, source, transmit.destination, transmit.contents);
         }
         for peer in changed {
             self.send_marker(index, &peer);

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
+use crate::Transmit;
 use crate::ice::CandidateTypes;
 use crate::keys::PublicKey;
 use crate::secret::SecretString;
@@ -70,15 +71,6 @@ impl PathKind {
             Self::Relay => "relay",
         }
     }
-}
-
-/// A datagram to send from the shared socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Datagram {
-    /// Where to.
-    pub destination: SocketAddr,
-    /// What.
-    pub contents: Vec<u8>,
 }
 
 /// Something the datapath should do.
@@ -208,7 +200,7 @@ pub struct Controller {
     filter: RemoteFilter,
     /// Peer addresses whose checks reached us through a relay and authenticated.
     relay_reached: relaying::Reached,
-    transmits: VecDeque<Datagram>,
+    transmits: VecDeque<Transmit>,
     offers: VecDeque<(PublicKey, SessionDescription)>,
     events: VecDeque<ControllerEvent>,
     counters: ControllerCounters,
@@ -444,7 +436,7 @@ impl Controller {
     }
 
     /// The next datagram to send from the shared socket.
-    pub fn poll_transmit(&mut self) -> Option<Datagram> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
@@ -596,11 +588,8 @@ impl Controller {
     fn process(&mut self, now: Instant) {
         self.drain_relays(now);
         for probe in &mut self.probes {
-            while let Some(contents) = probe.poll_transmit() {
-                self.transmits.push_back(Datagram {
-                    destination: probe.server(),
-                    contents,
-                });
+            while let Some(transmit) = probe.poll_transmit() {
+                self.transmits.push_back(transmit);
             }
         }
         let candidates = self.local_candidates();
@@ -616,11 +605,8 @@ impl Controller {
 
     fn drain_relays(&mut self, now: Instant) {
         for index in 0..self.relays.len() {
-            while let Some(contents) = self.relays[index].poll_transmit(now) {
-                self.transmits.push_back(Datagram {
-                    destination: self.relays[index].server(),
-                    contents,
-                });
+            while let Some(transmit) = self.relays[index].poll_transmit(now) {
+                self.transmits.push_back(transmit);
             }
             while let Some(event) = self.relays[index].poll_event() {
                 self.relay_event(now, index, event);
@@ -672,19 +658,16 @@ impl Controller {
         while let Some(transmit) = entry.session.poll_transmit() {
             self.routing
                 .note_sent(now, key, transmit.destination, &transmit.contents);
-            let relay = self
-                .relays
-                .iter_mut()
-                .find(|r| r.relayed() == Some(transmit.source));
+            let relay = self.relays.iter_mut().find(|r| {
+                r.relayed()
+                    .is_some_and(|relayed| transmit.source == Some(relayed))
+            });
             match relay {
                 Some(relay) => {
                     // Until the server confirmed a permission the check is dropped; the
                     // agent retransmits.
                     match relay.send_to(now, transmit.destination, &transmit.contents) {
-                        Some(contents) => self.transmits.push_back(Datagram {
-                            destination: relay.server(),
-                            contents,
-                        }),
+                        Some(wrapped) => self.transmits.push_back(wrapped),
                         None => tracing::trace!(
                             peer = %key,
                             destination = %transmit.destination,
@@ -696,14 +679,14 @@ impl Controller {
                 // our current direct candidates' (a relayed address whose allocation is
                 // gone must not turn into a send from the host socket, and relay-only
                 // mode has no direct source at all).
-                None if !direct_sources.contains(&transmit.source) => {
+                None if !transmit
+                    .source
+                    .is_some_and(|source| direct_sources.contains(&source)) =>
+                {
                     self.counters.stale_source_transmits += 1;
-                    tracing::trace!(peer = %key, source = %transmit.source, "check from an address we do not send from; dropped");
+                    tracing::trace!(peer = %key, source = ?transmit.source, "check from an address we do not send from; dropped");
                 }
-                None => self.transmits.push_back(Datagram {
-                    destination: transmit.destination,
-                    contents: transmit.contents,
-                }),
+                None => self.transmits.push_back(transmit),
             }
         }
         // Events raised by the inputs above (state changes, nominations) wait for the next

@@ -23,6 +23,8 @@ use turn_client_proto::types::stun::message::{
 };
 use turn_client_proto::types::stun::prelude::*;
 
+use crate::Transmit;
+
 /// First retransmission timeout (RFC 8489 §6.2.1 suggests 500 ms; a LAN-heavy mesh
 /// benefits from a quicker first retry, and five tries still span 7.75 s).
 const RTO_INITIAL: Duration = Duration::from_millis(250);
@@ -208,8 +210,13 @@ impl ReflexiveProbe {
     }
 
     /// A request to send to [`ReflexiveProbe::server`].
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.outbox.take()
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let contents = self.outbox.take()?;
+        Some(Transmit {
+            source: None,
+            destination: self.server,
+            contents,
+        })
     }
 }
 
@@ -236,6 +243,8 @@ pub(super) mod tests {
         let start = Instant::now();
         let mut probe = ReflexiveProbe::new(server(), start, 7);
         let request = probe.poll_transmit().unwrap();
+        assert_eq!((request.source, request.destination), (None, server()));
+        let request = request.contents;
         assert!(!probe.settled());
         let mapped: SocketAddr = "198.51.100.9:40001".parse().unwrap();
         let local: SocketAddr = "10.0.0.2:51820".parse().unwrap();
@@ -252,7 +261,8 @@ pub(super) mod tests {
         let _ = probe.poll_transmit().unwrap();
         let other = ReflexiveProbe::new(server(), start, 8)
             .poll_transmit()
-            .unwrap();
+            .unwrap()
+            .contents;
         let mapped = "198.51.100.9:40001".parse().unwrap();
         assert!(!probe.handle_response(start, &answer(&other, mapped), None));
         assert!(!probe.handle_response(start, b"\x00\x01garbage", None));

@@ -46,6 +46,7 @@ use turn_client_proto::types::stun::message::{Message, MessageClass};
 use turn_client_proto::udp::TurnClientUdp;
 
 use super::relay_probe::{AllocationProbe, AllocationVerdict};
+use crate::Transmit;
 use crate::secret::SecretString;
 use crate::wire::classify::is_stun;
 
@@ -319,16 +320,17 @@ impl Relay {
         }
     }
 
-    /// Wraps `data` for `peer` (ChannelData when a channel is bound, else a Send indication).
-    /// `None` until the server confirmed a permission for the peer.
-    pub fn send_to(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    /// Wraps `data` for `peer` (ChannelData when a channel is bound, else a Send indication)
+    /// into a transmit to the server. `None` until the server confirmed a permission for the
+    /// peer.
+    pub fn send_to(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> Option<Transmit> {
         let time = self.time(now);
         match self.client.send_to(TransportType::Udp, peer, data, time) {
             Ok(Some(transmit)) => {
                 if is_stun_request(data) {
                     self.probe.handle_relayed_request(now);
                 }
-                Some(transmit.build().data)
+                Some(self.to_server(transmit.build().data))
             }
             Ok(None) | Err(_) => None,
         }
@@ -436,9 +438,9 @@ impl Relay {
     }
 
     /// A datagram to send to [`Relay::server`].
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         if let Some(probe) = self.probe.poll_transmit() {
-            return Some(probe);
+            return Some(self.to_server(probe));
         }
         let time = self.time(now);
         loop {
@@ -448,7 +450,15 @@ impl Relay {
                 self.refreshes_dropped += 1;
                 continue;
             }
-            return Some(datagram.to_vec());
+            return Some(self.to_server(datagram.to_vec()));
+        }
+    }
+
+    fn to_server(&self, contents: Vec<u8>) -> Transmit {
+        Transmit {
+            source: Some(self.local),
+            destination: self.server(),
+            contents,
         }
     }
 

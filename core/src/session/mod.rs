@@ -67,6 +67,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::Transmit;
 use crate::keys::PublicKey;
 use crate::signaling::message::{Candidate, MAX_CANDIDATES, SessionDescription};
 
@@ -94,17 +95,6 @@ pub struct Path {
     pub local: SocketAddr,
     /// The peer's address to send to.
     pub remote: SocketAddr,
-}
-
-/// A STUN datagram the agent wants sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The local address to send from (a host address, or a relayed one to send through TURN).
-    pub source: SocketAddr,
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// The datagram.
-    pub contents: Vec<u8>,
 }
 
 /// Something the owner should know or act on.
@@ -474,7 +464,8 @@ impl Session {
         self.timers.earliest(agent)
     }
 
-    /// The next STUN datagram to send.
+    /// The next STUN datagram to send; its source is always set (a host address, or a
+    /// relayed one to send through TURN).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let agent = self.agent.as_mut()?;
         loop {
@@ -483,7 +474,7 @@ impl Session {
                 continue;
             }
             return Some(Transmit {
-                source: transmit.source,
+                source: Some(transmit.source),
                 destination: transmit.destination,
                 contents: transmit.contents.into(),
             });
