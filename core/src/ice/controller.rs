@@ -18,6 +18,7 @@
 //!    [`Controller::poll_offer`] (publish through signaling), [`Controller::poll_event`]
 //!    (point a peer's WireGuard traffic somewhere).
 
+mod membership;
 mod relaying;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -181,6 +182,20 @@ struct PeerEntry {
     relay_use: RelayUse,
 }
 
+impl PeerEntry {
+    fn new(session: Session) -> Self {
+        Self {
+            session,
+            gather_for: None,
+            completed_for: None,
+            added: HashSet::new(),
+            nominated: None,
+            pairs: 0,
+            relay_use: RelayUse::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Nominated {
     path: Path,
@@ -191,9 +206,15 @@ struct Nominated {
 
 /// The node's ICE side. See the [module documentation](self).
 pub struct Controller {
+    local: PublicKey,
+    /// Feeds the sessions of peers added while running.
+    random: IceRandom,
     peers: BTreeMap<PublicKey, PeerEntry>,
     candidate_types: CandidateTypes,
     host: Vec<SocketAddr>,
+    /// The configured STUN and TURN servers, to tell what a new list changes.
+    stun: Vec<SocketAddr>,
+    turn: Vec<TurnServer>,
     probes: Vec<ReflexiveProbe>,
     relays: Vec<Relay>,
     transaction_ids: TransactionIds,
@@ -224,16 +245,7 @@ impl Controller {
             .iter()
             .map(|peer| {
                 let session = Session::new(local, *peer, random.session(), now);
-                let entry = PeerEntry {
-                    session,
-                    gather_for: None,
-                    completed_for: None,
-                    added: HashSet::new(),
-                    nominated: None,
-                    pairs: 0,
-                    relay_use: RelayUse::default(),
-                };
-                (*peer, entry)
+                (*peer, PeerEntry::new(session))
             })
             .collect();
         let types = sources.candidate_types;
@@ -257,9 +269,13 @@ impl Controller {
             Vec::new()
         };
         let mut controller = Self {
+            local,
+            random,
             peers,
             candidate_types: types,
             host: if types.host { sources.host } else { Vec::new() },
+            stun: sources.stun,
+            turn: sources.turn,
             probes,
             relays,
             transaction_ids,

@@ -19,6 +19,8 @@ mod bounds_tests;
 #[cfg(test)]
 mod fake_turn;
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod random_tests;
 #[cfg(test)]
 mod routing_tests;

@@ -36,15 +36,15 @@ pub(super) fn host_only(host: &str) -> Sources {
 }
 
 /// A node in the in-memory network: its controller and the address its socket has.
-struct Node {
-    key: PublicKey,
-    address: SocketAddr,
-    controller: Controller,
-    paths: Vec<(PublicKey, Endpoint, PathKind)>,
+pub(super) struct Node {
+    pub(super) key: PublicKey,
+    pub(super) address: SocketAddr,
+    pub(super) controller: Controller,
+    pub(super) paths: Vec<(PublicKey, Endpoint, PathKind)>,
 }
 
 impl Node {
-    fn new(first: u8, peer: u8, sources: Sources, t0: Instant) -> Self {
+    pub(super) fn new(first: u8, peer: u8, sources: Sources, t0: Instant) -> Self {
         let address = sources.host[0];
         Self {
             key: key(first),
@@ -57,12 +57,12 @@ impl Node {
 
 /// Hands offers and datagrams between the two nodes until nothing moves; datagrams to any
 /// other address are lost (that peer is unreachable).
-fn exchange(a: &mut Node, b: &mut Node, now: Instant) {
+pub(super) fn exchange(a: &mut Node, b: &mut Node, now: Instant) {
     while transfer(a, b, now) | transfer(b, a, now) {}
 }
 
 /// Delivers what `from` produced to `to`; returns whether anything was delivered.
-fn transfer(from: &mut Node, to: &mut Node, now: Instant) -> bool {
+pub(super) fn transfer(from: &mut Node, to: &mut Node, now: Instant) -> bool {
     let mut moved = false;
     while let Some((peer, offer)) = from.controller.poll_offer() {
         assert_eq!(peer, to.key);
@@ -85,7 +85,7 @@ fn transfer(from: &mut Node, to: &mut Node, now: Instant) -> bool {
 }
 
 /// Runs both nodes' timers in 10 ms steps up to `until`.
-fn run(a: &mut Node, b: &mut Node, t0: Instant, until: Duration) -> Instant {
+pub(super) fn run(a: &mut Node, b: &mut Node, t0: Instant, until: Duration) -> Instant {
     let mut now = t0;
     exchange(a, b, now);
     while now < t0 + until {

@@ -113,6 +113,13 @@ impl Routing {
     }
 
     /// Makes `ufrag` the one that routes checks to `peer`.
+    /// Forgets a removed peer's ufrag: checks carrying it no longer match.
+    pub(super) fn forget(&mut self, peer: &PublicKey) {
+        if let Some(old) = self.ufrag_of.remove(peer) {
+            self.ufrags.remove(&old);
+        }
+    }
+
     pub(super) fn set_ufrag(&mut self, peer: PublicKey, ufrag: &str) {
         if self
             .ufrag_of
