@@ -4,7 +4,8 @@
 
 pub(crate) use wice_core::ice::CandidateTypes;
 pub(crate) use wice_core::ice::{
-    Controller, ControllerCounters, ControllerEvent, PathKind, PeerIceStatus, Sources, TurnServer,
+    Controller, ControllerCounters, ControllerEvent, PathKind, PeerIceStatus, Sources,
+    TimeoutReason, TurnServer,
 };
 pub(crate) use wice_core::keys::{PrivateKey, PublicKey};
 pub(crate) use wice_core::signaling::{Opener, Sealer, SenderPolicy, SignalingMessage};

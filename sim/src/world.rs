@@ -354,9 +354,10 @@ impl Simulation {
                 at_one_instant += 1;
                 assert!(
                     at_one_instant < MAX_STEPS_AT_ONE_INSTANT,
-                    "busy loop: {at_one_instant} steps at {:?} (seed {})",
+                    "busy loop: {at_one_instant} steps at {:?} (seed {}); due: {}",
                     self.clock.elapsed(),
-                    self.config.seed
+                    self.config.seed,
+                    self.due_timeouts(next)
                 );
             } else {
                 at_one_instant = 0;
@@ -502,13 +503,33 @@ impl Simulation {
             .nodes
             .iter()
             .filter(|n| n.up)
-            .flat_map(|n| [n.deadline, n.next_keepalive])
+            .flat_map(|n| [n.deadline.map(|(at, _)| at), n.next_keepalive])
             .flatten();
         queue
             .into_iter()
             .chain(nodes)
             .chain(self.server.poll_timeout())
             .min()
+    }
+
+    /// Which nodes' controllers are due at `at`, and why: what a busy loop reports.
+    fn due_timeouts(&self, at: Instant) -> String {
+        let due: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, node)| match node.deadline {
+                Some((deadline, reason)) if node.up && deadline <= at => {
+                    Some(format!("node {index}: {reason:?}"))
+                }
+                _ => None,
+            })
+            .collect();
+        if due.is_empty() {
+            "no controller (datagrams, keepalives or the server)".to_owned()
+        } else {
+            due.join(", ")
+        }
     }
 
     /// Handles everything due at the clock's now.
@@ -534,7 +555,7 @@ impl Simulation {
             if !node.up {
                 continue;
             }
-            if node.deadline.is_some_and(|at| at <= now) {
+            if node.deadline.is_some_and(|(at, _)| at <= now) {
                 node.controller.handle_timeout(now);
                 node.dirty = true;
             }

@@ -102,7 +102,15 @@ pub(crate) async fn run(
         flush(&mut controller, &publish_tx, datapath.as_ref());
         if std::mem::take(&mut changed) {
             publish_snapshot(&controller, &snapshot);
-            deadline = controller.poll_timeout(Instant::now());
+            let now = Instant::now();
+            deadline = controller.poll_timeout(now).map(|(at, reason)| {
+                tracing::debug!(
+                    in_ms = at.saturating_duration_since(now).as_millis() as u64,
+                    ?reason,
+                    "next ICE timeout"
+                );
+                at
+            });
         }
         let sleep = async {
             match deadline {

@@ -20,6 +20,7 @@
 
 mod membership;
 mod relaying;
+mod timeout;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ use super::remote_filter::{RefusedCounters, RemoteFilter};
 
 use relaying::RelayUse;
 pub use relaying::{CHANNELS_PER_PEER, PERMISSIONS_PER_PEER};
+pub use timeout::TimeoutReason;
 
 mod routing;
 
@@ -433,22 +435,6 @@ impl Controller {
             relay.handle_timeout(now);
         }
         self.process(now);
-    }
-
-    /// When to call [`Controller::handle_timeout`].
-    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
-        let sessions = self
-            .peers
-            .values_mut()
-            .filter_map(|entry| entry.session.poll_timeout().map(|(at, _)| at));
-        let probes = self.probes.iter().filter_map(ReflexiveProbe::poll_timeout);
-        let mut earliest: Option<Instant> = sessions.chain(probes).min();
-        for relay in &mut self.relays {
-            if let Some(at) = relay.poll_timeout(now) {
-                earliest = Some(earliest.map_or(at, |e| e.min(at)));
-            }
-        }
-        earliest
     }
 
     /// The next datagram to send from the shared socket.

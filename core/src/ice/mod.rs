@@ -31,7 +31,7 @@ pub use candidate_types::CandidateTypes;
 pub use controller::{
     CHANNELS_PER_PEER, CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent,
     DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, PERMISSIONS_PER_PEER, PathKind, PeerIceStatus,
-    Routed, Sources, TurnServer,
+    Routed, Sources, TimeoutReason, TurnServer,
 };
 pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
 pub use reflexive::{ProbeOutcome, ReflexiveProbe};

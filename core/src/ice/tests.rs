@@ -398,3 +398,38 @@ fn each_transmit_names_the_address_it_leaves_from_when_the_controller_knows_it()
     );
     assert!(checks.iter().all(|t| t.source == Some(host)), "{checks:?}");
 }
+
+#[test]
+fn the_controllers_deadline_names_the_child_it_is_for() {
+    let t0 = Instant::now();
+    let (host, stun) = (addr("10.0.0.1:51820"), addr("203.0.113.1:3478"));
+    let sources = Sources {
+        stun: vec![stun],
+        ..host_only("10.0.0.1:51820")
+    };
+    let mut a = Controller::new(key(1), &[key(2)], sources, 1, t0);
+    let request = a.poll_transmit().unwrap();
+    // The probe's first retransmission comes before the session's first resend.
+    assert_eq!(
+        a.poll_timeout(t0),
+        Some((
+            t0 + Duration::from_millis(250),
+            TimeoutReason::StunProbe { server: stun }
+        ))
+    );
+    let answer = stun_answer(&request.contents, addr("198.51.100.7:40000"));
+    assert_eq!(
+        a.handle_datagram(t0, stun, Some(host), &answer),
+        Routed::Server
+    );
+    assert_eq!(
+        a.poll_timeout(t0),
+        Some((
+            t0 + crate::session::RESEND_INITIAL,
+            TimeoutReason::Session {
+                peer: key(2),
+                reason: crate::session::TimeoutReason::ResendOffer
+            }
+        ))
+    );
+}
