@@ -7,6 +7,7 @@ pub(crate) use wice_core::ice::{
     Controller, ControllerCounters, ControllerEvent, PathKind, PeerIceStatus, Sources,
     TimeoutReason, TurnServer,
 };
+pub use wice_core::ice::{NotConnected, RelayNote};
 pub(crate) use wice_core::keys::{PrivateKey, PublicKey};
 pub(crate) use wice_core::signaling::{Opener, Sealer, SenderPolicy, SignalingMessage};
 pub(crate) use wice_core::wire::Endpoint;

@@ -171,7 +171,7 @@ fn flush(
     while let Some(event) = controller.poll_event() {
         match event {
             ControllerEvent::PathChanged { peer, target, kind } => {
-                log_path(&peer, &target, kind.as_str());
+                log_path(&peer, &target, crate::status::path_word(kind));
                 datapath.set_path(&peer, target);
             }
         }

@@ -39,19 +39,21 @@ use crate::wire::Endpoint;
 use crate::wire::classify::is_stun;
 
 use super::reflexive::{ProbeOutcome, ReflexiveProbe};
-use super::relay::{Relay, RelayReceive, RelayState};
+use super::relay::{Relay, RelayReceive};
 use super::remote_filter::{RefusedCounters, RemoteFilter};
 
 use relaying::RelayUse;
 pub use relaying::{CHANNELS_PER_PEER, PERMISSIONS_PER_PEER};
+pub use status::{NotConnected, PeerIceStatus, RelayNote};
 pub use timeout::TimeoutReason;
 
 mod routing;
+mod status;
 
 use routing::Routing;
 pub use routing::{CHECK_LIFETIME, DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, Routed};
 
-/// What kind of path a peer uses, as `wice status` names it.
+/// What kind of path a peer uses (`wice status` words it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathKind {
     /// Interface address to interface address.
@@ -62,18 +64,6 @@ pub enum PathKind {
     Prflx,
     /// Through a TURN relay (ours or the peer's).
     Relay,
-}
-
-impl PathKind {
-    /// `host`, `srflx`, `prflx` or `relay`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Host => "host",
-            Self::Srflx => "srflx",
-            Self::Prflx => "prflx",
-            Self::Relay => "relay",
-        }
-    }
 }
 
 /// Something the datapath should do.
@@ -144,29 +134,6 @@ pub struct ControllerCounters {
     pub stale_source_transmits: u64,
     /// TURN allocations that worked and were lost.
     pub relay_allocations_lost: u64,
-}
-
-/// One peer as `wice status` shows its ICE side.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIceStatus {
-    /// The session's state.
-    pub state: SessionState,
-    /// The path in use, once nominated.
-    pub path: Option<PathKind>,
-    /// Our side of the nominated pair.
-    pub local_candidate: Option<SocketAddr>,
-    /// The peer's side of the nominated pair.
-    pub remote_candidate: Option<SocketAddr>,
-    /// Our session id.
-    pub session_id: u64,
-    /// Our latest offer's version.
-    pub session_version: u64,
-    /// New local sessions since the first.
-    pub restarts: u64,
-    /// Remote candidates the agent holds (signalled and peer-reflexive).
-    pub remote_candidates: usize,
-    /// When not connected: why, in words a person can act on.
-    pub reason: Option<String>,
 }
 
 struct PeerEntry {
@@ -462,88 +429,6 @@ impl Controller {
         self.relays.iter().map(Relay::server).collect()
     }
 
-    /// Every ICE peer's status.
-    pub fn status(&self) -> BTreeMap<PublicKey, PeerIceStatus> {
-        self.peers
-            .iter()
-            .map(|(key, entry)| (*key, self.peer_status(entry)))
-            .collect()
-    }
-
-    fn peer_status(&self, entry: &PeerEntry) -> PeerIceStatus {
-        let session = &entry.session;
-        let state = session.state();
-        let nominated = entry.nominated.filter(|_| state.is_connected());
-        PeerIceStatus {
-            state,
-            path: nominated.map(|n| match n.kind {
-                PathKind::Relay => PathKind::Relay,
-                _ => path_kind(session, n.path.remote),
-            }),
-            local_candidate: nominated.map(|n| n.path.local),
-            remote_candidate: nominated.map(|n| n.path.remote),
-            session_id: session.session_id(),
-            session_version: session.version(),
-            restarts: session.restarts(),
-            remote_candidates: session.agent_remote_candidates(),
-            reason: self.reason(entry),
-        }
-    }
-
-    fn reason(&self, entry: &PeerEntry) -> Option<String> {
-        let session = &entry.session;
-        let local = session.local_offer().candidates.len();
-        let remote = session.remote_candidates().len();
-        Some(match session.state() {
-            SessionState::Connected | SessionState::Completed => {
-                return match entry.nominated.and_then(|n| n.target) {
-                    Some(_) => None,
-                    None => Some("path found; binding a TURN channel for it".to_owned()),
-                };
-            }
-            SessionState::Unknown | SessionState::Idle => {
-                "no offer from peer yet (is it up, and on the same signaling server?)".to_owned()
-            }
-            SessionState::New if local == 0 => "gathering local candidates".to_owned(),
-            SessionState::New | SessionState::Connecting => {
-                format!("{local} local candidates sent; waiting for the peer's candidates")
-            }
-            SessionState::Checking => format!("checking {} candidate pairs", local * remote),
-            SessionState::Disconnected => {
-                "the path stopped answering; checking again before giving up".to_owned()
-            }
-            SessionState::Failed | SessionState::Closed => {
-                let relay_note = self.relay_note();
-                format!(
-                    "{} candidate pairs failed; {relay_note}; retrying with back-off",
-                    entry.pairs
-                )
-            }
-        })
-    }
-
-    fn relay_note(&self) -> String {
-        if !self.candidate_types.relay {
-            return "relay candidates are turned off (ice.candidate_types)".to_owned();
-        }
-        if self.relays.is_empty() {
-            return "no TURN server configured".to_owned();
-        }
-        let failed: Vec<String> = self
-            .relays
-            .iter()
-            .filter_map(|r| match r.state() {
-                RelayState::Failed(why) => Some(format!("TURN {}: {why}", r.server())),
-                _ => None,
-            })
-            .collect();
-        if failed.is_empty() {
-            "the relay candidate did not work either".to_owned()
-        } else {
-            failed.join("; ")
-        }
-    }
-
     fn host_of_family(&self, remote: SocketAddr) -> Option<SocketAddr> {
         self.host
             .iter()
@@ -715,7 +600,7 @@ impl Controller {
                 entry.added.clear();
             }
             Event::StateChanged { from, to } => {
-                tracing::info!(peer = %key, from = from.as_str(), to = to.as_str(), "ICE");
+                tracing::info!(peer = %key, ?from, ?to, "ICE");
                 if matches!(to, SessionState::Closed | SessionState::Idle) {
                     entry.nominated = None;
                     self.update_relay_use(now, &key);
@@ -729,7 +614,7 @@ impl Controller {
                     peer = %key,
                     local = %path.local,
                     remote = %path.remote,
-                    kind = nominated.kind.as_str(),
+                    kind = ?nominated.kind,
                     "path nominated"
                 );
                 if let Some(target) = nominated.target {
@@ -755,23 +640,6 @@ fn direct_sources(candidates: &[Candidate]) -> Vec<SocketAddr> {
             CandidateKind::Relayed | CandidateKind::PeerReflexive => None,
         })
         .collect()
-}
-
-/// The kind of a direct path to `remote`, from the candidate the peer signalled for it. A
-/// check can arrive before the offer that lists its address: the kind is then `prflx` until
-/// the offer comes, which is why status asks again rather than keeping the first answer.
-fn path_kind(session: &Session, remote: SocketAddr) -> PathKind {
-    let remote_kind = session
-        .remote_candidates()
-        .iter()
-        .find(|c| c.address == remote)
-        .map(|c| c.kind);
-    match remote_kind {
-        Some(CandidateKind::Host) => PathKind::Host,
-        Some(CandidateKind::ServerReflexive) => PathKind::Srflx,
-        Some(CandidateKind::Relayed) => PathKind::Relay,
-        Some(CandidateKind::PeerReflexive) | None => PathKind::Prflx,
-    }
 }
 
 fn candidate(kind: CandidateKind, address: SocketAddr, related: Option<SocketAddr>) -> Candidate {

@@ -30,12 +30,12 @@ mod tests;
 pub use candidate_types::CandidateTypes;
 pub use controller::{
     CHANNELS_PER_PEER, CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent,
-    DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, PERMISSIONS_PER_PEER, PathKind, PeerIceStatus,
-    Routed, Sources, TimeoutReason, TurnServer,
+    DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, NotConnected, PERMISSIONS_PER_PEER, PathKind,
+    PeerIceStatus, RelayNote, Routed, Sources, TimeoutReason, TurnServer,
 };
 pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
 pub use reflexive::{ProbeOutcome, ReflexiveProbe};
-pub use relay::{REALLOCATE_AFTER_LOSS, Relay, RelayEvent, RelayReceive, RelayState};
+pub use relay::{REALLOCATE_AFTER_LOSS, Relay, RelayEvent, RelayFailure, RelayReceive, RelayState};
 pub use remote_filter::{RefusedCandidate, RefusedCounters, RemoteFilter};
 pub use server::{DEFAULT_PORT, ServerScheme, ServerUrl, ServerUrlError};
 pub use source_limit::{MAX_SOURCES, SourceLimit};

@@ -69,7 +69,26 @@ pub enum RelayState {
     /// The server relays for us from this address.
     Allocated(SocketAddr),
     /// No allocation, for the reason given.
-    Failed(String),
+    Failed(RelayFailure),
+}
+
+/// Why a relay has no allocation (`wice status` words them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayFailure {
+    /// The server answered 437 to a Refresh sent because relayed checks went unanswered: it
+    /// had lost the allocation.
+    LostAfterUnansweredChecks,
+    /// The server answered 437 (Allocation Mismatch).
+    AllocationMismatch,
+    /// Relayed checks and a Refresh went unanswered.
+    StoppedAnswering,
+    /// Allocate was never answered: the server is unreachable, or the credentials are wrong
+    /// (the client cannot tell them apart).
+    NoAnswerToAllocate,
+    /// The TURN client closed the allocation: the server closed or refused it.
+    Closed,
+    /// The server refused the allocation.
+    Refused,
 }
 
 /// Something the owner should act on.
@@ -79,8 +98,8 @@ pub enum RelayEvent {
     Allocated(SocketAddr),
     /// The allocation failed or closed.
     Failed {
-        /// Why, in words for the log and status.
-        why: String,
+        /// Why.
+        why: RelayFailure,
         /// The relayed address of the allocation that was lost, if one worked.
         lost: Option<SocketAddr>,
     },
@@ -340,10 +359,7 @@ impl Relay {
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> RelayReceive {
         match self.probe.handle_server_datagram(datagram) {
             Some(AllocationVerdict::Mismatch) => {
-                self.fail(
-                    now,
-                    "the server lost the allocation (437 to a Refresh after relayed checks went unanswered)",
-                );
+                self.fail(now, RelayFailure::LostAfterUnansweredChecks);
                 return RelayReceive::Handled;
             }
             Some(_) => return RelayReceive::Handled,
@@ -360,10 +376,7 @@ impl Relay {
             turn_client_proto::api::TurnRecvRet::Handled if allocation_mismatch(datagram) => {
                 // An answer to one of our own requests (the crate matched its transaction):
                 // the server no longer has our allocation.
-                self.fail(
-                    now,
-                    "the server lost the allocation (437 Allocation Mismatch)",
-                );
+                self.fail(now, RelayFailure::AllocationMismatch);
                 RelayReceive::Handled
             }
             turn_client_proto::api::TurnRecvRet::Handled => RelayReceive::Handled,
@@ -402,19 +415,13 @@ impl Relay {
                 .probe
                 .handle_timeout(now, username, credential.expose());
             if outcome == Some(AllocationVerdict::Unanswered) {
-                self.fail(
-                    now,
-                    "the server stopped answering (relayed checks and a Refresh unanswered)",
-                );
+                self.fail(now, RelayFailure::StoppedAnswering);
             }
         }
         if self.allocate_deadline.is_some_and(|at| now >= at) {
             self.allocate_deadline = None;
             if self.state == RelayState::Allocating {
-                self.fail(
-                    now,
-                    "no answer to Allocate (server unreachable, or wrong credentials)",
-                );
+                self.fail(now, RelayFailure::NoAnswerToAllocate);
             }
         }
         self.pump(now);
@@ -467,7 +474,7 @@ impl Relay {
         self.events.pop_front()
     }
 
-    fn fail(&mut self, now: Instant, why: &str) {
+    fn fail(&mut self, now: Instant, why: RelayFailure) {
         if matches!(self.state, RelayState::Failed(_)) {
             return;
         }
@@ -479,24 +486,18 @@ impl Relay {
         };
         self.reallocate_at = Some(now + wait);
         self.allocate_deadline = None;
-        self.state = RelayState::Failed(why.to_owned());
+        self.state = RelayState::Failed(why);
         self.channels.clear();
         self.requested.clear();
         self.probe.reset();
-        self.events.push_back(RelayEvent::Failed {
-            why: why.to_owned(),
-            lost,
-        });
+        self.events.push_back(RelayEvent::Failed { why, lost });
     }
 
     /// Runs the client and turns its events into ours.
     fn pump(&mut self, now: Instant) {
         let time = self.time(now);
         if let TurnPollRet::Closed = self.client.poll(time) {
-            self.fail(
-                now,
-                "allocation closed by the server or refused (check the credentials)",
-            );
+            self.fail(now, RelayFailure::Closed);
         }
         while let Some(event) = self.client.poll_event() {
             match event {
@@ -520,7 +521,7 @@ impl Relay {
                     self.requested.remove(&peer);
                 }
                 TurnEvent::AllocationCreateFailed(_) => {
-                    self.fail(now, "the server refused the allocation");
+                    self.fail(now, RelayFailure::Refused);
                 }
                 TurnEvent::ChannelCreated(TransportType::Udp, peer) => {
                     if let Some(channel) = self.channel_number(now, peer) {

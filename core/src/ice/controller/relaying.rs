@@ -26,7 +26,8 @@ use crate::session::Path;
 use crate::signaling::message::{CandidateKind, MAX_CANDIDATES};
 
 use super::super::relay::RelayEvent;
-use super::{Controller, ControllerEvent, Endpoint, Nominated, PathKind, path_kind};
+use super::status::path_kind;
+use super::{Controller, ControllerEvent, Endpoint, Nominated, PathKind};
 
 /// Permissions one peer may have installed or expiring on a relay: two full offers' worth.
 pub const PERMISSIONS_PER_PEER: usize = 2 * MAX_CANDIDATES;
@@ -212,7 +213,7 @@ impl Controller {
                 self.sync_relays(now);
             }
             RelayEvent::Failed { why, lost } => {
-                tracing::warn!(%server, %why, "TURN relay unavailable");
+                tracing::warn!(%server, ?why, "TURN relay unavailable");
                 if let Some(lost) = lost {
                     self.relay_lost(now, lost);
                 }
