@@ -42,16 +42,19 @@ use super::reflexive::{ProbeOutcome, ReflexiveProbe};
 use super::relay::{Relay, RelayReceive};
 use super::remote_filter::{RefusedCounters, RemoteFilter};
 
+#[cfg(test)]
+pub(crate) use relaying::PERMISSIONS_PER_PEER;
 use relaying::RelayUse;
-pub use relaying::{CHANNELS_PER_PEER, PERMISSIONS_PER_PEER};
 pub use status::{NotConnected, PeerIceStatus, RelayNote};
 pub use timeout::TimeoutReason;
 
 mod routing;
 mod status;
 
+#[cfg(test)]
+pub(crate) use routing::CHECK_LIFETIME;
 use routing::Routing;
-pub use routing::{CHECK_LIFETIME, DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, Routed};
+pub use routing::{DropReason, Routed};
 
 /// What kind of path a peer uses (`wice status` words it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

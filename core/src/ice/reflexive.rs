@@ -37,7 +37,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// Where a probe stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeOutcome {
+pub(crate) enum ProbeOutcome {
     /// No answer yet to the first attempt.
     Pending,
     /// The server answered: the address it saw.
@@ -48,7 +48,7 @@ pub enum ProbeOutcome {
 
 /// One STUN server's view of our socket.
 #[derive(Debug)]
-pub struct ReflexiveProbe {
+pub(crate) struct ReflexiveProbe {
     server: SocketAddr,
     outcome: ProbeOutcome,
     /// The outstanding request, if one is in flight.
@@ -70,7 +70,7 @@ struct Request {
 impl ReflexiveProbe {
     /// A probe of `server`, first request queued at `now`. `transaction` seeds the request's
     /// transaction id (each retry draws the next from it).
-    pub fn new(server: SocketAddr, now: Instant, transaction: u128) -> Self {
+    pub(crate) fn new(server: SocketAddr, now: Instant, transaction: u128) -> Self {
         let mut probe = Self {
             server,
             outcome: ProbeOutcome::Pending,
@@ -84,22 +84,22 @@ impl ReflexiveProbe {
     }
 
     /// The server asked.
-    pub fn server(&self) -> SocketAddr {
+    pub(crate) fn server(&self) -> SocketAddr {
         self.server
     }
 
     /// What the server said so far.
-    pub fn outcome(&self) -> ProbeOutcome {
+    pub(crate) fn outcome(&self) -> ProbeOutcome {
         self.outcome
     }
 
     /// Our address the latest answer arrived on, when the datapath knew it.
-    pub fn base(&self) -> Option<SocketAddr> {
+    pub(crate) fn base(&self) -> Option<SocketAddr> {
         self.base
     }
 
     /// Whether the first attempt is over (answered or given up).
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.outcome != ProbeOutcome::Pending
     }
 
@@ -132,7 +132,7 @@ impl ReflexiveProbe {
     /// A datagram from the server, arrived on our address `local` if known. Returns whether
     /// it answered our request (false: not ours, stale, or not a Binding response).
     /// `transaction` seeds the next attempt if this one needs a new request id.
-    pub fn handle_response(
+    pub(crate) fn handle_response(
         &mut self,
         now: Instant,
         datagram: &[u8],
@@ -176,7 +176,7 @@ impl ReflexiveProbe {
 
     /// Retransmits or starts a new attempt when due. `transaction` is used if a new attempt
     /// starts.
-    pub fn handle_timeout(&mut self, now: Instant, transaction: u128) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, transaction: u128) {
         if let Some(request) = self.request
             && now >= request.retransmit_at
         {
@@ -202,7 +202,7 @@ impl ReflexiveProbe {
     }
 
     /// When [`ReflexiveProbe::handle_timeout`] has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.request {
             Some(request) => Some(request.retransmit_at),
             None => self.next_attempt_at,
@@ -210,7 +210,7 @@ impl ReflexiveProbe {
     }
 
     /// A request to send to [`ReflexiveProbe::server`].
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         let contents = self.outbox.take()?;
         Some(Transmit {
             source: None,

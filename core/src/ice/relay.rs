@@ -59,7 +59,7 @@ pub(super) const REALLOCATE_AFTER: Duration = Duration::from_secs(10);
 /// How long a working allocation that was lost waits before a new Allocate: at once in
 /// practice (the loss was an answer from the server, so it is up), paced only so a server
 /// that keeps dropping allocations cannot make us loop.
-pub const REALLOCATE_AFTER_LOSS: Duration = Duration::from_millis(250);
+pub(crate) const REALLOCATE_AFTER_LOSS: Duration = Duration::from_millis(250);
 
 /// Where the allocation stands.
 #[derive(Debug, Clone, PartialEq, Eq)]

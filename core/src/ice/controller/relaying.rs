@@ -30,9 +30,9 @@ use super::status::path_kind;
 use super::{Controller, ControllerEvent, Endpoint, Nominated, PathKind};
 
 /// Permissions one peer may have installed or expiring on a relay: two full offers' worth.
-pub const PERMISSIONS_PER_PEER: usize = 2 * MAX_CANDIDATES;
+pub(crate) const PERMISSIONS_PER_PEER: usize = 2 * MAX_CANDIDATES;
 /// Channels one peer may have installed or expiring on a relay.
-pub const CHANNELS_PER_PEER: usize = 8;
+pub(crate) const CHANNELS_PER_PEER: usize = 8;
 /// How long a permission nobody refreshes stays installed on the server (RFC 8656 §9).
 const PERMISSION_LINGER: Duration = Duration::from_secs(300);
 /// How long a channel nobody refreshes keeps its number: 10 min bound, then 5 min before the

@@ -28,14 +28,14 @@ use super::super::source_limit::{SourceLimit, SourceLimiter};
 use super::Controller;
 
 /// How long a session's check waits for its answer; `is` gives up on a check well before.
-pub const CHECK_LIFETIME: Duration = Duration::from_secs(10);
+pub(crate) const CHECK_LIFETIME: Duration = Duration::from_secs(10);
 /// Check transactions remembered at once, across sessions (oldest forgotten first). Agents
 /// pace checks at 20/s each, so this covers 20 checking sessions for the whole lifetime.
-pub const MAX_CHECKS: usize = 4096;
+pub(crate) const MAX_CHECKS: usize = 4096;
 /// Attributes looked at before USERNAME in a request; `is` puts USERNAME first.
 const MAX_ATTRIBUTES_BEFORE_USERNAME: usize = 8;
 /// Drop notes logged per second at most.
-pub const DROP_LOG_PER_SECOND: u32 = 2;
+pub(crate) const DROP_LOG_PER_SECOND: u32 = 2;
 
 const HEADER_LEN: usize = 20;
 const BINDING: u16 = 0x0001;
