@@ -29,7 +29,7 @@
 pub mod backoff;
 pub mod ice;
 pub mod keys;
-pub mod log_limit;
+pub(crate) mod log_limit;
 pub mod secret;
 pub mod session;
 pub mod signaling;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// A budget of log lines per second for one call site. Sans-IO: the caller passes `now`.
 #[derive(Debug, Clone)]
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     per_second: u32,
     window_start: Option<Instant>,
     emitted: u32,
@@ -29,7 +29,7 @@ pub struct LogLimit {
 
 impl LogLimit {
     /// At most `per_second` lines in any one-second window.
-    pub const fn per_second(per_second: u32) -> Self {
+    pub(crate) const fn per_second(per_second: u32) -> Self {
         Self {
             per_second,
             window_start: None,
@@ -40,7 +40,7 @@ impl LogLimit {
 
     /// Whether to log now: `Some(n)` with the number of lines held back since the last one
     /// allowed, or `None` to stay quiet (counted).
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
         let fresh = self
             .window_start
             .is_none_or(|start| now.saturating_duration_since(start) >= Duration::from_secs(1));

@@ -73,11 +73,13 @@ use crate::signaling::message::{Candidate, MAX_CANDIDATES, SessionDescription};
 
 pub use candidate::CandidateError;
 pub use state::SessionState;
-pub use timers::{
-    CHECK_INTERVAL, CHECK_RETRANSMITS, CONSENT_INTERVAL, CONSENT_RETRANSMITS, GIVE_UP_AFTER,
-    IDLE_CONSENT_INTERVAL, IDLE_CONSENT_RETRANSMITS, PATH_IDLE_AFTER, RESEND_INITIAL, RESEND_MAX,
-    RESTART_INITIAL, RESTART_MAX, TimeoutReason,
+#[cfg(test)]
+pub(crate) use timers::RESEND_INITIAL;
+pub(crate) use timers::{
+    CHECK_INTERVAL, CHECK_RETRANSMITS, CONSENT_INTERVAL, CONSENT_RETRANSMITS,
+    IDLE_CONSENT_INTERVAL, IDLE_CONSENT_RETRANSMITS, PATH_IDLE_AFTER,
 };
+pub use timers::{GIVE_UP_AFTER, RESEND_MAX, RESTART_MAX, TimeoutReason};
 
 /// The most remote candidates (signalled and peer-reflexive) an agent may hold before its
 /// remote side is reset to the latest offer's: the agent never forgets a candidate by itself.
