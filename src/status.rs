@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use wice_datapath::{Engine, PeerStats};
 
-use wice_core::ice::{ControllerCounters, PathKind, PeerIceStatus};
+use wice_core::ice::{
+    ControllerCounters, NotConnected, PathKind, PeerIceStatus, RelayFailure, RelayNote,
+};
 use wice_core::keys::PublicKey;
 use wice_core::session::SessionState;
 
@@ -154,6 +156,87 @@ impl Status {
     }
 }
 
+/// A session state as status shows it; `completed` counts as `connected`.
+fn state_word(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Unknown => "unknown",
+        SessionState::Idle => "idle",
+        SessionState::New => "new",
+        SessionState::Connecting => "connecting",
+        SessionState::Checking => "checking",
+        SessionState::Connected | SessionState::Completed => "connected",
+        SessionState::Disconnected => "disconnected",
+        SessionState::Failed => "failed",
+        SessionState::Closed => "closed",
+    }
+}
+
+/// A path kind as status and the logs show it: `host`, `srflx`, `prflx` or `relay`.
+pub(crate) fn path_word(kind: PathKind) -> &'static str {
+    match kind {
+        PathKind::Host => "host",
+        PathKind::Srflx => "srflx",
+        PathKind::Prflx => "prflx",
+        PathKind::Relay => "relay",
+    }
+}
+
+/// Why an ICE peer is not connected, in words a person can act on.
+fn not_connected_words(reason: &NotConnected) -> String {
+    match reason {
+        NotConnected::BindingChannel => "path found; binding a TURN channel for it".to_owned(),
+        NotConnected::NoOfferFromPeer => {
+            "no offer from peer yet (is it up, and on the same signaling server?)".to_owned()
+        }
+        NotConnected::Gathering => "gathering local candidates".to_owned(),
+        NotConnected::WaitingForPeerCandidates { sent } => {
+            format!("{sent} local candidates sent; waiting for the peer's candidates")
+        }
+        NotConnected::Checking { pairs } => format!("checking {pairs} candidate pairs"),
+        NotConnected::PathStoppedAnswering => {
+            "the path stopped answering; checking again before giving up".to_owned()
+        }
+        NotConnected::PairsFailed { pairs, relay } => format!(
+            "{pairs} candidate pairs failed; {}; retrying with back-off",
+            relay_note_words(relay)
+        ),
+    }
+}
+
+fn relay_note_words(note: &RelayNote) -> String {
+    match note {
+        RelayNote::TurnedOff => "relay candidates are turned off (ice.candidate_types)".to_owned(),
+        RelayNote::NoServer => "no TURN server configured".to_owned(),
+        RelayNote::DidNotWork => "the relay candidate did not work either".to_owned(),
+        RelayNote::Failed(servers) => servers
+            .iter()
+            .map(|(server, why)| format!("TURN {server}: {}", relay_failure_words(*why)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+fn relay_failure_words(why: RelayFailure) -> &'static str {
+    match why {
+        RelayFailure::LostAfterUnansweredChecks => {
+            "the server lost the allocation (437 to a Refresh after relayed checks went unanswered)"
+        }
+        RelayFailure::AllocationMismatch => {
+            "the server lost the allocation (437 Allocation Mismatch)"
+        }
+        RelayFailure::StoppedAnswering => {
+            "the server stopped answering (relayed checks and a Refresh unanswered)"
+        }
+        RelayFailure::NoAnswerToAllocate => {
+            "no answer to Allocate (server unreachable, or wrong credentials)"
+        }
+        RelayFailure::Closed => {
+            "allocation closed by the server or refused (check the credentials)"
+        }
+        RelayFailure::Refused => "the server refused the allocation",
+    }
+}
+
 impl PeerStatus {
     fn from_stats(stats: &PeerStats) -> Self {
         let connected = stats
@@ -199,12 +282,8 @@ impl PeerStatus {
     /// Overlays the ICE session's view on a peer without a static endpoint.
     fn apply_ice(&mut self, ice: &PeerIceStatus) {
         let handshake_current = self.reason.is_none();
-        self.state = match ice.state {
-            SessionState::Completed => SessionState::Connected.as_str(),
-            state => state.as_str(),
-        }
-        .to_owned();
-        self.path = ice.path.map_or("none", PathKind::as_str).to_owned();
+        self.state = state_word(ice.state).to_owned();
+        self.path = ice.path.map_or("none", path_word).to_owned();
         self.local_candidate = ice.local_candidate.map(|a| a.to_string());
         self.remote_candidate = ice.remote_candidate.map(|a| a.to_string());
         self.session_id = Some(ice.session_id);
@@ -212,7 +291,7 @@ impl PeerStatus {
         self.restarts = Some(ice.restarts);
         self.remote_candidates = Some(ice.remote_candidates);
         self.reason = match (&ice.reason, handshake_current) {
-            (Some(reason), _) => Some(reason.clone()),
+            (Some(reason), _) => Some(not_connected_words(reason)),
             (None, true) => None,
             (None, false) => {
                 Some("path found; waiting for the WireGuard handshake over it".to_owned())
@@ -285,5 +364,44 @@ impl Status {
             peer.render(&mut out);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_states_read_as_status_words_with_completed_shown_as_connected() {
+        assert_eq!(state_word(SessionState::Completed), "connected");
+        assert_eq!(state_word(SessionState::Idle), "idle");
+        assert_eq!(path_word(PathKind::Srflx), "srflx");
+    }
+
+    #[test]
+    fn a_failed_peer_s_reason_names_the_pairs_and_each_failed_relay() {
+        let reason = NotConnected::PairsFailed {
+            pairs: 4,
+            relay: RelayNote::Failed(vec![
+                (
+                    "203.0.113.1:3478".parse().unwrap(),
+                    RelayFailure::NoAnswerToAllocate,
+                ),
+                ("203.0.113.2:3478".parse().unwrap(), RelayFailure::Refused),
+            ]),
+        };
+        assert_eq!(
+            not_connected_words(&reason),
+            "4 candidate pairs failed; \
+             TURN 203.0.113.1:3478: no answer to Allocate (server unreachable, or wrong credentials); \
+             TURN 203.0.113.2:3478: the server refused the allocation; retrying with back-off"
+        );
+        assert_eq!(
+            not_connected_words(&NotConnected::PairsFailed {
+                pairs: 1,
+                relay: RelayNote::NoServer
+            }),
+            "1 candidate pairs failed; no TURN server configured; retrying with back-off"
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! - [`community`]: discovery among holders of a passphrase: the community key, signed member
 //!   announcements and the [`community::Membership`] state machine; [`addresses`]: tunnel
 //!   addresses derived from public keys;
+//! - [`Transmit`]: the one datagram-to-send value every state machine above returns;
 //! - [`wire`]: the rules shared with the datapath: datagram classification, ChannelData
 //!   framing and a peer's path ([`wire::Endpoint`]);
 //! - [`backoff`]: the one exponential back-off (plain for session timers, jittered for
@@ -37,4 +38,7 @@ pub mod log_limit;
 pub mod secret;
 pub mod session;
 pub mod signaling;
+mod transmit;
 pub mod wire;
+
+pub use transmit::Transmit;

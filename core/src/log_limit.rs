@@ -4,9 +4,7 @@
 //! caused it: each call site owns a [`LogLimit`], asks it before logging, and reports how many
 //! lines it held back since the last one it let through.
 //!
-//! ```
-//! # use std::time::Instant;
-//! # use wice_core::log_limit::LogLimit;
+//! ```text
 //! let mut limit = LogLimit::per_second(2);
 //! let now = Instant::now();
 //! for _ in 0..10 {

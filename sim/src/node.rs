@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::product::{
     CandidateTypes, Controller, ControllerEvent, Endpoint, Opener, PathKind, PrivateKey, PublicKey,
-    Sealer, SenderPolicy, Sources, TurnServer,
+    Sealer, SenderPolicy, Sources, TimeoutReason, TurnServer,
 };
 
 /// How often a node sends its WireGuard stand-in along a path the peer answered on
@@ -66,8 +66,8 @@ pub struct SimNode {
     pub offers_published: u64,
     /// Datagrams sent (control and markers).
     pub datagrams_sent: u64,
-    /// The controller's cached deadline (valid unless `dirty`).
-    pub(crate) deadline: Option<Instant>,
+    /// The controller's cached deadline and its reason (valid unless `dirty`).
+    pub(crate) deadline: Option<(Instant, TimeoutReason)>,
     pub(crate) dirty: bool,
     pub(crate) next_keepalive: Option<Instant>,
 }

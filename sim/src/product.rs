@@ -4,11 +4,14 @@
 
 pub(crate) use wice_core::ice::CandidateTypes;
 pub(crate) use wice_core::ice::{
-    Controller, ControllerCounters, ControllerEvent, PathKind, PeerIceStatus, Sources, TurnServer,
+    Controller, ControllerCounters, ControllerEvent, PathKind, PeerIceStatus, Sources,
+    TimeoutReason, TurnServer,
 };
+pub use wice_core::ice::{NotConnected, RelayNote};
 pub(crate) use wice_core::keys::{PrivateKey, PublicKey};
 pub(crate) use wice_core::signaling::{Opener, Sealer, SenderPolicy, SignalingMessage};
 pub(crate) use wice_core::wire::Endpoint;
+pub(crate) use wice_core::wire::classify::{DatagramKind, classify, is_stun};
 
 /// The pieces the offer-protocol model test drives directly.
 pub mod session {

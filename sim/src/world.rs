@@ -33,8 +33,6 @@ use crate::turn::SimTurnServer;
 mod invariants;
 mod network;
 
-pub use network::is_stun;
-
 /// The TURN user every node is configured with.
 pub const TURN_USER: &str = "wice";
 /// Its password.
@@ -356,9 +354,10 @@ impl Simulation {
                 at_one_instant += 1;
                 assert!(
                     at_one_instant < MAX_STEPS_AT_ONE_INSTANT,
-                    "busy loop: {at_one_instant} steps at {:?} (seed {})",
+                    "busy loop: {at_one_instant} steps at {:?} (seed {}); due: {}",
                     self.clock.elapsed(),
-                    self.config.seed
+                    self.config.seed,
+                    self.due_timeouts(next)
                 );
             } else {
                 at_one_instant = 0;
@@ -504,13 +503,33 @@ impl Simulation {
             .nodes
             .iter()
             .filter(|n| n.up)
-            .flat_map(|n| [n.deadline, n.next_keepalive])
+            .flat_map(|n| [n.deadline.map(|(at, _)| at), n.next_keepalive])
             .flatten();
         queue
             .into_iter()
             .chain(nodes)
             .chain(self.server.poll_timeout())
             .min()
+    }
+
+    /// Which nodes' controllers are due at `at`, and why: what a busy loop reports.
+    fn due_timeouts(&self, at: Instant) -> String {
+        let due: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, node)| match node.deadline {
+                Some((deadline, reason)) if node.up && deadline <= at => {
+                    Some(format!("node {index}: {reason:?}"))
+                }
+                _ => None,
+            })
+            .collect();
+        if due.is_empty() {
+            "no controller (datagrams, keepalives or the server)".to_owned()
+        } else {
+            due.join(", ")
+        }
     }
 
     /// Handles everything due at the clock's now.
@@ -536,7 +555,7 @@ impl Simulation {
             if !node.up {
                 continue;
             }
-            if node.deadline.is_some_and(|at| at <= now) {
+            if node.deadline.is_some_and(|(at, _)| at <= now) {
                 node.controller.handle_timeout(now);
                 node.dirty = true;
             }
@@ -565,8 +584,8 @@ impl Simulation {
         let now = self.clock.now();
         let node = &mut self.nodes[index];
         let mut transmits = Vec::new();
-        while let Some(datagram) = node.controller.poll_transmit() {
-            transmits.push(datagram);
+        while let Some(transmit) = node.controller.poll_transmit() {
+            transmits.push(transmit);
         }
         let mut changed = Vec::new();
         while let Some(event) = node.controller.poll_event() {
@@ -579,8 +598,8 @@ impl Simulation {
         node.deadline = node.controller.poll_timeout(now);
         node.dirty = false;
         let source = node.address;
-        for datagram in transmits {
-            self.send_from_node(index, source, datagram.destination, datagram.contents);
+        for transmit in transmits {
+            self.send_from_node(index, source, transmit.destination, transmit.contents);
         }
         for peer in changed {
             self.send_marker(index, &peer);

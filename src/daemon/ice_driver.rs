@@ -205,7 +205,15 @@ pub(crate) async fn run(driver: Driver) {
         );
         if std::mem::take(&mut changed) {
             publish_snapshot(&controller, &snapshot, &mut watch, &hooks);
-            deadline = controller.poll_timeout(Instant::now());
+            let now = Instant::now();
+            deadline = controller.poll_timeout(now).map(|(at, reason)| {
+                tracing::debug!(
+                    in_ms = at.saturating_duration_since(now).as_millis() as u64,
+                    ?reason,
+                    "next ICE timeout"
+                );
+                at
+            });
         }
         let sleep = async {
             match deadline {
@@ -337,9 +345,9 @@ fn flush(
     while let Some(event) = controller.poll_event() {
         match event {
             ControllerEvent::PathChanged { peer, target, kind } => {
-                log_path(&peer, &target, kind.as_str());
+                log_path(&peer, &target, crate::status::path_word(kind));
                 datapath.set_path(&peer, target);
-                watch.handle_path_changed(peer, target, kind.as_str(), hooks);
+                watch.handle_path_changed(peer, target, crate::status::path_word(kind), hooks);
             }
         }
     }

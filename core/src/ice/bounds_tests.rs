@@ -525,10 +525,10 @@ fn idle_wakeups_with_twelve_connected_peers() {
     while now < start + Duration::from_secs(60) {
         let hub_at = hub
             .poll_timeout(now)
-            .unwrap_or(now + Duration::from_secs(60));
+            .map_or(now + Duration::from_secs(60), |(at, _)| at);
         let spoke_at = spokes
             .iter_mut()
-            .filter_map(|s| s.poll_timeout(now))
+            .filter_map(|s| s.poll_timeout(now).map(|(at, _)| at))
             .min()
             .unwrap_or(hub_at);
         let next = hub_at.min(spoke_at).max(now + Duration::from_millis(1));

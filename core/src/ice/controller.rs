@@ -20,6 +20,7 @@
 
 mod membership;
 mod relaying;
+mod timeout;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
+use crate::Transmit;
 use crate::ice::CandidateTypes;
 use crate::keys::PublicKey;
 use crate::secret::SecretString;
@@ -34,20 +36,27 @@ use crate::session::rng::{IceRandom, TransactionIds};
 use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
 use crate::wire::Endpoint;
+use crate::wire::classify::is_stun;
 
 use super::reflexive::{ProbeOutcome, ReflexiveProbe};
-use super::relay::{Relay, RelayReceive, RelayState};
+use super::relay::{Relay, RelayReceive};
 use super::remote_filter::{RefusedCounters, RemoteFilter};
 
+#[cfg(test)]
+pub(crate) use relaying::PERMISSIONS_PER_PEER;
 use relaying::RelayUse;
-pub use relaying::{CHANNELS_PER_PEER, PERMISSIONS_PER_PEER};
+pub use status::{NotConnected, PeerIceStatus, RelayNote};
+pub use timeout::TimeoutReason;
 
 mod routing;
+mod status;
 
-pub use routing::{CHECK_LIFETIME, DROP_LOG_PER_SECOND, DropReason, MAX_CHECKS, Routed};
-use routing::{Routing, is_stun};
+#[cfg(test)]
+pub(crate) use routing::CHECK_LIFETIME;
+use routing::Routing;
+pub use routing::{DropReason, Routed};
 
-/// What kind of path a peer uses, as `wice status` names it.
+/// What kind of path a peer uses (`wice status` words it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathKind {
     /// Interface address to interface address.
@@ -58,27 +67,6 @@ pub enum PathKind {
     Prflx,
     /// Through a TURN relay (ours or the peer's).
     Relay,
-}
-
-impl PathKind {
-    /// `host`, `srflx`, `prflx` or `relay`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Host => "host",
-            Self::Srflx => "srflx",
-            Self::Prflx => "prflx",
-            Self::Relay => "relay",
-        }
-    }
-}
-
-/// A datagram to send from the shared socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Datagram {
-    /// Where to.
-    pub destination: SocketAddr,
-    /// What.
-    pub contents: Vec<u8>,
 }
 
 /// Something the datapath should do.
@@ -151,29 +139,6 @@ pub struct ControllerCounters {
     pub relay_allocations_lost: u64,
 }
 
-/// One peer as `wice status` shows its ICE side.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIceStatus {
-    /// The session's state.
-    pub state: SessionState,
-    /// The path in use, once nominated.
-    pub path: Option<PathKind>,
-    /// Our side of the nominated pair.
-    pub local_candidate: Option<SocketAddr>,
-    /// The peer's side of the nominated pair.
-    pub remote_candidate: Option<SocketAddr>,
-    /// Our session id.
-    pub session_id: u64,
-    /// Our latest offer's version.
-    pub session_version: u64,
-    /// New local sessions since the first.
-    pub restarts: u64,
-    /// Remote candidates the agent holds (signalled and peer-reflexive).
-    pub remote_candidates: usize,
-    /// When not connected: why, in words a person can act on.
-    pub reason: Option<String>,
-}
-
 struct PeerEntry {
     session: Session,
     /// The local session id candidates are being gathered for.
@@ -228,7 +193,7 @@ pub struct Controller {
     filter: RemoteFilter,
     /// Peer addresses whose checks reached us through a relay and authenticated.
     relay_reached: relaying::Reached,
-    transmits: VecDeque<Datagram>,
+    transmits: VecDeque<Transmit>,
     offers: VecDeque<(PublicKey, SessionDescription)>,
     events: VecDeque<ControllerEvent>,
     counters: ControllerCounters,
@@ -442,24 +407,8 @@ impl Controller {
         self.process(now);
     }
 
-    /// When to call [`Controller::handle_timeout`].
-    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
-        let sessions = self
-            .peers
-            .values_mut()
-            .filter_map(|entry| entry.session.poll_timeout().map(|(at, _)| at));
-        let probes = self.probes.iter().filter_map(ReflexiveProbe::poll_timeout);
-        let mut earliest: Option<Instant> = sessions.chain(probes).min();
-        for relay in &mut self.relays {
-            if let Some(at) = relay.poll_timeout(now) {
-                earliest = Some(earliest.map_or(at, |e| e.min(at)));
-            }
-        }
-        earliest
-    }
-
     /// The next datagram to send from the shared socket.
-    pub fn poll_transmit(&mut self) -> Option<Datagram> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
@@ -481,88 +430,6 @@ impl Controller {
     /// The TURN servers relays were requested from (the datapath takes ChannelData from them).
     pub fn relay_servers(&self) -> Vec<SocketAddr> {
         self.relays.iter().map(Relay::server).collect()
-    }
-
-    /// Every ICE peer's status.
-    pub fn status(&self) -> BTreeMap<PublicKey, PeerIceStatus> {
-        self.peers
-            .iter()
-            .map(|(key, entry)| (*key, self.peer_status(entry)))
-            .collect()
-    }
-
-    fn peer_status(&self, entry: &PeerEntry) -> PeerIceStatus {
-        let session = &entry.session;
-        let state = session.state();
-        let nominated = entry.nominated.filter(|_| state.is_connected());
-        PeerIceStatus {
-            state,
-            path: nominated.map(|n| match n.kind {
-                PathKind::Relay => PathKind::Relay,
-                _ => path_kind(session, n.path.remote),
-            }),
-            local_candidate: nominated.map(|n| n.path.local),
-            remote_candidate: nominated.map(|n| n.path.remote),
-            session_id: session.session_id(),
-            session_version: session.version(),
-            restarts: session.restarts(),
-            remote_candidates: session.agent_remote_candidates(),
-            reason: self.reason(entry),
-        }
-    }
-
-    fn reason(&self, entry: &PeerEntry) -> Option<String> {
-        let session = &entry.session;
-        let local = session.local_offer().candidates.len();
-        let remote = session.remote_candidates().len();
-        Some(match session.state() {
-            SessionState::Connected | SessionState::Completed => {
-                return match entry.nominated.and_then(|n| n.target) {
-                    Some(_) => None,
-                    None => Some("path found; binding a TURN channel for it".to_owned()),
-                };
-            }
-            SessionState::Unknown | SessionState::Idle => {
-                "no offer from peer yet (is it up, and on the same signaling server?)".to_owned()
-            }
-            SessionState::New if local == 0 => "gathering local candidates".to_owned(),
-            SessionState::New | SessionState::Connecting => {
-                format!("{local} local candidates sent; waiting for the peer's candidates")
-            }
-            SessionState::Checking => format!("checking {} candidate pairs", local * remote),
-            SessionState::Disconnected => {
-                "the path stopped answering; checking again before giving up".to_owned()
-            }
-            SessionState::Failed | SessionState::Closed => {
-                let relay_note = self.relay_note();
-                format!(
-                    "{} candidate pairs failed; {relay_note}; retrying with back-off",
-                    entry.pairs
-                )
-            }
-        })
-    }
-
-    fn relay_note(&self) -> String {
-        if !self.candidate_types.relay {
-            return "relay candidates are turned off (ice.candidate_types)".to_owned();
-        }
-        if self.relays.is_empty() {
-            return "no TURN server configured".to_owned();
-        }
-        let failed: Vec<String> = self
-            .relays
-            .iter()
-            .filter_map(|r| match r.state() {
-                RelayState::Failed(why) => Some(format!("TURN {}: {why}", r.server())),
-                _ => None,
-            })
-            .collect();
-        if failed.is_empty() {
-            "the relay candidate did not work either".to_owned()
-        } else {
-            failed.join("; ")
-        }
     }
 
     fn host_of_family(&self, remote: SocketAddr) -> Option<SocketAddr> {
@@ -611,11 +478,8 @@ impl Controller {
     fn process(&mut self, now: Instant) {
         self.drain_relays(now);
         for probe in &mut self.probes {
-            while let Some(contents) = probe.poll_transmit() {
-                self.transmits.push_back(Datagram {
-                    destination: probe.server(),
-                    contents,
-                });
+            while let Some(transmit) = probe.poll_transmit() {
+                self.transmits.push_back(transmit);
             }
         }
         let candidates = self.local_candidates();
@@ -631,11 +495,8 @@ impl Controller {
 
     fn drain_relays(&mut self, now: Instant) {
         for index in 0..self.relays.len() {
-            while let Some(contents) = self.relays[index].poll_transmit(now) {
-                self.transmits.push_back(Datagram {
-                    destination: self.relays[index].server(),
-                    contents,
-                });
+            while let Some(transmit) = self.relays[index].poll_transmit(now) {
+                self.transmits.push_back(transmit);
             }
             while let Some(event) = self.relays[index].poll_event() {
                 self.relay_event(now, index, event);
@@ -687,19 +548,16 @@ impl Controller {
         while let Some(transmit) = entry.session.poll_transmit() {
             self.routing
                 .note_sent(now, key, transmit.destination, &transmit.contents);
-            let relay = self
-                .relays
-                .iter_mut()
-                .find(|r| r.relayed() == Some(transmit.source));
+            let relay = self.relays.iter_mut().find(|r| {
+                r.relayed()
+                    .is_some_and(|relayed| transmit.source == Some(relayed))
+            });
             match relay {
                 Some(relay) => {
                     // Until the server confirmed a permission the check is dropped; the
                     // agent retransmits.
                     match relay.send_to(now, transmit.destination, &transmit.contents) {
-                        Some(contents) => self.transmits.push_back(Datagram {
-                            destination: relay.server(),
-                            contents,
-                        }),
+                        Some(wrapped) => self.transmits.push_back(wrapped),
                         None => tracing::trace!(
                             peer = %key,
                             destination = %transmit.destination,
@@ -711,14 +569,14 @@ impl Controller {
                 // our current direct candidates' (a relayed address whose allocation is
                 // gone must not turn into a send from the host socket, and relay-only
                 // mode has no direct source at all).
-                None if !direct_sources.contains(&transmit.source) => {
+                None if !transmit
+                    .source
+                    .is_some_and(|source| direct_sources.contains(&source)) =>
+                {
                     self.counters.stale_source_transmits += 1;
-                    tracing::trace!(peer = %key, source = %transmit.source, "check from an address we do not send from; dropped");
+                    tracing::trace!(peer = %key, source = ?transmit.source, "check from an address we do not send from; dropped");
                 }
-                None => self.transmits.push_back(Datagram {
-                    destination: transmit.destination,
-                    contents: transmit.contents,
-                }),
+                None => self.transmits.push_back(transmit),
             }
         }
         // Events raised by the inputs above (state changes, nominations) wait for the next
@@ -745,7 +603,7 @@ impl Controller {
                 entry.added.clear();
             }
             Event::StateChanged { from, to } => {
-                tracing::info!(peer = %key, from = from.as_str(), to = to.as_str(), "ICE");
+                tracing::info!(peer = %key, ?from, ?to, "ICE");
                 if matches!(to, SessionState::Closed | SessionState::Idle) {
                     entry.nominated = None;
                     self.update_relay_use(now, &key);
@@ -759,7 +617,7 @@ impl Controller {
                     peer = %key,
                     local = %path.local,
                     remote = %path.remote,
-                    kind = nominated.kind.as_str(),
+                    kind = ?nominated.kind,
                     "path nominated"
                 );
                 if let Some(target) = nominated.target {
@@ -785,23 +643,6 @@ fn direct_sources(candidates: &[Candidate]) -> Vec<SocketAddr> {
             CandidateKind::Relayed | CandidateKind::PeerReflexive => None,
         })
         .collect()
-}
-
-/// The kind of a direct path to `remote`, from the candidate the peer signalled for it. A
-/// check can arrive before the offer that lists its address: the kind is then `prflx` until
-/// the offer comes, which is why status asks again rather than keeping the first answer.
-fn path_kind(session: &Session, remote: SocketAddr) -> PathKind {
-    let remote_kind = session
-        .remote_candidates()
-        .iter()
-        .find(|c| c.address == remote)
-        .map(|c| c.kind);
-    match remote_kind {
-        Some(CandidateKind::Host) => PathKind::Host,
-        Some(CandidateKind::ServerReflexive) => PathKind::Srflx,
-        Some(CandidateKind::Relayed) => PathKind::Relay,
-        Some(CandidateKind::PeerReflexive) | None => PathKind::Prflx,
-    }
 }
 
 fn candidate(kind: CandidateKind, address: SocketAddr, related: Option<SocketAddr>) -> Candidate {

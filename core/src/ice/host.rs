@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 /// Most host candidates offered.
-pub const MAX_HOST_CANDIDATES: usize = 8;
+pub(crate) const MAX_HOST_CANDIDATES: usize = 8;
 
 /// One address of one interface, as the OS lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

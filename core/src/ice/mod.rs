@@ -29,13 +29,16 @@ mod tests;
 
 pub use candidate_types::CandidateTypes;
 pub use controller::{
-    CHANNELS_PER_PEER, CHECK_LIFETIME, Controller, ControllerCounters, ControllerEvent,
-    DROP_LOG_PER_SECOND, Datagram, DropReason, MAX_CHECKS, PERMISSIONS_PER_PEER, PathKind,
-    PeerIceStatus, Routed, Sources, TurnServer,
+    Controller, ControllerCounters, ControllerEvent, DropReason, NotConnected, PathKind,
+    PeerIceStatus, RelayNote, Routed, Sources, TimeoutReason, TurnServer,
 };
-pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
-pub use reflexive::{ProbeOutcome, ReflexiveProbe};
-pub use relay::{REALLOCATE_AFTER_LOSS, Relay, RelayEvent, RelayReceive, RelayState};
+pub use host::{InterfaceAddress, host_candidates};
+pub use relay::{Relay, RelayEvent, RelayFailure, RelayReceive, RelayState};
 pub use remote_filter::{RefusedCandidate, RefusedCounters, RemoteFilter};
 pub use server::{DEFAULT_PORT, ServerScheme, ServerUrl, ServerUrlError};
-pub use source_limit::{MAX_SOURCES, SourceLimit};
+
+// What the tests beside the modules reach through `super::*`.
+#[cfg(test)]
+use controller::{CHECK_LIFETIME, PERMISSIONS_PER_PEER};
+#[cfg(test)]
+use source_limit::SourceLimit;

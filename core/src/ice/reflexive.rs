@@ -23,6 +23,8 @@ use turn_client_proto::types::stun::message::{
 };
 use turn_client_proto::types::stun::prelude::*;
 
+use crate::Transmit;
+
 /// First retransmission timeout (RFC 8489 §6.2.1 suggests 500 ms; a LAN-heavy mesh
 /// benefits from a quicker first retry, and five tries still span 7.75 s).
 const RTO_INITIAL: Duration = Duration::from_millis(250);
@@ -35,7 +37,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// Where a probe stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeOutcome {
+pub(crate) enum ProbeOutcome {
     /// No answer yet to the first attempt.
     Pending,
     /// The server answered: the address it saw.
@@ -46,7 +48,7 @@ pub enum ProbeOutcome {
 
 /// One STUN server's view of our socket.
 #[derive(Debug)]
-pub struct ReflexiveProbe {
+pub(crate) struct ReflexiveProbe {
     server: SocketAddr,
     outcome: ProbeOutcome,
     /// The outstanding request, if one is in flight.
@@ -68,7 +70,7 @@ struct Request {
 impl ReflexiveProbe {
     /// A probe of `server`, first request queued at `now`. `transaction` seeds the request's
     /// transaction id (each retry draws the next from it).
-    pub fn new(server: SocketAddr, now: Instant, transaction: u128) -> Self {
+    pub(crate) fn new(server: SocketAddr, now: Instant, transaction: u128) -> Self {
         let mut probe = Self {
             server,
             outcome: ProbeOutcome::Pending,
@@ -82,22 +84,22 @@ impl ReflexiveProbe {
     }
 
     /// The server asked.
-    pub fn server(&self) -> SocketAddr {
+    pub(crate) fn server(&self) -> SocketAddr {
         self.server
     }
 
     /// What the server said so far.
-    pub fn outcome(&self) -> ProbeOutcome {
+    pub(crate) fn outcome(&self) -> ProbeOutcome {
         self.outcome
     }
 
     /// Our address the latest answer arrived on, when the datapath knew it.
-    pub fn base(&self) -> Option<SocketAddr> {
+    pub(crate) fn base(&self) -> Option<SocketAddr> {
         self.base
     }
 
     /// Whether the first attempt is over (answered or given up).
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.outcome != ProbeOutcome::Pending
     }
 
@@ -130,7 +132,7 @@ impl ReflexiveProbe {
     /// A datagram from the server, arrived on our address `local` if known. Returns whether
     /// it answered our request (false: not ours, stale, or not a Binding response).
     /// `transaction` seeds the next attempt if this one needs a new request id.
-    pub fn handle_response(
+    pub(crate) fn handle_response(
         &mut self,
         now: Instant,
         datagram: &[u8],
@@ -174,7 +176,7 @@ impl ReflexiveProbe {
 
     /// Retransmits or starts a new attempt when due. `transaction` is used if a new attempt
     /// starts.
-    pub fn handle_timeout(&mut self, now: Instant, transaction: u128) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, transaction: u128) {
         if let Some(request) = self.request
             && now >= request.retransmit_at
         {
@@ -200,7 +202,7 @@ impl ReflexiveProbe {
     }
 
     /// When [`ReflexiveProbe::handle_timeout`] has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.request {
             Some(request) => Some(request.retransmit_at),
             None => self.next_attempt_at,
@@ -208,8 +210,13 @@ impl ReflexiveProbe {
     }
 
     /// A request to send to [`ReflexiveProbe::server`].
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.outbox.take()
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        let contents = self.outbox.take()?;
+        Some(Transmit {
+            source: None,
+            destination: self.server,
+            contents,
+        })
     }
 }
 
@@ -236,6 +243,8 @@ pub(super) mod tests {
         let start = Instant::now();
         let mut probe = ReflexiveProbe::new(server(), start, 7);
         let request = probe.poll_transmit().unwrap();
+        assert_eq!((request.source, request.destination), (None, server()));
+        let request = request.contents;
         assert!(!probe.settled());
         let mapped: SocketAddr = "198.51.100.9:40001".parse().unwrap();
         let local: SocketAddr = "10.0.0.2:51820".parse().unwrap();
@@ -252,7 +261,8 @@ pub(super) mod tests {
         let _ = probe.poll_transmit().unwrap();
         let other = ReflexiveProbe::new(server(), start, 8)
             .poll_transmit()
-            .unwrap();
+            .unwrap()
+            .contents;
         let mapped = "198.51.100.9:40001".parse().unwrap();
         assert!(!probe.handle_response(start, &answer(&other, mapped), None));
         assert!(!probe.handle_response(start, b"\x00\x01garbage", None));

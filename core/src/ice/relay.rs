@@ -46,7 +46,9 @@ use turn_client_proto::types::stun::message::{Message, MessageClass};
 use turn_client_proto::udp::TurnClientUdp;
 
 use super::relay_probe::{AllocationProbe, AllocationVerdict};
+use crate::Transmit;
 use crate::secret::SecretString;
+use crate::wire::classify::is_stun;
 
 /// How long an allocation may take before the relay counts as failed (the crate itself
 /// only notices wrong credentials after its own retransmissions, ~30 s).
@@ -57,7 +59,7 @@ pub(super) const REALLOCATE_AFTER: Duration = Duration::from_secs(10);
 /// How long a working allocation that was lost waits before a new Allocate: at once in
 /// practice (the loss was an answer from the server, so it is up), paced only so a server
 /// that keeps dropping allocations cannot make us loop.
-pub const REALLOCATE_AFTER_LOSS: Duration = Duration::from_millis(250);
+pub(crate) const REALLOCATE_AFTER_LOSS: Duration = Duration::from_millis(250);
 
 /// Where the allocation stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +69,26 @@ pub enum RelayState {
     /// The server relays for us from this address.
     Allocated(SocketAddr),
     /// No allocation, for the reason given.
-    Failed(String),
+    Failed(RelayFailure),
+}
+
+/// Why a relay has no allocation (`wice status` words them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayFailure {
+    /// The server answered 437 to a Refresh sent because relayed checks went unanswered: it
+    /// had lost the allocation.
+    LostAfterUnansweredChecks,
+    /// The server answered 437 (Allocation Mismatch).
+    AllocationMismatch,
+    /// Relayed checks and a Refresh went unanswered.
+    StoppedAnswering,
+    /// Allocate was never answered: the server is unreachable, or the credentials are wrong
+    /// (the client cannot tell them apart).
+    NoAnswerToAllocate,
+    /// The TURN client closed the allocation: the server closed or refused it.
+    Closed,
+    /// The server refused the allocation.
+    Refused,
 }
 
 /// Something the owner should act on.
@@ -77,8 +98,8 @@ pub enum RelayEvent {
     Allocated(SocketAddr),
     /// The allocation failed or closed.
     Failed {
-        /// Why, in words for the log and status.
-        why: String,
+        /// Why.
+        why: RelayFailure,
         /// The relayed address of the allocation that was lost, if one worked.
         lost: Option<SocketAddr>,
     },
@@ -318,16 +339,17 @@ impl Relay {
         }
     }
 
-    /// Wraps `data` for `peer` (ChannelData when a channel is bound, else a Send indication).
-    /// `None` until the server confirmed a permission for the peer.
-    pub fn send_to(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    /// Wraps `data` for `peer` (ChannelData when a channel is bound, else a Send indication)
+    /// into a transmit to the server. `None` until the server confirmed a permission for the
+    /// peer.
+    pub fn send_to(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> Option<Transmit> {
         let time = self.time(now);
         match self.client.send_to(TransportType::Udp, peer, data, time) {
             Ok(Some(transmit)) => {
                 if is_stun_request(data) {
                     self.probe.handle_relayed_request(now);
                 }
-                Some(transmit.build().data)
+                Some(self.to_server(transmit.build().data))
             }
             Ok(None) | Err(_) => None,
         }
@@ -337,10 +359,7 @@ impl Relay {
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> RelayReceive {
         match self.probe.handle_server_datagram(datagram) {
             Some(AllocationVerdict::Mismatch) => {
-                self.fail(
-                    now,
-                    "the server lost the allocation (437 to a Refresh after relayed checks went unanswered)",
-                );
+                self.fail(now, RelayFailure::LostAfterUnansweredChecks);
                 return RelayReceive::Handled;
             }
             Some(_) => return RelayReceive::Handled,
@@ -357,10 +376,7 @@ impl Relay {
             turn_client_proto::api::TurnRecvRet::Handled if allocation_mismatch(datagram) => {
                 // An answer to one of our own requests (the crate matched its transaction):
                 // the server no longer has our allocation.
-                self.fail(
-                    now,
-                    "the server lost the allocation (437 Allocation Mismatch)",
-                );
+                self.fail(now, RelayFailure::AllocationMismatch);
                 RelayReceive::Handled
             }
             turn_client_proto::api::TurnRecvRet::Handled => RelayReceive::Handled,
@@ -399,19 +415,13 @@ impl Relay {
                 .probe
                 .handle_timeout(now, username, credential.expose());
             if outcome == Some(AllocationVerdict::Unanswered) {
-                self.fail(
-                    now,
-                    "the server stopped answering (relayed checks and a Refresh unanswered)",
-                );
+                self.fail(now, RelayFailure::StoppedAnswering);
             }
         }
         if self.allocate_deadline.is_some_and(|at| now >= at) {
             self.allocate_deadline = None;
             if self.state == RelayState::Allocating {
-                self.fail(
-                    now,
-                    "no answer to Allocate (server unreachable, or wrong credentials)",
-                );
+                self.fail(now, RelayFailure::NoAnswerToAllocate);
             }
         }
         self.pump(now);
@@ -435,9 +445,9 @@ impl Relay {
     }
 
     /// A datagram to send to [`Relay::server`].
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         if let Some(probe) = self.probe.poll_transmit() {
-            return Some(probe);
+            return Some(self.to_server(probe));
         }
         let time = self.time(now);
         loop {
@@ -447,7 +457,15 @@ impl Relay {
                 self.refreshes_dropped += 1;
                 continue;
             }
-            return Some(datagram.to_vec());
+            return Some(self.to_server(datagram.to_vec()));
+        }
+    }
+
+    fn to_server(&self, contents: Vec<u8>) -> Transmit {
+        Transmit {
+            source: Some(self.local),
+            destination: self.server(),
+            contents,
         }
     }
 
@@ -456,7 +474,7 @@ impl Relay {
         self.events.pop_front()
     }
 
-    fn fail(&mut self, now: Instant, why: &str) {
+    fn fail(&mut self, now: Instant, why: RelayFailure) {
         if matches!(self.state, RelayState::Failed(_)) {
             return;
         }
@@ -468,24 +486,18 @@ impl Relay {
         };
         self.reallocate_at = Some(now + wait);
         self.allocate_deadline = None;
-        self.state = RelayState::Failed(why.to_owned());
+        self.state = RelayState::Failed(why);
         self.channels.clear();
         self.requested.clear();
         self.probe.reset();
-        self.events.push_back(RelayEvent::Failed {
-            why: why.to_owned(),
-            lost,
-        });
+        self.events.push_back(RelayEvent::Failed { why, lost });
     }
 
     /// Runs the client and turns its events into ours.
     fn pump(&mut self, now: Instant) {
         let time = self.time(now);
         if let TurnPollRet::Closed = self.client.poll(time) {
-            self.fail(
-                now,
-                "allocation closed by the server or refused (check the credentials)",
-            );
+            self.fail(now, RelayFailure::Closed);
         }
         while let Some(event) = self.client.poll_event() {
             match event {
@@ -509,7 +521,7 @@ impl Relay {
                     self.requested.remove(&peer);
                 }
                 TurnEvent::AllocationCreateFailed(_) => {
-                    self.fail(now, "the server refused the allocation");
+                    self.fail(now, RelayFailure::Refused);
                 }
                 TurnEvent::ChannelCreated(TransportType::Udp, peer) => {
                     if let Some(channel) = self.channel_number(now, peer) {
@@ -552,10 +564,8 @@ fn allocation_mismatch(datagram: &[u8]) -> bool {
     })
 }
 
-/// Whether `data` (sent through the relay) is a STUN request, such as an ICE check.
+/// Whether `data` (sent through the relay) is a STUN request, such as an ICE check: STUN by
+/// the one test ([`is_stun`]), with both class bits (C1 in byte 0, C0 in byte 1) clear.
 fn is_stun_request(data: &[u8]) -> bool {
-    data.len() >= 20
-        && data[0] & 0xC1 == 0
-        && data[1] & 0x10 == 0
-        && data[4..8] == [0x21, 0x12, 0xA4, 0x42]
+    is_stun(data) && data[0] & 0x01 == 0 && data[1] & 0x10 == 0
 }

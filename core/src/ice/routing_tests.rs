@@ -287,3 +287,37 @@ fn one_source_flooding_is_rate_limited_before_its_datagrams_are_looked_at() {
         Routed::Dropped(DropReason::RateLimited)
     );
 }
+
+#[test]
+fn a_datagram_the_datapath_gives_wireguard_is_not_a_check_to_the_controller() {
+    // A check for a's live ufrag whose USERNAME is left unpadded, with a length field that
+    // covers exactly what is there (not a multiple of 4). The datapath gives it to WireGuard;
+    // the controller's own STUN test once took it for a check and handed it to the agent.
+    let t0 = Instant::now();
+    let mut verdicts = Verdicts::default();
+    let (mut a, _b, now) = connected_pair(t0, &mut verdicts);
+    let mut username = format!("{}:x", verdicts.ufrag_of_a).into_bytes();
+    if (4 + username.len()) % 4 != 2 {
+        username.resize(username.len() + (6 - (4 + username.len()) % 4) % 4, b'y');
+    }
+    let mut datagram = vec![0x00, 0x01];
+    datagram.extend_from_slice(&(4 + username.len() as u16).to_be_bytes());
+    datagram.extend_from_slice(&crate::wire::classify::STUN_MAGIC_COOKIE);
+    datagram.extend_from_slice(&[7; 12]);
+    datagram.extend_from_slice(&0x0006u16.to_be_bytes());
+    datagram.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    datagram.extend_from_slice(&username);
+    assert_eq!((datagram.len() - 20) % 4, 2);
+    assert_eq!(
+        crate::wire::classify(&datagram),
+        crate::wire::DatagramKind::WireGuard
+    );
+    let before = a.counters();
+    assert_eq!(
+        a.handle_datagram(now, addr(B), Some(addr(A)), &datagram),
+        Routed::Dropped(DropReason::NotStun)
+    );
+    let after = a.counters();
+    assert_eq!(after.unexpected_datagrams, before.unexpected_datagrams + 1);
+    assert_eq!(after.unmatched_stun, before.unmatched_stun);
+}

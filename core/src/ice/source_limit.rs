@@ -13,13 +13,13 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Sources remembered at once.
-pub const MAX_SOURCES: usize = 1024;
+pub(crate) const MAX_SOURCES: usize = 1024;
 /// How often a full table is swept for idle sources.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A token bucket's rate and depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceLimit {
+pub(crate) struct SourceLimit {
     /// Datagrams per second, sustained.
     pub rate: u32,
     /// Datagrams at once after a quiet spell.
@@ -29,12 +29,12 @@ pub struct SourceLimit {
 impl SourceLimit {
     /// For any sender: checks from every peer behind one NAT address (each agent paces its
     /// checks at 20/s while checking), with room to spare.
-    pub const PEER: Self = Self {
+    pub(crate) const PEER: Self = Self {
         rate: 400,
         burst: 800,
     };
     /// For configured STUN/TURN servers: a TURN server carries every relayed peer's checks.
-    pub const SERVER: Self = Self {
+    pub(crate) const SERVER: Self = Self {
         rate: 4000,
         burst: 8000,
     };

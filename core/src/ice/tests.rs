@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::reflexive::tests::answer as stun_answer;
 use super::*;
+use crate::Transmit;
 use crate::ice::CandidateTypes;
 use crate::keys::PublicKey;
 use crate::session::SessionState;
@@ -146,10 +147,12 @@ fn an_unreachable_peer_fails_with_a_reason_naming_the_pairs_and_the_missing_turn
         matches!(status.state, SessionState::Closed | SessionState::Idle),
         "{status:?}"
     );
-    let reason = status.reason.unwrap();
-    assert!(
-        reason.contains("1 candidate pairs failed; no TURN server configured"),
-        "{reason}"
+    assert_eq!(
+        status.reason,
+        Some(NotConnected::PairsFailed {
+            pairs: 1,
+            relay: RelayNote::NoServer
+        })
     );
 }
 
@@ -163,7 +166,7 @@ fn a_peer_that_never_answers_is_reported_as_silent() {
     assert!(offer.1.candidates.is_empty());
     let status = a.status()[&key(2)].clone();
     assert_eq!(status.state, SessionState::Idle);
-    assert!(status.reason.unwrap().starts_with("no offer from peer yet"));
+    assert_eq!(status.reason, Some(NotConnected::NoOfferFromPeer));
 }
 
 #[test]
@@ -341,4 +344,94 @@ fn losing_the_address_of_the_nominated_path_starts_a_new_session_that_finds_the_
         Some(Endpoint::Direct(addr("10.0.1.2:51820")))
     );
     assert_eq!(a.controller.status()[&key(2)].restarts, 1);
+}
+
+#[test]
+fn each_transmit_names_the_address_it_leaves_from_when_the_controller_knows_it() {
+    let t0 = Instant::now();
+    let (host, stun, turn) = (
+        addr("10.0.0.1:51820"),
+        addr("203.0.113.1:3478"),
+        addr("203.0.113.2:3478"),
+    );
+    let sources = Sources {
+        stun: vec![stun],
+        turn: vec![TurnServer {
+            address: turn,
+            local: host,
+            username: "user".to_owned(),
+            credential: "secret".into(),
+        }],
+        ..host_only("10.0.0.1:51820")
+    };
+    let mut a = Controller::new(key(1), &[key(2)], sources, 1, t0);
+    let first: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    let sent: Vec<(Option<SocketAddr>, SocketAddr)> =
+        first.iter().map(|t| (t.source, t.destination)).collect();
+    // The STUN probes (of both servers) learn their base from the answer; the relay's
+    // Allocate leaves from its configured local address.
+    assert_eq!(
+        sent,
+        [(Some(host), turn), (None, stun), (None, turn)],
+        "{first:?}"
+    );
+    let mut b = Controller::new(key(2), &[key(1)], host_only("10.0.0.2:51820"), 2, t0);
+    let mut checks = Vec::new();
+    let mut now = t0;
+    while checks.is_empty() && now < t0 + Duration::from_secs(2) {
+        now += Duration::from_millis(10);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        while let Some((_, offer)) = b.poll_offer() {
+            a.handle_signal(now, key(2), offer);
+        }
+        while let Some((_, offer)) = a.poll_offer() {
+            b.handle_signal(now, key(1), offer);
+        }
+        checks.extend(
+            std::iter::from_fn(|| a.poll_transmit())
+                .filter(|t| t.destination == addr("10.0.0.2:51820")),
+        );
+    }
+    assert!(
+        !checks.is_empty(),
+        "a never checked b's host candidate: {:?}",
+        a.status()
+    );
+    assert!(checks.iter().all(|t| t.source == Some(host)), "{checks:?}");
+}
+
+#[test]
+fn the_controllers_deadline_names_the_child_it_is_for() {
+    let t0 = Instant::now();
+    let (host, stun) = (addr("10.0.0.1:51820"), addr("203.0.113.1:3478"));
+    let sources = Sources {
+        stun: vec![stun],
+        ..host_only("10.0.0.1:51820")
+    };
+    let mut a = Controller::new(key(1), &[key(2)], sources, 1, t0);
+    let request = a.poll_transmit().unwrap();
+    // The probe's first retransmission comes before the session's first resend.
+    assert_eq!(
+        a.poll_timeout(t0),
+        Some((
+            t0 + Duration::from_millis(250),
+            TimeoutReason::StunProbe { server: stun }
+        ))
+    );
+    let answer = stun_answer(&request.contents, addr("198.51.100.7:40000"));
+    assert_eq!(
+        a.handle_datagram(t0, stun, Some(host), &answer),
+        Routed::Server
+    );
+    assert_eq!(
+        a.poll_timeout(t0),
+        Some((
+            t0 + crate::session::RESEND_INITIAL,
+            TimeoutReason::Session {
+                peer: key(2),
+                reason: crate::session::TimeoutReason::ResendOffer
+            }
+        ))
+    );
 }

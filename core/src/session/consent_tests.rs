@@ -91,7 +91,7 @@ impl MultiHomed {
                             .handle_stun(
                                 now,
                                 &transmit.contents,
-                                transmit.source,
+                                transmit.source.expect("a session names its source"),
                                 transmit.destination,
                             )
                             .unwrap();

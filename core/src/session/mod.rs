@@ -67,16 +67,19 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::Transmit;
 use crate::keys::PublicKey;
 use crate::signaling::message::{Candidate, MAX_CANDIDATES, SessionDescription};
 
 pub use candidate::CandidateError;
 pub use state::SessionState;
-pub use timers::{
-    CHECK_INTERVAL, CHECK_RETRANSMITS, CONSENT_INTERVAL, CONSENT_RETRANSMITS, GIVE_UP_AFTER,
-    IDLE_CONSENT_INTERVAL, IDLE_CONSENT_RETRANSMITS, PATH_IDLE_AFTER, RESEND_INITIAL, RESEND_MAX,
-    RESTART_INITIAL, RESTART_MAX, TimeoutReason,
+#[cfg(test)]
+pub(crate) use timers::RESEND_INITIAL;
+pub(crate) use timers::{
+    CHECK_INTERVAL, CHECK_RETRANSMITS, CONSENT_INTERVAL, CONSENT_RETRANSMITS,
+    IDLE_CONSENT_INTERVAL, IDLE_CONSENT_RETRANSMITS, PATH_IDLE_AFTER,
 };
+pub use timers::{GIVE_UP_AFTER, RESEND_MAX, RESTART_MAX, TimeoutReason};
 
 /// The most remote candidates (signalled and peer-reflexive) an agent may hold before its
 /// remote side is reset to the latest offer's: the agent never forgets a candidate by itself.
@@ -94,17 +97,6 @@ pub struct Path {
     pub local: SocketAddr,
     /// The peer's address to send to.
     pub remote: SocketAddr,
-}
-
-/// A STUN datagram the agent wants sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The local address to send from (a host address, or a relayed one to send through TURN).
-    pub source: SocketAddr,
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// The datagram.
-    pub contents: Vec<u8>,
 }
 
 /// Something the owner should know or act on.
@@ -474,7 +466,8 @@ impl Session {
         self.timers.earliest(agent)
     }
 
-    /// The next STUN datagram to send.
+    /// The next STUN datagram to send; its source is always set (a host address, or a
+    /// relayed one to send through TURN).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let agent = self.agent.as_mut()?;
         loop {
@@ -483,7 +476,7 @@ impl Session {
                 continue;
             }
             return Some(Transmit {
-                source: transmit.source,
+                source: Some(transmit.source),
                 destination: transmit.destination,
                 contents: transmit.contents.into(),
             });

@@ -1,11 +1,9 @@
-//! The session's connection state, as `wice status` shows it.
+//! The session's connection state (`wice status` words it).
 //!
 //! The ICE agent (`is`) knows only New, Checking, Connected, Completed and Disconnected; the
 //! session adds what happens around the agent: Unknown (no agent yet), Idle (waiting for the
 //! remote's credentials), Connecting (remote candidates arrived), Failed (our give-up timer
 //! fired before a path worked) and Closed (agent dropped, a restart is pending).
-
-use std::fmt;
 
 /// Where one peer's session is.
 ///
@@ -41,22 +39,6 @@ pub enum SessionState {
 }
 
 impl SessionState {
-    /// The state's name in lower case, for status output and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Idle => "idle",
-            Self::New => "new",
-            Self::Connecting => "connecting",
-            Self::Checking => "checking",
-            Self::Connected => "connected",
-            Self::Completed => "completed",
-            Self::Disconnected => "disconnected",
-            Self::Failed => "failed",
-            Self::Closed => "closed",
-        }
-    }
-
     /// Whether a nominated path carries traffic in this state.
     pub fn is_connected(self) -> bool {
         matches!(self, Self::Connected | Self::Completed)
@@ -72,12 +54,6 @@ impl SessionState {
             is::IceConnectionState::Completed => Some(Self::Completed),
             is::IceConnectionState::Disconnected => Some(Self::Disconnected),
         }
-    }
-}
-
-impl fmt::Display for SessionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -112,6 +88,5 @@ mod tests {
         assert!(SessionState::Connected.is_connected());
         assert!(SessionState::Completed.is_connected());
         assert!(!SessionState::Disconnected.is_connected());
-        assert_eq!(SessionState::Disconnected.to_string(), "disconnected");
     }
 }

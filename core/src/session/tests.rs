@@ -569,9 +569,9 @@ impl Lan {
                     moved = true;
                 }
                 while let Some(transmit) = self.peers[i].0.poll_transmit() {
-                    assert_eq!(transmit.source, self.peers[i].1);
+                    assert_eq!(transmit.source, Some(self.peers[i].1));
                     if self.network_up && transmit.destination == self.peers[other].1 {
-                        let (source, destination) = (transmit.source, transmit.destination);
+                        let (source, destination) = (self.peers[i].1, transmit.destination);
                         self.peers[other]
                             .0
                             .handle_stun(now, &transmit.contents, source, destination)

@@ -10,41 +10,41 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 
 /// First resend of our credentials while the remote has not answered.
-pub const RESEND_INITIAL: Duration = Duration::from_secs(1);
+pub(crate) const RESEND_INITIAL: Duration = Duration::from_secs(1);
 /// Longest gap between two resends while Idle.
 pub const RESEND_MAX: Duration = Duration::from_secs(32);
 /// How long a session may go without a working path (from learning the remote's
 /// credentials, or from losing the nominated pair) before it is given up.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 /// Wait after the first give-up before starting a new session.
-pub const RESTART_INITIAL: Duration = Duration::from_secs(1);
+pub(crate) const RESTART_INITIAL: Duration = Duration::from_secs(1);
 /// Longest wait between a give-up and the next session.
 pub const RESTART_MAX: Duration = Duration::from_secs(64);
 
 /// How often the agent checks each pair while looking for a path (the agent's own default:
 /// a failed pair is noticed within ~20 s).
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(3);
+pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(3);
 /// How often a connected session checks its pairs (consent and NAT keepalive): below the
 /// 30 s NAT timeout for unanswered UDP even if one check is lost, and slow enough that a
 /// dozen idle peers cost a few wake-ups per second. A dead path is then noticed within
 /// ~40 s instead of ~20 s: the agent retries from 250 ms as soon as a check goes
 /// unanswered for half this interval.
-pub const CONSENT_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const CONSENT_INTERVAL: Duration = Duration::from_secs(10);
 /// Retransmissions of a check before its pair fails, while checking (the agent's default).
-pub const CHECK_RETRANSMITS: usize = 9;
+pub(crate) const CHECK_RETRANSMITS: usize = 9;
 /// Retransmissions of a consent check before the pair fails, once connected: with 9 the
 /// retries alone would reach the 10 s interval several times over.
-pub const CONSENT_RETRANSMITS: usize = 7;
+pub(crate) const CONSENT_RETRANSMITS: usize = 7;
 /// How often a connected session checks its path once no WireGuard traffic has crossed it for
 /// [`PATH_IDLE_AFTER`]: still below the 30 s NAT timeout for UDP, at 40 % of the active cost.
 /// A dead idle path is noticed within about a minute; traffic puts the path back on
 /// [`CONSENT_INTERVAL`] at once.
-pub const IDLE_CONSENT_INTERVAL: Duration = Duration::from_secs(25);
+pub(crate) const IDLE_CONSENT_INTERVAL: Duration = Duration::from_secs(25);
 /// Retransmissions on the idle schedule: the agent spaces checks by its retransmission
 /// back-off (250 ms doubling) capped at the interval, so 8 are needed to reach 25 s.
-pub const IDLE_CONSENT_RETRANSMITS: usize = 8;
+pub(crate) const IDLE_CONSENT_RETRANSMITS: usize = 8;
 /// How long a path carries no traffic before it counts as idle (Tailscale's figure).
-pub const PATH_IDLE_AFTER: Duration = Duration::from_secs(45);
+pub(crate) const PATH_IDLE_AFTER: Duration = Duration::from_secs(45);
 
 /// Why the session wants [`super::Session::handle_timeout`] called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -51,8 +51,20 @@ pub fn classify(datagram: &[u8]) -> DatagramKind {
     }
 }
 
+/// Whether a datagram is STUN: the one test the datapath's demux, the controller's routing,
+/// the relay and the simulator all apply, so that no datagram is STUN to one of them and
+/// WireGuard to another.
+///
+/// The rule is RFC 8489 §5's, not only RFC 7983's first-byte demux: RFC 7983 (first byte
+/// 0..=3 is STUN) tells STUN from DTLS, RTP and ZRTP, none of which share our socket, and it
+/// cannot tell STUN from WireGuard (types 1..=4). What does is what every STUN message of
+/// RFC 5389 and later promises: the top two bits clear, the magic cookie, and a length field
+/// that covers exactly the attributes, which are padded to 4 bytes, so the length is a
+/// multiple of 4. The controller's copy of this test used to skip that last clause and took
+/// datagrams the datapath hands to WireGuard (a 22-byte "request" with length 2) for checks;
+/// `a_datagram_the_datapath_gives_wireguard_is_not_a_check_to_the_controller` pins it.
 #[inline]
-fn is_stun(d: &[u8]) -> bool {
+pub fn is_stun(d: &[u8]) -> bool {
     if d.len() < STUN_HEADER_LEN || d[0] & 0xC0 != 0 || d[4..8] != STUN_MAGIC_COOKIE {
         return false;
     }
@@ -95,6 +107,20 @@ mod tests {
         let mut d = STUN_BINDING_REQUEST.to_vec();
         d.extend_from_slice(&[0; 4]);
         assert_eq!(classify(&d), DatagramKind::WireGuard);
+    }
+
+    #[test]
+    fn stun_whose_length_is_not_a_multiple_of_four_is_not_stun() {
+        // Header plus 2 bytes, and a length field that says so: no padded attribute list
+        // is 2 bytes long.
+        let mut d = STUN_BINDING_REQUEST.to_vec();
+        d.extend_from_slice(&[0; 2]);
+        d[3] = 2;
+        assert!(!is_stun(&d));
+        assert_eq!(classify(&d), DatagramKind::WireGuard);
+        d.extend_from_slice(&[0; 2]);
+        d[3] = 4;
+        assert!(is_stun(&d));
     }
 
     #[test]

@@ -14,11 +14,11 @@ impl Simulation {
             if !node.up {
                 continue;
             }
-            if let Some(deadline) = node.deadline
+            if let Some((deadline, reason)) = node.deadline
                 && deadline + Duration::from_secs(1) < now
             {
                 violations.push(format!(
-                    "node {index}: deadline {deadline:?} left in the past"
+                    "node {index}: deadline {deadline:?} ({reason:?}) left in the past"
                 ));
             }
             for (peer, status) in node.controller.status() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Payload, Simulation};
 use crate::nat::v4;
+use crate::product::{DatagramKind, classify, is_stun};
 use crate::topology::{LinkProfile, Owner, SERVER, SiteKind, owner};
 
 impl Simulation {
@@ -173,9 +174,11 @@ impl Simulation {
             self.stats.to_down_node += 1;
             return;
         }
-        let channel_data = from == SERVER && data.len() >= 4 && (0x40..=0x4F).contains(&data[0]);
+        // The datapath's demux, by the same rule (`wice_core::wire::classify`).
+        let kind = classify(data);
+        let channel_data = from == SERVER && kind == DatagramKind::ChannelData;
         let mut answer = None;
-        let to_controller = if is_stun(data) {
+        let to_controller = if kind == DatagramKind::Stun {
             true
         } else if channel_data {
             let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
@@ -209,13 +212,4 @@ impl Simulation {
             self.send_marker(index, &peer);
         }
     }
-}
-
-/// The datapath's STUN rule (design notes §2): top two bits zero, the magic cookie, and a
-/// length field that matches.
-pub fn is_stun(data: &[u8]) -> bool {
-    data.len() >= 20
-        && data[0] & 0xC0 == 0
-        && data[4..8] == [0x21, 0x12, 0xA4, 0x42]
-        && usize::from(u16::from_be_bytes([data[2], data[3]])) == data.len() - 20
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use wice_sim::SimConfig;
 use wice_sim::product::session::{GIVE_UP_AFTER, SessionState};
+use wice_sim::product::{NotConnected, RelayNote};
 
 use crate::common::*;
 
@@ -74,8 +75,16 @@ fn symmetric_nats_without_a_turn_server_give_up_and_say_why() {
         matches!(status.state, SessionState::Failed | SessionState::Closed),
         "{status:?}"
     );
-    let reason = status.reason.unwrap_or_default();
-    assert!(reason.contains("no TURN server configured"), "{reason}");
+    assert!(
+        matches!(
+            status.reason,
+            Some(NotConnected::PairsFailed {
+                relay: RelayNote::NoServer,
+                ..
+            })
+        ),
+        "{status:?}"
+    );
     assert!(
         sim.run_until_connected(&[(0, 1)], Duration::from_secs(300))
             .is_err()

@@ -26,12 +26,13 @@ use crate::session::Path;
 use crate::signaling::message::{CandidateKind, MAX_CANDIDATES};
 
 use super::super::relay::RelayEvent;
-use super::{Controller, ControllerEvent, Endpoint, Nominated, PathKind, path_kind};
+use super::status::path_kind;
+use super::{Controller, ControllerEvent, Endpoint, Nominated, PathKind};
 
 /// Permissions one peer may have installed or expiring on a relay: two full offers' worth.
-pub const PERMISSIONS_PER_PEER: usize = 2 * MAX_CANDIDATES;
+pub(crate) const PERMISSIONS_PER_PEER: usize = 2 * MAX_CANDIDATES;
 /// Channels one peer may have installed or expiring on a relay.
-pub const CHANNELS_PER_PEER: usize = 8;
+pub(crate) const CHANNELS_PER_PEER: usize = 8;
 /// How long a permission nobody refreshes stays installed on the server (RFC 8656 §9).
 const PERMISSION_LINGER: Duration = Duration::from_secs(300);
 /// How long a channel nobody refreshes keeps its number: 10 min bound, then 5 min before the
@@ -212,7 +213,7 @@ impl Controller {
                 self.sync_relays(now);
             }
             RelayEvent::Failed { why, lost } => {
-                tracing::warn!(%server, %why, "TURN relay unavailable");
+                tracing::warn!(%server, ?why, "TURN relay unavailable");
                 if let Some(lost) = lost {
                     self.relay_lost(now, lost);
                 }

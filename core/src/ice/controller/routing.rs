@@ -22,22 +22,22 @@ use std::time::{Duration, Instant};
 
 use crate::keys::PublicKey;
 use crate::log_limit::LogLimit;
+use crate::wire::classify::is_stun;
 
 use super::super::source_limit::{SourceLimit, SourceLimiter};
 use super::Controller;
 
 /// How long a session's check waits for its answer; `is` gives up on a check well before.
-pub const CHECK_LIFETIME: Duration = Duration::from_secs(10);
+pub(crate) const CHECK_LIFETIME: Duration = Duration::from_secs(10);
 /// Check transactions remembered at once, across sessions (oldest forgotten first). Agents
 /// pace checks at 20/s each, so this covers 20 checking sessions for the whole lifetime.
-pub const MAX_CHECKS: usize = 4096;
+pub(crate) const MAX_CHECKS: usize = 4096;
 /// Attributes looked at before USERNAME in a request; `is` puts USERNAME first.
 const MAX_ATTRIBUTES_BEFORE_USERNAME: usize = 8;
 /// Drop notes logged per second at most.
-pub const DROP_LOG_PER_SECOND: u32 = 2;
+pub(crate) const DROP_LOG_PER_SECOND: u32 = 2;
 
 const HEADER_LEN: usize = 20;
-const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const BINDING: u16 = 0x0001;
 const ATTRIBUTE_USERNAME: u16 = 0x0006;
 
@@ -355,7 +355,7 @@ struct StunHeader {
 }
 
 impl StunHeader {
-    /// The STUN test of the shared-socket demux (design §2), then class, method and id.
+    /// The datapath's STUN test ([`is_stun`]), then class, method and id.
     fn parse(datagram: &[u8]) -> Option<Self> {
         if !is_stun(datagram) {
             return None;
@@ -376,14 +376,6 @@ impl StunHeader {
             transaction,
         })
     }
-}
-
-/// The STUN test of the shared-socket demux (design §2).
-pub(super) fn is_stun(datagram: &[u8]) -> bool {
-    datagram.len() >= HEADER_LEN
-        && datagram[0] & 0xC0 == 0
-        && datagram[4..8] == MAGIC_COOKIE
-        && usize::from(u16::from_be_bytes([datagram[2], datagram[3]])) == datagram.len() - 20
 }
 
 /// The part of USERNAME before the colon (the receiver's ufrag in a check, RFC 8445 §7.2.2),
@@ -424,7 +416,7 @@ mod tests {
         }
         let mut datagram = kind.to_be_bytes().to_vec();
         datagram.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        datagram.extend_from_slice(&MAGIC_COOKIE);
+        datagram.extend_from_slice(&crate::wire::classify::STUN_MAGIC_COOKIE);
         datagram.extend_from_slice(&[id; 12]);
         datagram.extend_from_slice(&body);
         datagram
