@@ -10,6 +10,11 @@ pub(crate) use wice_core::keys::{PrivateKey, PublicKey};
 pub(crate) use wice_core::signaling::{Opener, Sealer, SenderPolicy, SignalingMessage};
 pub(crate) use wice_core::wire::Endpoint;
 
+/// Why a peer is not connected directly, as tests match it.
+pub mod ice {
+    pub use wice_core::ice::{NatEvidence, PeerReason, RelayNote};
+}
+
 /// The pieces the offer-protocol model test drives directly.
 pub mod session {
     pub use wice_core::keys::PublicKey;

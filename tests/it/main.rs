@@ -23,6 +23,8 @@
 //!   node part as root).
 //! - `import`: `wice import` on wg-quick files, compared with `wg-quick strip`.
 //! - `uapi`: `wg`, `wg-quick` and wireguard-go on `wice wireguard` interfaces (root).
+//! - `netcheck`: `wice netcheck` behind each lab NAT kind against an RFC 5780 coturn (root).
+//! - `ping`: `wice ping` over a direct and a relayed path, `wice status --watch` frames (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -51,6 +53,8 @@ mod nats;
 mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_lab;
+mod netcheck;
+mod ping;
 mod signaling;
 mod systemd;
 mod uapi;

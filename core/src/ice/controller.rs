@@ -34,6 +34,7 @@ use crate::session::{Event, Path, Session, SessionState};
 use crate::signaling::message::{Candidate, CandidateKind, SessionDescription, Transport};
 use crate::wire::Endpoint;
 
+use super::peer_reason::{self, NatEvidence, PeerReason, RelayNote};
 use super::reflexive::{ProbeOutcome, ReflexiveProbe};
 use super::relay::{Relay, RelayReceive, RelayState};
 use super::remote_filter::{RefusedCounters, RemoteFilter};
@@ -169,8 +170,8 @@ pub struct PeerIceStatus {
     pub restarts: u64,
     /// Remote candidates the agent holds (signalled and peer-reflexive).
     pub remote_candidates: usize,
-    /// When not connected: why, in words a person can act on.
-    pub reason: Option<String>,
+    /// When not connected directly: why, as data a person's words are made from.
+    pub reason: Option<PeerReason>,
 }
 
 struct PeerEntry {
@@ -495,57 +496,75 @@ impl Controller {
         }
     }
 
-    fn reason(&self, entry: &PeerEntry) -> Option<String> {
+    fn reason(&self, entry: &PeerEntry) -> Option<PeerReason> {
         let session = &entry.session;
         let local = session.local_offer().candidates.len();
         let remote = session.remote_candidates().len();
         Some(match session.state() {
             SessionState::Connected | SessionState::Completed => {
-                return match entry.nominated.and_then(|n| n.target) {
-                    Some(_) => None,
-                    None => Some("path found; binding a TURN channel for it".to_owned()),
+                let nominated = entry.nominated?;
+                return match (nominated.target, nominated.kind) {
+                    (None, _) => Some(PeerReason::BindingTurnChannel),
+                    (Some(_), PathKind::Relay) => {
+                        Some(PeerReason::Relayed(self.nat_evidence(entry)))
+                    }
+                    (Some(_), _) => None,
                 };
             }
-            SessionState::Unknown | SessionState::Idle => {
-                "no offer from peer yet (is it up, and on the same signaling server?)".to_owned()
-            }
-            SessionState::New if local == 0 => "gathering local candidates".to_owned(),
+            SessionState::Unknown | SessionState::Idle => PeerReason::NoOfferFromPeer,
+            SessionState::New if local == 0 => PeerReason::GatheringCandidates,
             SessionState::New | SessionState::Connecting => {
-                format!("{local} local candidates sent; waiting for the peer's candidates")
+                PeerReason::WaitingForPeerCandidates { local }
             }
-            SessionState::Checking => format!("checking {} candidate pairs", local * remote),
-            SessionState::Disconnected => {
-                "the path stopped answering; checking again before giving up".to_owned()
-            }
-            SessionState::Failed | SessionState::Closed => {
-                let relay_note = self.relay_note();
-                format!(
-                    "{} candidate pairs failed; {relay_note}; retrying with back-off",
-                    entry.pairs
-                )
-            }
+            SessionState::Checking => PeerReason::Checking {
+                pairs: local * remote,
+            },
+            SessionState::Disconnected => PeerReason::PathStoppedAnswering,
+            SessionState::Failed | SessionState::Closed => PeerReason::ChecksFailed {
+                pairs: entry.pairs,
+                relay: self.relay_note(),
+            },
         })
     }
 
-    fn relay_note(&self) -> String {
+    fn nat_evidence(&self, entry: &PeerEntry) -> NatEvidence {
+        let mapped: Vec<(Option<SocketAddr>, SocketAddr)> = self
+            .probes
+            .iter()
+            .filter_map(|p| match p.outcome() {
+                ProbeOutcome::Mapped(m) => Some((p.base(), m)),
+                _ => None,
+            })
+            .collect();
+        let (peer_srflx, peer_symmetric) =
+            peer_reason::peer_evidence(entry.session.remote_candidates());
+        NatEvidence {
+            local_srflx: !mapped.is_empty(),
+            peer_srflx,
+            local_symmetric: peer_reason::symmetric(&mapped),
+            peer_symmetric,
+        }
+    }
+
+    fn relay_note(&self) -> RelayNote {
         if !self.candidate_types.relay {
-            return "relay candidates are turned off (ice.candidate_types)".to_owned();
+            return RelayNote::TurnedOff;
         }
         if self.relays.is_empty() {
-            return "no TURN server configured".to_owned();
+            return RelayNote::NoTurnServer;
         }
-        let failed: Vec<String> = self
+        let failed: Vec<(SocketAddr, String)> = self
             .relays
             .iter()
             .filter_map(|r| match r.state() {
-                RelayState::Failed(why) => Some(format!("TURN {}: {why}", r.server())),
+                RelayState::Failed(why) => Some((r.server(), why.to_string())),
                 _ => None,
             })
             .collect();
         if failed.is_empty() {
-            "the relay candidate did not work either".to_owned()
+            RelayNote::DidNotWork
         } else {
-            failed.join("; ")
+            RelayNote::ServersFailed(failed)
         }
     }
 

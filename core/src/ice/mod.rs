@@ -7,6 +7,7 @@
 mod candidate_types;
 mod controller;
 mod host;
+mod peer_reason;
 mod reflexive;
 mod relay;
 mod relay_probe;
@@ -32,6 +33,7 @@ pub use controller::{
     PeerIceStatus, Routed, Sources, TurnServer,
 };
 pub use host::{InterfaceAddress, MAX_HOST_CANDIDATES, host_candidates};
+pub use peer_reason::{NatEvidence, PeerReason, RelayNote};
 pub use reflexive::{ProbeOutcome, ReflexiveProbe};
 pub use relay::{REALLOCATE_AFTER_LOSS, Relay, RelayEvent, RelayReceive, RelayState};
 pub use remote_filter::{RefusedCandidate, RefusedCounters, RemoteFilter};
