@@ -109,6 +109,56 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
         /// Print JSON (stable field names) instead of text.
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Redraw every --interval seconds until Ctrl-C.
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS", requires = "watch")]
+        interval: f64,
+    },
+    /// Ping a peer through the tunnel (ICMP echo to its tunnel address) and say which path
+    /// answered: host, srflx, prflx or relay, and the candidate pair. Needs root.
+    Ping {
+        /// The peer: its public key or the first characters of it (at least 4).
+        #[arg(value_name = "PEER")]
+        peer: String,
+        /// Interface name; the socket is /run/wice/NAME.sock.
+        #[arg(
+            short,
+            long,
+            value_name = "NAME",
+            default_value = "wice0",
+            conflicts_with = "socket"
+        )]
+        interface: String,
+        /// Control socket path (for nodes with a custom control_socket).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Echoes to send.
+        #[arg(short, long, default_value_t = 3, value_name = "N")]
+        count: u32,
+        /// Tunnel address to ping, when the peer's allowed IPs hold no single address.
+        #[arg(long, value_name = "IP")]
+        address: Option<std::net::IpAddr>,
+        /// Print JSON (stable field names) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check this host's NAT and its UDP reach to the configured STUN/TURN servers (RFC 5780
+    /// mapping and filtering, latency, public addresses, IPv6) and say what to expect.
+    ///
+    /// Uses the node's UDP port when it is free; with the node up, a fresh socket of the same
+    /// address family (the NAT treats it alike).
+    Netcheck {
+        /// The node's config file: its [[ice.servers]] and listen_port.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also ask this STUN server (`ip:port`); may be repeated.
+        #[arg(long, value_name = "ADDR")]
+        server: Vec<SocketAddr>,
+        /// Print JSON (stable field names) instead of text.
         #[arg(long)]
         json: bool,
     },

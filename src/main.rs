@@ -100,8 +100,13 @@ fn run(cli: Cli) -> Result<(), String> {
             interface,
             socket,
             json,
+            watch,
+            interval,
         } => {
             let path = socket.unwrap_or_else(|| format!("/run/wice/{interface}.sock").into());
+            if watch {
+                return wice::status_watch::run(&path, interval);
+            }
             let status = control::request_status(&path).map_err(|e| e.to_string())?;
             if json {
                 print(&serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?)
@@ -109,6 +114,37 @@ fn run(cli: Cli) -> Result<(), String> {
                 print(status.render().trim_end())
             }
         }
+        Command::Ping {
+            peer,
+            interface,
+            socket,
+            count,
+            address,
+            json,
+        } => {
+            let path = socket.unwrap_or_else(|| format!("/run/wice/{interface}.sock").into());
+            let report = wice::ping::run(
+                &path,
+                &peer,
+                address,
+                count.clamp(1, 1000),
+                std::time::Duration::from_secs(2),
+            )?;
+            if json {
+                print(&serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?;
+            } else {
+                print(wice::ping::render(&report).trim_end())?;
+            }
+            if report.received == 0 {
+                return Err(format!("no reply from {}", report.address));
+            }
+            Ok(())
+        }
+        Command::Netcheck {
+            config,
+            server,
+            json,
+        } => netcheck(config.as_deref(), &server, json),
         Command::Import { file, output } => cli_extras::import(&file, output.as_deref()),
         Command::Completions { shell } => {
             cli_extras::completions(shell);
@@ -227,6 +263,36 @@ fn read_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
 fn print(text: &str) -> Result<(), String> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}").map_err(|e| format!("writing stdout: {e}"))
+}
+
+fn netcheck(
+    config: Option<&std::path::Path>,
+    extra: &[std::net::SocketAddr],
+    json: bool,
+) -> Result<(), String> {
+    use wice::netcheck::{Server, render, run, servers_of, to_json};
+    let (mut servers, listen_port) = match config {
+        Some(path) => {
+            let config = Config::load(path).map_err(|e| e.to_string())?;
+            (servers_of(&config), config.interface.listen_port)
+        }
+        None => (Vec::new(), 0),
+    };
+    for address in extra {
+        if !servers.iter().any(|s| s.address == *address) {
+            servers.push(Server {
+                label: address.to_string(),
+                address: *address,
+                turn: false,
+            });
+        }
+    }
+    let output = run(&servers, listen_port).map_err(|e| e.to_string())?;
+    if json {
+        print(&serde_json::to_string_pretty(&to_json(&output)).map_err(|e| e.to_string())?)
+    } else {
+        print(render(&output).trim_end())
+    }
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {

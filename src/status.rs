@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use wice_datapath::{Engine, PeerStats};
 
 use wice_core::ice::{
-    ControllerCounters, NotConnected, PathKind, PeerIceStatus, RelayFailure, RelayNote,
+    ControllerCounters, NatEvidence, PathKind, PeerIceStatus, PeerReason, RelayFailure, RelayNote,
 };
 use wice_core::keys::PublicKey;
 use wice_core::session::SessionState;
@@ -67,7 +67,8 @@ pub struct PeerStatus {
     pub handshake_rtt_ms: Option<u32>,
     /// Packets from the peer dropped because their source was not in its allowed IPs.
     pub dropped_source_not_allowed: u64,
-    /// When not connected: what a person can do about it.
+    /// When not connected, or connected only through a relay: why, in words a person can
+    /// act on.
     pub reason: Option<String>,
     /// ICE peers: our side of the nominated candidate pair, `ip:port`.
     #[serde(default)]
@@ -181,41 +182,6 @@ pub(crate) fn path_word(kind: PathKind) -> &'static str {
     }
 }
 
-/// Why an ICE peer is not connected, in words a person can act on.
-fn not_connected_words(reason: &NotConnected) -> String {
-    match reason {
-        NotConnected::BindingChannel => "path found; binding a TURN channel for it".to_owned(),
-        NotConnected::NoOfferFromPeer => {
-            "no offer from peer yet (is it up, and on the same signaling server?)".to_owned()
-        }
-        NotConnected::Gathering => "gathering local candidates".to_owned(),
-        NotConnected::WaitingForPeerCandidates { sent } => {
-            format!("{sent} local candidates sent; waiting for the peer's candidates")
-        }
-        NotConnected::Checking { pairs } => format!("checking {pairs} candidate pairs"),
-        NotConnected::PathStoppedAnswering => {
-            "the path stopped answering; checking again before giving up".to_owned()
-        }
-        NotConnected::PairsFailed { pairs, relay } => format!(
-            "{pairs} candidate pairs failed; {}; retrying with back-off",
-            relay_note_words(relay)
-        ),
-    }
-}
-
-fn relay_note_words(note: &RelayNote) -> String {
-    match note {
-        RelayNote::TurnedOff => "relay candidates are turned off (ice.candidate_types)".to_owned(),
-        RelayNote::NoServer => "no TURN server configured".to_owned(),
-        RelayNote::DidNotWork => "the relay candidate did not work either".to_owned(),
-        RelayNote::Failed(servers) => servers
-            .iter()
-            .map(|(server, why)| format!("TURN {server}: {}", relay_failure_words(*why)))
-            .collect::<Vec<_>>()
-            .join("; "),
-    }
-}
-
 fn relay_failure_words(why: RelayFailure) -> &'static str {
     match why {
         RelayFailure::LostAfterUnansweredChecks => {
@@ -291,7 +257,7 @@ impl PeerStatus {
         self.restarts = Some(ice.restarts);
         self.remote_candidates = Some(ice.remote_candidates);
         self.reason = match (&ice.reason, handshake_current) {
-            (Some(reason), _) => Some(not_connected_words(reason)),
+            (Some(reason), _) => Some(reason_words(reason)),
             (None, true) => None,
             (None, false) => {
                 Some("path found; waiting for the WireGuard handshake over it".to_owned())
@@ -337,9 +303,80 @@ impl PeerStatus {
             );
         }
         if let Some(reason) = &self.reason {
-            let _ = writeln!(out, "  why not connected: {reason}");
+            let label = if self.path == "relay" && self.state == "connected" {
+                "why relayed"
+            } else {
+                "why not connected"
+            };
+            let _ = writeln!(out, "  {label}: {reason}");
         }
     }
+}
+
+/// The words for a peer's [`PeerReason`]: what it means and what to try.
+pub fn reason_words(reason: &PeerReason) -> String {
+    match reason {
+        PeerReason::NoOfferFromPeer => {
+            "no offer from peer: is it up, and on the same signaling server?".to_owned()
+        }
+        PeerReason::GatheringCandidates => "gathering local candidates".to_owned(),
+        PeerReason::WaitingForPeerCandidates { local } => {
+            format!("{local} local candidates sent; waiting for the peer's candidates")
+        }
+        PeerReason::Checking { pairs } => format!("checking {pairs} candidate pairs"),
+        PeerReason::PathStoppedAnswering => {
+            "the path stopped answering; checking again before giving up".to_owned()
+        }
+        PeerReason::BindingTurnChannel => "path found; binding a TURN channel for it".to_owned(),
+        PeerReason::ChecksFailed { pairs, relay } => {
+            let relay = relay_words(relay);
+            if *pairs == 0 {
+                format!(
+                    "offers arrive but no candidate pair formed: the two sides share no usable address family or candidate type (check interfaces, STUN/TURN servers and ice.candidate_types); {relay}; retrying with back-off"
+                )
+            } else {
+                format!(
+                    "offers arrive but checks fail: UDP blocked? {pairs} candidate pairs failed; {relay}; retrying with back-off"
+                )
+            }
+        }
+        PeerReason::Relayed(evidence) => relayed_words(evidence),
+    }
+}
+
+fn relay_words(note: &RelayNote) -> String {
+    match note {
+        RelayNote::TurnedOff => "relay candidates are turned off (ice.candidate_types)".to_owned(),
+        RelayNote::NoTurnServer => "no TURN server configured".to_owned(),
+        RelayNote::ServersFailed(failed) => failed
+            .iter()
+            .map(|(server, why)| format!("TURN {server}: {}", relay_failure_words(*why)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        RelayNote::DidNotWork => "the relay candidate did not work either".to_owned(),
+    }
+}
+
+fn relayed_words(evidence: &NatEvidence) -> String {
+    match (evidence.local_symmetric, evidence.peer_symmetric) {
+        (Some(true), Some(true)) => {
+            return "relayed because both sides are behind symmetric NATs (their public port changes per destination)".to_owned();
+        }
+        (Some(true), _) => {
+            return "relayed because this node is behind a symmetric NAT (its public port changes per destination) and the peer's NAT does not let a new port in".to_owned();
+        }
+        (_, Some(true)) => {
+            return "relayed because the peer is behind a symmetric NAT (its public port changes per destination) and this node's NAT does not let a new port in".to_owned();
+        }
+        _ => {}
+    }
+    if !evidence.local_srflx {
+        return "relayed: no STUN server answered this node, so it has no public address to offer; check [[ice.servers]] and outgoing UDP".to_owned();
+    }
+    if !evidence.peer_srflx {
+        return "relayed: the peer offered no public (srflx) address; its STUN server does not answer it".to_owned();
+    }
+    "relayed: direct checks between the two public addresses failed, so at least one NAT is symmetric or filters; `wice netcheck` on each side tells which".to_owned()
 }
 
 impl Status {
@@ -378,11 +415,52 @@ mod tests {
         assert_eq!(path_word(PathKind::Srflx), "srflx");
     }
 
+    fn evidence(local: Option<bool>, peer: Option<bool>) -> PeerReason {
+        PeerReason::Relayed(NatEvidence {
+            local_srflx: true,
+            peer_srflx: true,
+            local_symmetric: local,
+            peer_symmetric: peer,
+        })
+    }
+
     #[test]
-    fn a_failed_peer_s_reason_names_the_pairs_and_each_failed_relay() {
-        let reason = NotConnected::PairsFailed {
-            pairs: 4,
-            relay: RelayNote::Failed(vec![
+    fn a_relayed_peer_is_told_which_side_is_symmetric() {
+        assert_eq!(
+            reason_words(&evidence(Some(true), Some(true))),
+            "relayed because both sides are behind symmetric NATs (their public port changes per destination)"
+        );
+        assert!(
+            reason_words(&evidence(Some(true), Some(false)))
+                .starts_with("relayed because this node is behind a symmetric NAT")
+        );
+        assert!(
+            reason_words(&evidence(None, Some(true)))
+                .starts_with("relayed because the peer is behind a symmetric NAT")
+        );
+        assert!(reason_words(&evidence(None, None)).contains("`wice netcheck` on each side"));
+        let no_stun = PeerReason::Relayed(NatEvidence::default());
+        assert!(reason_words(&no_stun).starts_with("relayed: no STUN server answered this node"));
+    }
+
+    #[test]
+    fn a_failing_peer_is_told_what_to_check() {
+        assert_eq!(
+            reason_words(&PeerReason::NoOfferFromPeer),
+            "no offer from peer: is it up, and on the same signaling server?"
+        );
+        let failed = |pairs| PeerReason::ChecksFailed {
+            pairs,
+            relay: RelayNote::NoTurnServer,
+        };
+        assert_eq!(
+            reason_words(&failed(4)),
+            "offers arrive but checks fail: UDP blocked? 4 candidate pairs failed; no TURN server configured; retrying with back-off"
+        );
+        assert!(reason_words(&failed(0)).starts_with("offers arrive but no candidate pair formed"));
+        let turn_failed = PeerReason::ChecksFailed {
+            pairs: 1,
+            relay: RelayNote::ServersFailed(vec![
                 (
                     "203.0.113.1:3478".parse().unwrap(),
                     RelayFailure::NoAnswerToAllocate,
@@ -390,18 +468,13 @@ mod tests {
                 ("203.0.113.2:3478".parse().unwrap(), RelayFailure::Refused),
             ]),
         };
-        assert_eq!(
-            not_connected_words(&reason),
-            "4 candidate pairs failed; \
-             TURN 203.0.113.1:3478: no answer to Allocate (server unreachable, or wrong credentials); \
-             TURN 203.0.113.2:3478: the server refused the allocation; retrying with back-off"
-        );
-        assert_eq!(
-            not_connected_words(&NotConnected::PairsFailed {
-                pairs: 1,
-                relay: RelayNote::NoServer
-            }),
-            "1 candidate pairs failed; no TURN server configured; retrying with back-off"
+        assert!(
+            reason_words(&turn_failed).contains(
+                "TURN 203.0.113.1:3478: no answer to Allocate (server unreachable, or wrong credentials); \
+                 TURN 203.0.113.2:3478: the server refused the allocation; retrying with back-off"
+            ),
+            "{}",
+            reason_words(&turn_failed)
         );
     }
 }

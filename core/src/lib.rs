@@ -19,6 +19,8 @@
 //! - [`Transmit`]: the one datagram-to-send value every state machine above returns;
 //! - [`wire`]: the rules shared with the datapath: datagram classification, ChannelData
 //!   framing and a peer's path ([`wire::Endpoint`]);
+//! - [`netcheck`]: NAT behaviour discovery (RFC 5780) and reachability of STUN/TURN servers,
+//!   and the verdict `wice netcheck` prints;
 //! - [`backoff`]: the one exponential back-off (plain for session timers, jittered for
 //!   reconnecting transports);
 //! - [`log_limit`], [`secret`]: rate-limited logging of attacker-triggerable lines, and text
@@ -35,6 +37,7 @@ pub mod community;
 pub mod ice;
 pub mod keys;
 pub mod log_limit;
+pub mod netcheck;
 pub mod secret;
 pub mod session;
 pub mod signaling;

@@ -7,11 +7,15 @@ pub(crate) use wice_core::ice::{
     Controller, ControllerCounters, ControllerEvent, PathKind, PeerIceStatus, Sources,
     TimeoutReason, TurnServer,
 };
-pub use wice_core::ice::{NotConnected, RelayNote};
 pub(crate) use wice_core::keys::{PrivateKey, PublicKey};
 pub(crate) use wice_core::signaling::{Opener, Sealer, SenderPolicy, SignalingMessage};
 pub(crate) use wice_core::wire::Endpoint;
 pub(crate) use wice_core::wire::classify::{DatagramKind, classify, is_stun};
+
+/// Why a peer is not connected directly, as tests match it.
+pub mod ice {
+    pub use wice_core::ice::{NatEvidence, PeerReason, RelayNote};
+}
 
 /// The pieces the offer-protocol model test drives directly.
 pub mod session {

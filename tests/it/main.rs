@@ -29,6 +29,8 @@
 //!   HTTP publish endpoint, a WebSocket node meeting a gRPC node (loopback, no root).
 //! - `ws_lab`: nodes behind a CONNECT-only squid proxy signal over `wss://` and meet a
 //!   gRPC node (root).
+//! - `netcheck`: `wice netcheck` behind each lab NAT kind against an RFC 5780 coturn (root).
+//! - `ping`: `wice ping` over a direct and a relayed path, `wice status --watch` frames (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -59,6 +61,8 @@ mod nats;
 mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_lab;
+mod netcheck;
+mod ping;
 mod reload;
 mod routes;
 mod signaling;

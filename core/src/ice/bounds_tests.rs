@@ -164,7 +164,8 @@ impl RelayNet {
     fn a_connected_through(&self, relayed: Option<SocketAddr>) -> bool {
         let status = &self.a.status()[&key(2)];
         status.state.is_connected()
-            && status.reason.is_none()
+            // Connected and relayed, with the channel bound (not still binding it).
+            && status.reason != Some(crate::ice::PeerReason::BindingTurnChannel)
             && relayed.is_some()
             && status.local_candidate == relayed
     }

@@ -45,7 +45,7 @@ use super::remote_filter::{RefusedCounters, RemoteFilter};
 #[cfg(test)]
 pub(crate) use relaying::PERMISSIONS_PER_PEER;
 use relaying::RelayUse;
-pub use status::{NotConnected, PeerIceStatus, RelayNote};
+pub use status::PeerIceStatus;
 pub use timeout::TimeoutReason;
 
 mod routing;

@@ -7,6 +7,7 @@
 mod candidate_types;
 mod controller;
 mod host;
+mod peer_reason;
 mod reflexive;
 mod relay;
 mod relay_probe;
@@ -29,10 +30,11 @@ mod tests;
 
 pub use candidate_types::CandidateTypes;
 pub use controller::{
-    Controller, ControllerCounters, ControllerEvent, DropReason, NotConnected, PathKind,
-    PeerIceStatus, RelayNote, Routed, Sources, TimeoutReason, TurnServer,
+    Controller, ControllerCounters, ControllerEvent, DropReason, PathKind, PeerIceStatus, Routed,
+    Sources, TimeoutReason, TurnServer,
 };
 pub use host::{InterfaceAddress, host_candidates};
+pub use peer_reason::{NatEvidence, PeerReason, RelayNote};
 pub use relay::{Relay, RelayEvent, RelayFailure, RelayReceive, RelayState};
 pub use remote_filter::{RefusedCandidate, RefusedCounters, RemoteFilter};
 pub use server::{DEFAULT_PORT, ServerScheme, ServerUrl, ServerUrlError};

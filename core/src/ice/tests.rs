@@ -149,9 +149,9 @@ fn an_unreachable_peer_fails_with_a_reason_naming_the_pairs_and_the_missing_turn
     );
     assert_eq!(
         status.reason,
-        Some(NotConnected::PairsFailed {
+        Some(crate::ice::PeerReason::ChecksFailed {
             pairs: 1,
-            relay: RelayNote::NoServer
+            relay: crate::ice::RelayNote::NoTurnServer,
         })
     );
 }
@@ -166,7 +166,7 @@ fn a_peer_that_never_answers_is_reported_as_silent() {
     assert!(offer.1.candidates.is_empty());
     let status = a.status()[&key(2)].clone();
     assert_eq!(status.state, SessionState::Idle);
-    assert_eq!(status.reason, Some(NotConnected::NoOfferFromPeer));
+    assert_eq!(status.reason, Some(crate::ice::PeerReason::NoOfferFromPeer));
 }
 
 #[test]

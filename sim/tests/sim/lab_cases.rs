@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use wice_sim::SimConfig;
+use wice_sim::product::ice::{NatEvidence, PeerReason, RelayNote};
 use wice_sim::product::session::{GIVE_UP_AFTER, SessionState};
-use wice_sim::product::{NotConnected, RelayNote};
 
 use crate::common::*;
 
@@ -45,6 +45,23 @@ fn two_symmetric_nats_connect_through_the_turn_relay() {
 }
 
 #[test]
+fn a_relayed_peer_carries_the_nat_evidence_and_a_direct_one_no_reason() {
+    let sim = two_nodes(seed_or(6), &[Some(symmetric()), Some(symmetric())]);
+    assert_eq!(sim.path_class(0, 1), "relay", "{:?}", sim.path_kinds(0, 1));
+    // One STUN server per side: both have public addresses, nothing to compare ports with.
+    let evidence = NatEvidence {
+        local_srflx: true,
+        peer_srflx: true,
+        local_symmetric: None,
+        peer_symmetric: None,
+    };
+    assert_eq!(sim.status(0, 1).reason, Some(PeerReason::Relayed(evidence)));
+    assert_eq!(sim.status(1, 0).reason, Some(PeerReason::Relayed(evidence)));
+    let direct = two_nodes(seed_or(2), &[Some(eim()), Some(eim())]);
+    assert_eq!(direct.status(0, 1).reason, None);
+}
+
+#[test]
 fn two_address_dependent_nats_connect_through_the_turn_relay() {
     // Not a lab case (nftables has no such NAT): each side's mapping toward the peer differs
     // from the one the STUN server saw, and filtering drops what the other sends first.
@@ -78,12 +95,13 @@ fn symmetric_nats_without_a_turn_server_give_up_and_say_why() {
     assert!(
         matches!(
             status.reason,
-            Some(NotConnected::PairsFailed {
-                relay: RelayNote::NoServer,
+            Some(PeerReason::ChecksFailed {
+                relay: RelayNote::NoTurnServer,
                 ..
             })
         ),
-        "{status:?}"
+        "{:?}",
+        status.reason
     );
     assert!(
         sim.run_until_connected(&[(0, 1)], Duration::from_secs(300))

@@ -8,6 +8,8 @@ use crate::keys::PublicKey;
 use crate::session::{Session, SessionState};
 use crate::signaling::message::CandidateKind;
 
+use super::super::peer_reason::{self, NatEvidence, PeerReason, RelayNote};
+use super::super::reflexive::ProbeOutcome;
 use super::super::relay::{RelayFailure, RelayState};
 use super::{Controller, PathKind, PeerEntry};
 
@@ -30,51 +32,8 @@ pub struct PeerIceStatus {
     pub restarts: u64,
     /// Remote candidates the agent holds (signalled and peer-reflexive).
     pub remote_candidates: usize,
-    /// When not connected: why.
-    pub reason: Option<NotConnected>,
-}
-
-/// Why a peer's ICE side does not carry its traffic yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotConnected {
-    /// A relayed path was found; its TURN channel is being bound.
-    BindingChannel,
-    /// No offer from the peer yet (is it up, on the same signaling server?).
-    NoOfferFromPeer,
-    /// Our candidates are being gathered.
-    Gathering,
-    /// Our candidates were sent; the peer's have not come.
-    WaitingForPeerCandidates {
-        /// Local candidates sent.
-        sent: usize,
-    },
-    /// Candidate pairs are being checked.
-    Checking {
-        /// Pairs being checked.
-        pairs: usize,
-    },
-    /// The path stopped answering; it is checked again before the session gives up.
-    PathStoppedAnswering,
-    /// Every candidate pair failed; a new session follows after a back-off.
-    PairsFailed {
-        /// Pairs the session had.
-        pairs: usize,
-        /// Why the relay did not save it.
-        relay: RelayNote,
-    },
-}
-
-/// Why no relayed pair worked when every pair failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RelayNote {
-    /// Relay candidates are turned off (`ice.candidate_types`).
-    TurnedOff,
-    /// No TURN server is configured.
-    NoServer,
-    /// The relay candidate was there and did not work either.
-    DidNotWork,
-    /// These TURN servers have no allocation, for these reasons.
-    Failed(Vec<(SocketAddr, RelayFailure)>),
+    /// When not connected directly: why, as data a person's words are made from.
+    pub reason: Option<PeerReason>,
 }
 
 impl Controller {
@@ -106,31 +65,55 @@ impl Controller {
         }
     }
 
-    fn reason(&self, entry: &PeerEntry) -> Option<NotConnected> {
+    fn reason(&self, entry: &PeerEntry) -> Option<PeerReason> {
         let session = &entry.session;
         let local = session.local_offer().candidates.len();
         let remote = session.remote_candidates().len();
         Some(match session.state() {
             SessionState::Connected | SessionState::Completed => {
-                return match entry.nominated.and_then(|n| n.target) {
-                    Some(_) => None,
-                    None => Some(NotConnected::BindingChannel),
+                let nominated = entry.nominated?;
+                return match (nominated.target, nominated.kind) {
+                    (None, _) => Some(PeerReason::BindingTurnChannel),
+                    (Some(_), PathKind::Relay) => {
+                        Some(PeerReason::Relayed(self.nat_evidence(entry)))
+                    }
+                    (Some(_), _) => None,
                 };
             }
-            SessionState::Unknown | SessionState::Idle => NotConnected::NoOfferFromPeer,
-            SessionState::New if local == 0 => NotConnected::Gathering,
+            SessionState::Unknown | SessionState::Idle => PeerReason::NoOfferFromPeer,
+            SessionState::New if local == 0 => PeerReason::GatheringCandidates,
             SessionState::New | SessionState::Connecting => {
-                NotConnected::WaitingForPeerCandidates { sent: local }
+                PeerReason::WaitingForPeerCandidates { local }
             }
-            SessionState::Checking => NotConnected::Checking {
+            SessionState::Checking => PeerReason::Checking {
                 pairs: local * remote,
             },
-            SessionState::Disconnected => NotConnected::PathStoppedAnswering,
-            SessionState::Failed | SessionState::Closed => NotConnected::PairsFailed {
+            SessionState::Disconnected => PeerReason::PathStoppedAnswering,
+            SessionState::Failed | SessionState::Closed => PeerReason::ChecksFailed {
                 pairs: entry.pairs,
                 relay: self.relay_note(),
             },
         })
+    }
+
+    /// What our probes and the peer's candidates say about the two NATs.
+    fn nat_evidence(&self, entry: &PeerEntry) -> NatEvidence {
+        let mapped: Vec<(Option<SocketAddr>, SocketAddr)> = self
+            .probes
+            .iter()
+            .filter_map(|p| match p.outcome() {
+                ProbeOutcome::Mapped(m) => Some((p.base(), m)),
+                _ => None,
+            })
+            .collect();
+        let (peer_srflx, peer_symmetric) =
+            peer_reason::peer_evidence(entry.session.remote_candidates());
+        NatEvidence {
+            local_srflx: !mapped.is_empty(),
+            peer_srflx,
+            local_symmetric: peer_reason::symmetric(&mapped),
+            peer_symmetric,
+        }
     }
 
     fn relay_note(&self) -> RelayNote {
@@ -138,7 +121,7 @@ impl Controller {
             return RelayNote::TurnedOff;
         }
         if self.relays.is_empty() {
-            return RelayNote::NoServer;
+            return RelayNote::NoTurnServer;
         }
         let failed: Vec<(SocketAddr, RelayFailure)> = self
             .relays
@@ -151,7 +134,7 @@ impl Controller {
         if failed.is_empty() {
             RelayNote::DidNotWork
         } else {
-            RelayNote::Failed(failed)
+            RelayNote::ServersFailed(failed)
         }
     }
 }
