@@ -454,8 +454,12 @@ fn hooks_fire_once_per_event_with_the_right_json_and_a_hung_hook_is_killed_witho
     assert_eq!(added["allowed_ips"], serde_json::json!(["10.77.0.2/32"]));
     assert_eq!(removed["allowed_ips"], serde_json::json!(["10.77.0.2/32"]));
     let (path, connected) = (&records[1].1, &records[2].1);
-    assert_eq!(path["path"], "host", "{path}");
+    // The peer's host address either way; its kind is `prflx` when the peer's check arrived
+    // before the offer that lists the address (the controller names a path by the candidate
+    // signalled for it, and none was yet), `host` otherwise: a race of two packets.
+    let direct = |kind: &serde_json::Value| kind == "host" || kind == "prflx";
+    assert!(direct(&path["path"]), "{path}");
     assert_eq!(path["endpoint"], "10.0.0.2:51820");
     assert_eq!(connected["endpoint"], "10.0.0.2:51820");
-    assert_eq!(connected["path"], "host");
+    assert!(direct(&connected["path"]), "{connected}");
 }
