@@ -207,10 +207,13 @@ impl ServerFrame {
             TAG_REFUSED => {
                 let (&code, reason) = rest.split_first().ok_or(FrameError::Empty)?;
                 let code = RefusalCode::from_byte(code).ok_or(FrameError::BadRefusal(code))?;
+                // Lossy decoding turns each bad byte into a three-byte replacement
+                // character, so the text is cut again after it: a reason kept is at most
+                // MAX_REASON_LEN bytes and encodes back to itself.
                 let reason = String::from_utf8_lossy(&reason[..reason.len().min(MAX_REASON_LEN)]);
                 Ok(Self::Refused(Refusal {
                     code,
-                    reason: reason.into_owned(),
+                    reason: truncated(&reason).to_owned(),
                 }))
             }
             other => Err(FrameError::UnknownTag(other)),
@@ -293,5 +296,20 @@ mod tests {
             panic!("a refusal");
         };
         assert_eq!(refusal.reason, "é".repeat(MAX_REASON_LEN / 2));
+    }
+
+    #[test]
+    fn a_reason_of_invalid_utf8_stays_within_the_limit_and_round_trips() {
+        // Found by the ws_frame fuzz target: replacement characters grew the reason past
+        // the limit, so encoding cut it and the frame no longer round-tripped.
+        let mut bytes = vec![TAG_REFUSED, 3, 11, 0];
+        bytes.extend(std::iter::repeat_n(150u8, 116));
+        bytes.extend([119, 32, 100]);
+        let frame = ServerFrame::decode(&bytes).expect("a refusal");
+        let ServerFrame::Refused(refusal) = &frame else {
+            panic!("a refusal");
+        };
+        assert!(refusal.reason.len() <= MAX_REASON_LEN);
+        assert_eq!(ServerFrame::decode(&frame.encode()), Ok(frame));
     }
 }
