@@ -4,7 +4,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// wice: a userspace mesh VPN over WireGuard.
 #[derive(Debug, Parser)]
@@ -96,18 +96,8 @@ pub enum Command {
     },
     /// Show a running node's peers.
     Status {
-        /// Interface name; the socket is /run/wice/NAME.sock.
-        #[arg(
-            short,
-            long,
-            value_name = "NAME",
-            default_value = "wice0",
-            conflicts_with = "socket"
-        )]
-        interface: String,
-        /// Control socket path (for nodes with a custom control_socket).
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        node: ControlSocketArgs,
         /// Print JSON (stable field names) instead of text.
         #[arg(long, conflicts_with = "watch")]
         json: bool,
@@ -124,18 +114,8 @@ pub enum Command {
         /// The peer: its public key or the first characters of it (at least 4).
         #[arg(value_name = "PEER")]
         peer: String,
-        /// Interface name; the socket is /run/wice/NAME.sock.
-        #[arg(
-            short,
-            long,
-            value_name = "NAME",
-            default_value = "wice0",
-            conflicts_with = "socket"
-        )]
-        interface: String,
-        /// Control socket path (for nodes with a custom control_socket).
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        node: ControlSocketArgs,
         /// Echoes to send.
         #[arg(short, long, default_value_t = 3, value_name = "N")]
         count: u32,
@@ -167,18 +147,8 @@ pub enum Command {
     /// A config with errors is refused and the running one stays. Same as SIGHUP, but says
     /// what changed or why it was refused.
     Reload {
-        /// Interface name; the socket is /run/wice/NAME.sock.
-        #[arg(
-            short,
-            long,
-            value_name = "NAME",
-            default_value = "wice0",
-            conflicts_with = "socket"
-        )]
-        interface: String,
-        /// Control socket path (for nodes with a custom control_socket).
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        node: ControlSocketArgs,
     },
     /// Build a three-node mesh across NAT routers in network namespaces on this machine,
     /// show how each pair connected, and tear it all down (needs root).
@@ -253,4 +223,30 @@ pub fn read_stdin_key() -> std::io::Result<String> {
     let mut text = String::new();
     std::io::stdin().take(1024).read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// Which running node a command talks to: its control socket.
+#[derive(Debug, Args)]
+pub struct ControlSocketArgs {
+    /// Interface name; the socket is /run/wice/NAME.sock.
+    #[arg(
+        short,
+        long,
+        value_name = "NAME",
+        default_value = "wice0",
+        conflicts_with = "socket"
+    )]
+    interface: String,
+    /// Control socket path (for nodes with a custom control_socket).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+impl ControlSocketArgs {
+    /// The control socket's path.
+    pub fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| format!("/run/wice/{}.sock", self.interface).into())
+    }
 }

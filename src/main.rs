@@ -91,19 +91,18 @@ fn run(cli: Cli) -> Result<(), String> {
             init_logging(&log_level, log_format)?;
             wice::userspace::run_foreground(&interface)
         }
-        Command::Reload { interface, socket } => {
-            let path = socket.unwrap_or_else(|| format!("/run/wice/{interface}.sock").into());
+        Command::Reload { node } => {
+            let path = node.path();
             let summary = control::request_reload(&path).map_err(|e| e.to_string())?;
             print(&format!("reloaded: {summary}"))
         }
         Command::Status {
-            interface,
-            socket,
+            node,
             json,
             watch,
             interval,
         } => {
-            let path = socket.unwrap_or_else(|| format!("/run/wice/{interface}.sock").into());
+            let path = node.path();
             if watch {
                 return wice::status_watch::run(&path, interval);
             }
@@ -116,13 +115,12 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Ping {
             peer,
-            interface,
-            socket,
+            node,
             count,
             address,
             json,
         } => {
-            let path = socket.unwrap_or_else(|| format!("/run/wice/{interface}.sock").into());
+            let path = node.path();
             let report = wice::ping::run(
                 &path,
                 &peer,

@@ -90,7 +90,7 @@ fn check_name(interface: &str) -> Result<(), String> {
 }
 
 /// The process answering on the socket at `path`, if any (its peer credentials).
-fn served_by(path: &Path) -> Option<u32> {
+pub fn served_by(path: &Path) -> Option<u32> {
     use std::os::fd::AsRawFd;
     let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
     let mut cred = libc::ucred {

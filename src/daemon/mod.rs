@@ -17,6 +17,7 @@ mod peer_set;
 mod reload;
 mod supervise;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -509,17 +510,7 @@ async fn start_ice(config: &Config, start: IceStart) -> Result<JoinHandle<()>, U
     } = start;
     // Marked like the datapath's socket, signaling bypasses an exit node's default route.
     let socket_mark = Some(device.fwmark()).filter(|mark| *mark != 0);
-    let backends = backends_from_urls(
-        &config.signaling.backends,
-        config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
-        socket_mark,
-    )?;
-    let (signaling, received) = Signaling::start(
-        config.interface.private_key.clone(),
-        SenderPolicy::Only(peer_set.keys()),
-        backends,
-    )
-    .await;
+    let (signaling, received) = start_signaling(config, peer_set.keys(), socket_mark).await?;
     let community = Community::start(config, &signaling)
         .await
         .map_err(|e| UpError::Community(e.to_string()))?;
@@ -573,6 +564,26 @@ fn stun_servers(ice: &IceConfig) -> Vec<SocketAddr> {
         .filter(|server| server.url.scheme == ServerScheme::Stun)
         .map(|server| server.address)
         .collect()
+}
+
+/// Signaling over `config`'s backends, opening envelopes only from `allowed`. `socket_mark`
+/// marks the backends' connections so an exit node's default route does not catch them.
+pub(super) async fn start_signaling(
+    config: &Config,
+    allowed: HashSet<PublicKey>,
+    socket_mark: Option<u32>,
+) -> Result<(Signaling, mpsc::Receiver<crate::signaling::Received>), UpError> {
+    let backends = backends_from_urls(
+        &config.signaling.backends,
+        config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
+        socket_mark,
+    )?;
+    Ok(Signaling::start(
+        config.interface.private_key.clone(),
+        SenderPolicy::Only(allowed),
+        backends,
+    )
+    .await)
 }
 
 /// Interface addresses, STUN and TURN servers, as the OS and the config give them now.

@@ -12,16 +12,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
-use wice_core::signaling::SenderPolicy;
 use wice_datapath::Engine;
 
 use super::ice_driver::{DriverCommand, Reconfigure, Reconfigured};
 use super::peer_set::{PeerSet, PeerSetEvent};
-use super::{UpError, stun_servers, turn_servers};
+use super::{start_signaling, stun_servers, turn_servers};
 use crate::config::{Config, IceConfig};
 use crate::control::ReloadRequest;
 use crate::sd_notify::Notifier;
-use crate::signaling::{Signaling, backends_from_urls};
 use crate::status::Status;
 
 /// Where a reload's peers go: the ICE driver when the node runs ICE (it owns the
@@ -88,8 +86,9 @@ impl Reloader {
                 let backends =
                     new.signaling != self.running.signaling && !new.signaling.backends.is_empty();
                 let signaling = if backends {
+                    let allowed = new.peers.iter().map(|p| p.public_key).collect();
                     Some(
-                        start_signaling(&new, self.socket_mark)
+                        start_signaling(&new, allowed, self.socket_mark)
                             .await
                             .map_err(|e| e.to_string())?,
                     )
@@ -131,25 +130,6 @@ impl Reloader {
         }
         Ok(summary)
     }
-}
-
-/// Signaling over the new config's backends, accepting its peers.
-async fn start_signaling(
-    config: &Config,
-    socket_mark: Option<u32>,
-) -> Result<(Signaling, mpsc::Receiver<crate::signaling::Received>), UpError> {
-    let backends = backends_from_urls(
-        &config.signaling.backends,
-        config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
-        socket_mark,
-    )?;
-    let allowed = config.peers.iter().map(|p| p.public_key).collect();
-    Ok(Signaling::start(
-        config.interface.private_key.clone(),
-        SenderPolicy::Only(allowed),
-        backends,
-    )
-    .await)
 }
 
 /// The settings that changed but only take effect on a restart.

@@ -13,14 +13,12 @@
 //! subscription is established, then is one unary call: no extra round trip in steady
 //! state. Batches larger than [`MAX_BATCH`] are split.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_core::OsRng;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
@@ -28,6 +26,7 @@ use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
 
 use super::backend::{Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox};
+use super::subscriptions::{FirstOutcome, Subscriber, Subscription, Subscriptions};
 use wice_core::backoff::Backoff;
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::signaling::challenge;
@@ -103,8 +102,8 @@ pub struct GrpcBackend {
     /// Replaced by [`Backend::reconnect`]; clones share one HTTP/2 connection.
     client: Mutex<SignalingClient<Channel>>,
     options: GrpcOptions,
-    subscriptions: Mutex<HashMap<PublicKey, Vec<Subscription>>>,
-    closed: AtomicBool,
+    /// Each task's link is true while its key is proven on the current connection.
+    subscriptions: Subscriptions<watch::Receiver<bool>>,
     counters: Arc<Counters>,
 }
 
@@ -146,8 +145,7 @@ impl GrpcBackend {
             endpoint,
             client: Mutex::new(client),
             options,
-            subscriptions: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
+            subscriptions: Subscriptions::default(),
             counters: Arc::default(),
         })
     }
@@ -174,23 +172,16 @@ impl GrpcBackend {
             .clone()
     }
 
-    /// Starts the task keeping `identity` subscribed into `inbox`.
+    /// Starts the task keeping `subscriber` subscribed.
     fn spawn_subscription(
         &self,
-        identity: PrivateKey,
-        inbox: Inbox,
-        group: bool,
-        first: oneshot::Sender<Result<(), BackendError>>,
-    ) -> Subscription {
+        subscriber: Subscriber,
+        first: FirstOutcome,
+    ) -> Subscription<watch::Receiver<bool>> {
         let (established_tx, established) = watch::channel(false);
-        let mailbox = Mailbox {
-            identity: identity.clone(),
-            inbox: inbox.clone(),
-            group,
-        };
         let task = tokio::spawn(keep_subscribed(
             self.client(),
-            mailbox,
+            subscriber.clone(),
             Backoff::new(self.options.backoff_initial, self.options.backoff_max),
             Arc::clone(&self.counters),
             first,
@@ -198,25 +189,16 @@ impl GrpcBackend {
         ));
         Subscription {
             task,
-            identity,
-            inbox,
-            group,
-            established,
+            subscriber,
+            link: established,
         }
-    }
-
-    fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Vec<Subscription>>> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits until a subscription of `sender` has proven the key on the current connection.
     async fn proven(&self, sender: &PublicKey) -> Result<(), BackendError> {
         let watchers: Vec<_> = self
-            .subscriptions()
-            .get(sender)
-            .map(|list| list.iter().map(|s| s.established.clone()).collect())
+            .subscriptions
+            .inspect(sender, |list| list.iter().map(|s| s.link.clone()).collect())
             .unwrap_or_default();
         if watchers.is_empty() {
             return Err(BackendError::Refused {
@@ -239,27 +221,6 @@ impl GrpcBackend {
                 "publish timed out waiting for the key proof",
             )),
         }
-    }
-
-    /// Starts keeping `identity` subscribed (as a group key when `group`); resolves with
-    /// the first attempt's outcome.
-    async fn add_subscription(
-        &self,
-        identity: PrivateKey,
-        inbox: Inbox,
-        group: bool,
-    ) -> Result<(), BackendError> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(BackendError::Closed);
-        }
-        let key = identity.public_key();
-        let (first_tx, first_rx) = oneshot::channel();
-        let subscription = self.spawn_subscription(identity, inbox, group, first_tx);
-        self.subscriptions()
-            .entry(key)
-            .or_default()
-            .push(subscription);
-        first_rx.await.unwrap_or(Err(BackendError::Closed))
     }
 
     async fn publish_chunk(&self, chunk: &[Envelope]) -> Result<(), BackendError> {
@@ -307,7 +268,7 @@ impl Backend for GrpcBackend {
 
     fn publish(&self, envelopes: Vec<Envelope>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            if self.closed.load(Ordering::Relaxed) {
+            if self.subscriptions.is_closed() {
                 return Err(BackendError::Closed);
             }
             let mut senders: Vec<PublicKey> = envelopes.iter().map(|e| e.sender).collect();
@@ -336,37 +297,44 @@ impl Backend for GrpcBackend {
     }
 
     fn subscribe(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
-        Box::pin(self.add_subscription(identity, inbox, false))
+        let subscriber = Subscriber {
+            identity,
+            inbox,
+            group: false,
+        };
+        Box::pin(self.subscriptions.add(subscriber, |subscriber, first| {
+            self.spawn_subscription(subscriber, first)
+        }))
     }
 
     fn subscribe_group(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
-        Box::pin(self.add_subscription(identity, inbox, true))
+        let subscriber = Subscriber {
+            identity,
+            inbox,
+            group: true,
+        };
+        Box::pin(self.subscriptions.add(subscriber, |subscriber, first| {
+            self.spawn_subscription(subscriber, first)
+        }))
     }
 
     fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            for subscription in self.subscriptions().remove(&key).unwrap_or_default() {
-                subscription.task.abort();
-            }
+            self.subscriptions.remove(&key);
             Ok(())
         })
     }
 
     fn close(&self) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            self.closed.store(true, Ordering::Relaxed);
-            for (_, subscriptions) in self.subscriptions().drain() {
-                for subscription in subscriptions {
-                    subscription.task.abort();
-                }
-            }
+            self.subscriptions.close();
             Ok(())
         })
     }
 
     fn reconnect(&self) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            if self.closed.load(Ordering::Relaxed) {
+            if self.subscriptions.is_closed() {
                 return Err(BackendError::Closed);
             }
             // A new channel means a new TCP connection from whatever address routing picks
@@ -376,40 +344,10 @@ impl Backend for GrpcBackend {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) =
                 new_client(&self.endpoint, self.options.socket_mark);
-            let mut subscriptions = self.subscriptions();
-            for list in subscriptions.values_mut() {
-                for subscription in list.iter_mut() {
-                    subscription.task.abort();
-                    // Nobody waits for this first outcome: the caller of `subscribe` got it.
-                    let (first, _) = oneshot::channel();
-                    let identity = subscription.identity.clone();
-                    let inbox = subscription.inbox.clone();
-                    let group = subscription.group;
-                    *subscription = self.spawn_subscription(identity, inbox, group, first);
-                }
-            }
-            Ok(())
+            self.subscriptions
+                .restart_all(|subscriber, first| self.spawn_subscription(subscriber, first))
         })
     }
-}
-
-/// One key's subscription task, with what it needs to be started again.
-struct Subscription {
-    task: JoinHandle<()>,
-    identity: PrivateKey,
-    inbox: Inbox,
-    /// Subscribed as a group key (the server's `Hello.group`).
-    group: bool,
-    /// True while the subscription stands (its key proven on the current connection).
-    established: watch::Receiver<bool>,
-}
-
-/// What one subscription task keeps subscribed, and where its envelopes go.
-struct Mailbox {
-    identity: PrivateKey,
-    inbox: Inbox,
-    /// Subscribed as a group key (the server's `Hello.group`).
-    group: bool,
 }
 
 /// True as soon as one of `waits` succeeds; false when all failed (their tasks ended).
@@ -457,11 +395,7 @@ fn new_client(endpoint: &Endpoint, socket_mark: Option<u32>) -> SignalingClient<
 
 impl Drop for GrpcBackend {
     fn drop(&mut self) {
-        for (_, subscriptions) in self.subscriptions().drain() {
-            for subscription in subscriptions {
-                subscription.task.abort();
-            }
-        }
+        self.subscriptions.abort_all();
     }
 }
 
@@ -469,19 +403,19 @@ impl Drop for GrpcBackend {
 /// first attempt's outcome on `first`.
 async fn keep_subscribed(
     mut client: SignalingClient<Channel>,
-    mailbox: Mailbox,
+    subscriber: Subscriber,
     mut backoff: Backoff,
     counters: Arc<Counters>,
-    first: oneshot::Sender<Result<(), BackendError>>,
+    first: FirstOutcome,
     established: watch::Sender<bool>,
 ) {
-    let Mailbox {
+    let Subscriber {
         identity, inbox, ..
-    } = &mailbox;
+    } = &subscriber;
     let mut first = Some(first);
     loop {
         let outcome = tokio::select! {
-            outcome = subscribe_once(&mut client, &mailbox, &mut backoff, &counters, &mut first, &established) => outcome,
+            outcome = subscribe_once(&mut client, &subscriber, &mut backoff, &counters, &mut first, &established) => outcome,
             () = inbox.closed() => return,
         };
         established.send_replace(false);
@@ -504,20 +438,20 @@ async fn keep_subscribed(
 /// One subscription: prove the key, then stream envelopes until the stream ends.
 async fn subscribe_once(
     client: &mut SignalingClient<Channel>,
-    mailbox: &Mailbox,
+    subscriber: &Subscriber,
     backoff: &mut Backoff,
     counters: &Counters,
-    first: &mut Option<oneshot::Sender<Result<(), BackendError>>>,
+    first: &mut Option<FirstOutcome>,
     established: &watch::Sender<bool>,
 ) -> Result<(), BackendError> {
     use proto::subscribe_request::Step;
     use proto::subscribe_response::Event;
 
-    let Mailbox {
+    let Subscriber {
         identity,
         inbox,
         group,
-    } = mailbox;
+    } = subscriber;
     // The request stream stays open (`steps` alive) for as long as the subscription lasts.
     let (steps, requests) = mpsc::channel(2);
     let hello = proto::SubscribeRequest {

@@ -17,6 +17,7 @@ pub mod multiplexer;
 #[cfg(feature = "nats")]
 pub mod nats_client;
 pub mod server;
+mod subscriptions;
 pub mod ws_client;
 pub mod ws_frame;
 pub mod ws_proxy;

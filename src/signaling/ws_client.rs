@@ -13,9 +13,9 @@
 //! the publish timeout) for that subscription to stand, and is tried once more when the
 //! socket broke under it.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::bytes::Bytes;
@@ -23,7 +23,6 @@ use rand_core::OsRng;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
@@ -33,6 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 use wice_proto::signaling as proto;
 
 use super::backend::{Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox};
+use super::subscriptions::{FirstOutcome, Subscriber, Subscription, Subscriptions};
 use super::ws_frame::{
     ClientFrame, MAX_CLIENT_FRAME_LEN, MAX_SERVER_FRAME_LEN, RefusalCode, ServerFrame, WS_PATH,
 };
@@ -122,17 +122,12 @@ pub struct WsBackend {
     url: BackendUrl,
     target: Arc<Target>,
     options: WsOptions,
-    subscriptions: Mutex<HashMap<PublicKey, Vec<Subscription>>>,
-    closed: AtomicBool,
+    subscriptions: Subscriptions<SocketLink>,
     counters: Arc<Counters>,
 }
 
-/// One key's subscription task, with what it needs to be started again.
-struct Subscription {
-    task: JoinHandle<()>,
-    identity: PrivateKey,
-    inbox: Inbox,
-    group: bool,
+/// The backend's handle on one subscription task's socket.
+struct SocketLink {
     /// True while the key is proven on the task's current socket.
     established: watch::Receiver<bool>,
     /// Publishes for the task's socket.
@@ -180,8 +175,7 @@ impl WsBackend {
                 connect_timeout: options.connect_timeout,
             }),
             options,
-            subscriptions: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
+            subscriptions: Subscriptions::default(),
             counters: Arc::default(),
         })
     }
@@ -201,27 +195,17 @@ impl WsBackend {
         }
     }
 
-    fn subscriptions(&self) -> MutexGuard<'_, HashMap<PublicKey, Vec<Subscription>>> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn spawn_subscription(
         &self,
-        identity: PrivateKey,
-        inbox: Inbox,
-        group: bool,
-        first: oneshot::Sender<Result<(), BackendError>>,
-    ) -> Subscription {
+        subscriber: Subscriber,
+        first: FirstOutcome,
+    ) -> Subscription<SocketLink> {
         let (established_tx, established) = watch::channel(false);
         let (publishes, commands) = mpsc::channel(MAX_PENDING_PUBLISHES);
         let task = tokio::spawn(keep_subscribed(
             Arc::clone(&self.target),
             Mailbox {
-                identity: identity.clone(),
-                inbox: inbox.clone(),
-                group,
+                subscriber: subscriber.clone(),
                 ping_interval: self.options.ping_interval,
                 silence_limit: self.options.silence_limit,
             },
@@ -233,31 +217,12 @@ impl WsBackend {
         ));
         Subscription {
             task,
-            identity,
-            inbox,
-            group,
-            established,
-            publishes,
+            subscriber,
+            link: SocketLink {
+                established,
+                publishes,
+            },
         }
-    }
-
-    async fn add_subscription(
-        &self,
-        identity: PrivateKey,
-        inbox: Inbox,
-        group: bool,
-    ) -> Result<(), BackendError> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(BackendError::Closed);
-        }
-        let key = identity.public_key();
-        let (first_tx, first_rx) = oneshot::channel();
-        let subscription = self.spawn_subscription(identity, inbox, group, first_tx);
-        self.subscriptions()
-            .entry(key)
-            .or_default()
-            .push(subscription);
-        first_rx.await.unwrap_or(Err(BackendError::Closed))
     }
 
     /// The publish channel of a subscription of `sender` that stands, waiting up to `until`.
@@ -267,24 +232,23 @@ impl WsBackend {
         until: Instant,
     ) -> Result<mpsc::Sender<PublishCommand>, BackendError> {
         loop {
-            let standing = {
-                let subscriptions = self.subscriptions();
-                let Some(list) = subscriptions.get(sender).filter(|l| !l.is_empty()) else {
-                    return Err(BackendError::Refused {
-                        kind: BackendKind::WebSocket,
-                        reason: format!(
-                            "{sender} is not subscribed here; publishing needs its key proof"
-                        ),
-                    });
-                };
+            let standing = self.subscriptions.inspect(sender, |list| {
                 list.iter()
-                    .find(|s| *s.established.borrow())
-                    .map(|s| s.publishes.clone())
+                    .find(|s| *s.link.established.borrow())
+                    .map(|s| s.link.publishes.clone())
+            });
+            let Some(standing) = standing else {
+                return Err(BackendError::Refused {
+                    kind: BackendKind::WebSocket,
+                    reason: format!(
+                        "{sender} is not subscribed here; publishing needs its key proof"
+                    ),
+                });
             };
             if let Some(publishes) = standing {
                 return Ok(publishes);
             }
-            if self.closed.load(Ordering::Relaxed) {
+            if self.subscriptions.is_closed() {
                 return Err(BackendError::Closed);
             }
             if Instant::now() >= until {
@@ -337,7 +301,7 @@ impl Backend for WsBackend {
 
     fn publish(&self, envelopes: Vec<Envelope>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            if self.closed.load(Ordering::Relaxed) {
+            if self.subscriptions.is_closed() {
                 return Err(BackendError::Closed);
             }
             // Per sender, in the order given: each sender's envelopes go on its own socket.
@@ -358,64 +322,53 @@ impl Backend for WsBackend {
     }
 
     fn subscribe(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
-        Box::pin(self.add_subscription(identity, inbox, false))
+        let subscriber = Subscriber {
+            identity,
+            inbox,
+            group: false,
+        };
+        Box::pin(self.subscriptions.add(subscriber, |subscriber, first| {
+            self.spawn_subscription(subscriber, first)
+        }))
     }
 
     fn subscribe_group(&self, identity: PrivateKey, inbox: Inbox) -> BackendFuture<'_, ()> {
-        Box::pin(self.add_subscription(identity, inbox, true))
+        let subscriber = Subscriber {
+            identity,
+            inbox,
+            group: true,
+        };
+        Box::pin(self.subscriptions.add(subscriber, |subscriber, first| {
+            self.spawn_subscription(subscriber, first)
+        }))
     }
 
     fn unsubscribe(&self, key: PublicKey) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            for subscription in self.subscriptions().remove(&key).unwrap_or_default() {
-                subscription.task.abort();
-            }
+            self.subscriptions.remove(&key);
             Ok(())
         })
     }
 
     fn close(&self) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            self.closed.store(true, Ordering::Relaxed);
-            for (_, subscriptions) in self.subscriptions().drain() {
-                for subscription in subscriptions {
-                    subscription.task.abort();
-                }
-            }
+            self.subscriptions.close();
             Ok(())
         })
     }
 
     fn reconnect(&self) -> BackendFuture<'_, ()> {
+        // New sockets, from whatever address routing picks now.
         Box::pin(async move {
-            if self.closed.load(Ordering::Relaxed) {
-                return Err(BackendError::Closed);
-            }
-            // New sockets, from whatever address routing picks now.
-            let mut subscriptions = self.subscriptions();
-            for list in subscriptions.values_mut() {
-                for subscription in list.iter_mut() {
-                    subscription.task.abort();
-                    // Nobody waits for this first outcome: the caller of `subscribe` got it.
-                    let (first, _) = oneshot::channel();
-                    let identity = subscription.identity.clone();
-                    let inbox = subscription.inbox.clone();
-                    let group = subscription.group;
-                    *subscription = self.spawn_subscription(identity, inbox, group, first);
-                }
-            }
-            Ok(())
+            self.subscriptions
+                .restart_all(|subscriber, first| self.spawn_subscription(subscriber, first))
         })
     }
 }
 
 impl Drop for WsBackend {
     fn drop(&mut self) {
-        for (_, subscriptions) in self.subscriptions().drain() {
-            for subscription in subscriptions {
-                subscription.task.abort();
-            }
-        }
+        self.subscriptions.abort_all();
     }
 }
 
@@ -491,9 +444,7 @@ async fn connect(target: &Target) -> Result<Socket, BackendError> {
 
 /// What one subscription task keeps subscribed, and where its envelopes go.
 struct Mailbox {
-    identity: PrivateKey,
-    inbox: Inbox,
-    group: bool,
+    subscriber: Subscriber,
     ping_interval: Duration,
     silence_limit: Duration,
 }
@@ -505,7 +456,7 @@ async fn keep_subscribed(
     mailbox: Mailbox,
     mut backoff: Backoff,
     counters: Arc<Counters>,
-    first: oneshot::Sender<Result<(), BackendError>>,
+    first: FirstOutcome,
     established: watch::Sender<bool>,
     mut commands: mpsc::Receiver<PublishCommand>,
 ) {
@@ -513,14 +464,14 @@ async fn keep_subscribed(
     loop {
         let outcome = tokio::select! {
             outcome = subscribe_once(&target, &mailbox, &mut backoff, &counters, &mut first, &established, &mut commands) => outcome,
-            () = mailbox.inbox.closed() => return,
+            () = mailbox.subscriber.inbox.closed() => return,
         };
         established.send_replace(false);
         counters.failures.fetch_add(1, Ordering::Relaxed);
         let error = outcome
             .err()
             .unwrap_or_else(|| unavailable("server closed the socket"));
-        tracing::debug!(key = %mailbox.identity.public_key(), %error, "WebSocket subscription lost");
+        tracing::debug!(key = %mailbox.subscriber.identity.public_key(), %error, "WebSocket subscription lost");
         if let Some(first) = first.take() {
             let _ = first.send(Err(error));
         }
@@ -531,7 +482,7 @@ async fn keep_subscribed(
         let delay = backoff.next_jittered_delay(&mut OsRng);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = mailbox.inbox.closed() => return,
+            () = mailbox.subscriber.inbox.closed() => return,
         }
     }
 }
@@ -585,19 +536,19 @@ async fn subscribe_once(
     mailbox: &Mailbox,
     backoff: &mut Backoff,
     counters: &Counters,
-    first: &mut Option<oneshot::Sender<Result<(), BackendError>>>,
+    first: &mut Option<FirstOutcome>,
     established: &watch::Sender<bool>,
     commands: &mut mpsc::Receiver<PublishCommand>,
 ) -> Result<(), BackendError> {
     use proto::subscribe_request::Step;
     use proto::subscribe_response::Event;
 
-    let identity = &mailbox.identity;
+    let identity = &mailbox.subscriber.identity;
     let mut socket = connect(target).await?;
     let hello = ClientFrame::Step(proto::SubscribeRequest {
         step: Some(Step::Hello(proto::Hello {
             public_key: Bytes::copy_from_slice(identity.public_key().as_bytes()),
-            group: mailbox.group,
+            group: mailbox.subscriber.group,
         })),
     });
     send_frame(&mut socket, hello.encode()).await?;
@@ -657,7 +608,7 @@ async fn stream_mailbox(
                         })) => {
                             match Envelope::decode(&bytes) {
                                 Ok(envelope) => {
-                                    if !mailbox.inbox.deliver(envelope) {
+                                    if !mailbox.subscriber.inbox.deliver(envelope) {
                                         counters.inbox_full.fetch_add(1, Ordering::Relaxed);
                                     }
                                 }

@@ -182,6 +182,25 @@ pub fn static_pair(dir: &TempDir) -> StaticPair {
 impl WiceNode {
     /// Writes the config and starts `wice up` in `ns`; returns once its control socket answers.
     pub fn start(ns: &mut Netns, dir: &TempDir, label: &str, config: &str) -> Self {
+        Self::start_via(ns, dir, label, config, |ns, config_path| {
+            let mut command = ns.command(WICE);
+            command
+                .args(["up", "-c"])
+                .arg(config_path)
+                .args(["--log-level", "debug"]);
+            command
+        })
+    }
+
+    /// Like [`WiceNode::start`], with the command `launch` builds from the config's path
+    /// (a wrapper around `wice up`); its output goes to the node's log.
+    pub fn start_via(
+        ns: &mut Netns,
+        dir: &TempDir,
+        label: &str,
+        config: &str,
+        launch: impl FnOnce(&Netns, &Path) -> Command,
+    ) -> Self {
         let config_path = dir.path(&format!("{label}.toml"));
         write_private(&config_path, config).expect("write config");
         let interface = config
@@ -192,11 +211,8 @@ impl WiceNode {
             .to_owned();
         let socket = dir.path(&format!("{label}.sock"));
         let log = dir.path(&format!("{label}.log"));
-        let mut command = ns.command(WICE);
+        let mut command = launch(ns, &config_path);
         command
-            .args(["up", "-c"])
-            .arg(&config_path)
-            .args(["--log-level", "debug"])
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
         let pid = ns.spawn(command);

@@ -55,57 +55,23 @@ fn start(
     config: &str,
     bind: Option<(&Path, &Path)>,
 ) -> WiceNode {
-    let config_path = dir.path(&format!("{label}.toml"));
-    write_private(&config_path, config).expect("write config");
-    let interface = config
-        .lines()
-        .find_map(|l| l.strip_prefix("name = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("config names the interface")
-        .to_owned();
-    let socket = dir.path(&format!("{label}.sock"));
-    let log = dir.path(&format!("{label}.log"));
-    let up = format!(
-        "exec {WICE} up -c {} --log-level debug",
-        config_path.display()
-    );
-    let script = match bind {
-        Some((source, target)) => format!(
-            "mount --bind {} {} && {up}",
-            source.display(),
-            target.display()
-        ),
-        None => up,
-    };
-    let mut command = ns.command("unshare");
-    command
-        .args(["-m", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).expect("log file"));
-    let pid = ns.spawn(command);
-    let node = WiceNode {
-        interface,
-        socket,
-        log,
-        pid,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answered = Command::new(WICE)
-            .args(["status", "--json", "--socket"])
-            .arg(&node.socket)
-            .output()
-            .is_ok_and(|out| out.status.success());
-        if answered {
-            return node;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "wice {label} did not come up:\n{}",
-            node.log_text()
+    WiceNode::start_via(ns, dir, label, config, |ns, config_path| {
+        let up = format!(
+            "exec {WICE} up -c {} --log-level debug",
+            config_path.display()
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let script = match bind {
+            Some((source, target)) => format!(
+                "mount --bind {} {} && {up}",
+                source.display(),
+                target.display()
+            ),
+            None => up,
+        };
+        let mut command = ns.command("unshare");
+        command.args(["-m", "sh", "-c", &script]);
+        command
+    })
 }
 
 /// Waits until `done` holds, up to `limit`.

@@ -68,7 +68,7 @@ fn over_a_nats_cluster_tunnels_outlive_a_killed_server_and_a_restarted_peer_reco
         std::thread::sleep(Duration::from_secs(1));
     }
     let p = lab.peer_status(a, b).expect("status");
-    assert!(lab::connected(&p), "still connected: {p}");
+    assert!(wice_lab::connected(&p), "still connected: {p}");
     // The nodes' clients moved to the surviving servers.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -3,7 +3,6 @@
 //! else Debian's).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Stdio;
@@ -59,25 +58,9 @@ struct Served {
 
 impl Served {
     fn find(path: &str) -> Self {
-        let pid = UnixStream::connect(path).ok().and_then(|stream| {
-            let mut cred = libc::ucred {
-                pid: 0,
-                uid: 0,
-                gid: 0,
-            };
-            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-            // SAFETY: getsockopt writes at most `len` bytes into a live ucred.
-            let rc = unsafe {
-                libc::getsockopt(
-                    stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_PEERCRED,
-                    std::ptr::from_mut(&mut cred).cast(),
-                    &mut len,
-                )
-            };
-            (rc == 0 && cred.pid > 0).then_some(cred.pid)
-        });
+        let pid = wice::userspace::served_by(Path::new(path))
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|pid| *pid > 0);
         Self {
             path: path.to_owned(),
             pid,
@@ -160,6 +143,30 @@ fn start_wireguard_go(
         path: socket,
         pid: None,
     }
+}
+
+/// Configures the wice interface `interface` in `ns` with `wg set` and `ip`: its key, the
+/// wireguard-go peer at 10.0.0.2:51820, and the tunnel address 10.78.0.1/24.
+fn set_up_wice_side(ns: &Netns, dir: &TempDir, interface: &str, keys: &Keys, peer: &Keys) {
+    let key_file = dir.path(&format!("{interface}.key"));
+    write_private(&key_file, &keys.private).expect("key");
+    wg(
+        ns,
+        &[
+            "set",
+            interface,
+            "private-key",
+            &key_file.display().to_string(),
+            "peer",
+            &peer.public,
+            "allowed-ips",
+            "10.78.0.2/32",
+            "endpoint",
+            "10.0.0.2:51820",
+        ],
+    );
+    ns.ip(&["addr", "add", "10.78.0.1/24", "dev", interface]);
+    ns.ip(&["link", "set", interface, "up"]);
 }
 
 /// `wg show IF transfer` for the one peer: (received, sent).
@@ -487,25 +494,7 @@ fn wg_set_endpoint_moves_a_peer_and_a_roaming_peer_is_followed() {
     );
     let wice_if = format!("we{id}");
     let _wice = start_wice(&mut wice_ns, &wice_if);
-    let key_file = dir.path("wice.key");
-    write_private(&key_file, &wice_keys.private).expect("key");
-    wg(
-        &wice_ns,
-        &[
-            "set",
-            &wice_if,
-            "private-key",
-            &key_file.display().to_string(),
-            "peer",
-            &go_keys.public,
-            "allowed-ips",
-            "10.78.0.2/32",
-            "endpoint",
-            "10.0.0.2:51820",
-        ],
-    );
-    wice_ns.ip(&["addr", "add", "10.78.0.1/24", "dev", &wice_if]);
-    wice_ns.ip(&["link", "set", &wice_if, "up"]);
+    set_up_wice_side(&wice_ns, &dir, &wice_if, &wice_keys, &go_keys);
     assert!(wice_ns.ping("10.78.0.2", 3, 10), "through 10.0.0.2");
     let endpoints = |ns: &Netns| wg(ns, &["show", &wice_if, "endpoints"]);
     assert!(endpoints(&wice_ns).contains("10.0.0.2:51820"));
@@ -607,25 +596,7 @@ fn an_interface_moved_to_another_namespace_keeps_its_socket_where_it_was_made() 
     let wice_if = format!("wm{id}");
     let wice = start_wice(&mut outer, &wice_if);
     outer.ip(&["link", "set", &wice_if, "netns", &inner.name]);
-    let key_file = dir.path("wice.key");
-    write_private(&key_file, &wice_keys.private).expect("key");
-    wg(
-        &inner,
-        &[
-            "set",
-            &wice_if,
-            "private-key",
-            &key_file.display().to_string(),
-            "peer",
-            &go_keys.public,
-            "allowed-ips",
-            "10.78.0.2/32",
-            "endpoint",
-            "10.0.0.2:51820",
-        ],
-    );
-    inner.ip(&["addr", "add", "10.78.0.1/24", "dev", &wice_if]);
-    inner.ip(&["link", "set", &wice_if, "up"]);
+    set_up_wice_side(&inner, &dir, &wice_if, &wice_keys, &go_keys);
     assert!(
         inner.ping("10.78.0.2", 3, 10),
         "inner → wireguard-go through the moved interface"

@@ -8,6 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use prost::bytes::Bytes;
 
+use super::State;
 use super::budget::{Budgets, OverBudget};
 use super::counters::ServerCounters;
 use super::queue::{Pushed, SubscriberQueue};
@@ -20,6 +21,52 @@ pub(super) enum AddError {
     Full,
     /// The server is shutting down.
     Closing,
+}
+
+/// A proven subscriber's mailbox, registered (with the NATS bus too) while it lives; closed
+/// and removed when dropped, however the subscription ends. Both transports (gRPC and
+/// WebSocket) hold one per subscription.
+pub(super) struct OpenMailbox {
+    state: Arc<State>,
+    key: PublicKey,
+    id: u64,
+    /// Envelopes for the subscriber, in order.
+    pub(super) queue: Arc<SubscriberQueue>,
+}
+
+impl OpenMailbox {
+    /// Registers a mailbox for `key` (a group key when `group`) within the server's limits.
+    pub(super) fn open(state: &Arc<State>, key: PublicKey, group: bool) -> Result<Self, AddError> {
+        let queue = Arc::new(SubscriberQueue::with_byte_limit(
+            state.config.queue_len,
+            state.config.queue_bytes,
+        ));
+        let id = state
+            .mailboxes
+            .add(key, Arc::clone(&queue), group, &state.counters)?;
+        #[cfg(feature = "nats")]
+        if let Some(bus) = &state.bus {
+            bus.watch(key, Arc::downgrade(state));
+        }
+        Ok(Self {
+            state: Arc::clone(state),
+            key,
+            id,
+            queue,
+        })
+    }
+}
+
+impl Drop for OpenMailbox {
+    fn drop(&mut self) {
+        self.queue.close();
+        let state = &self.state;
+        state.mailboxes.remove(&self.key, self.id, &state.counters);
+        #[cfg(feature = "nats")]
+        if let Some(bus) = &state.bus {
+            bus.unwatch(&self.key);
+        }
+    }
 }
 
 /// One subscription of a key.

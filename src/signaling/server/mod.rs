@@ -74,7 +74,7 @@ pub use self::queue::{DropOldest, Pushed, SubscriberQueue};
 pub use self::rate_limit::TokenBucket;
 
 use self::connection::{AcceptLimits, ConnectionInfo, Incoming, Timeouts};
-use self::mailboxes::{AddError, Mailboxes};
+use self::mailboxes::{AddError, Mailboxes, OpenMailbox};
 use self::publish::PublishRefusal;
 use self::refusals::CountRefusals;
 use crate::signaling::NatsUrl;
@@ -604,15 +604,8 @@ async fn run_subscription(
     if let Some(connection) = &connection {
         connection.prove(key);
     }
-    let queue = Arc::new(SubscriberQueue::with_byte_limit(
-        state.config.queue_len,
-        state.config.queue_bytes,
-    ));
-    let id = match state
-        .mailboxes
-        .add(key, Arc::clone(&queue), group, counters)
-    {
-        Ok(id) => id,
+    let mailbox = match OpenMailbox::open(&state, key, group) {
+        Ok(mailbox) => mailbox,
         Err(AddError::Full) => {
             return refuse(
                 &counters.refused_capacity,
@@ -626,10 +619,6 @@ async fn run_subscription(
         }
     };
     tracing::debug!(target: "wice::signal", ?remote, %key, "subscribed");
-    #[cfg(feature = "nats")]
-    if let Some(bus) = &state.bus {
-        bus.watch(key, Arc::downgrade(&state));
-    }
     if out
         .send(event(Event::Subscribed(proto::Subscribed {})))
         .await
@@ -637,7 +626,7 @@ async fn run_subscription(
     {
         loop {
             tokio::select! {
-                envelope = queue.pop() => match envelope {
+                envelope = mailbox.queue.pop() => match envelope {
                     Some(bytes) => {
                         if out.send(event(Event::Envelope(bytes))).await.is_err() {
                             break;
@@ -664,11 +653,6 @@ async fn run_subscription(
             }
         }
     }
-    queue.close();
-    state.mailboxes.remove(&key, id, counters);
-    #[cfg(feature = "nats")]
-    if let Some(bus) = &state.bus {
-        bus.unwatch(&key);
-    }
+    drop(mailbox);
     tracing::debug!(target: "wice::signal", ?remote, %key, "unsubscribed");
 }

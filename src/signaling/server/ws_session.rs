@@ -15,7 +15,7 @@ use wice_proto::signaling as proto;
 use super::State;
 use super::connection::{ConnectionInfo, OpenCall};
 use super::counters::ServerCounters;
-use super::mailboxes::AddError;
+use super::mailboxes::{AddError, OpenMailbox};
 use super::publish::{PublishRefusal, publish_envelopes, within_rate};
 use super::queue::SubscriberQueue;
 use crate::signaling::ws_frame::{ClientFrame, Refusal, RefusalCode, ServerFrame};
@@ -208,15 +208,8 @@ pub(super) async fn run<S>(
 
     // 3. The mailbox; and this connection may now publish as `key`.
     connection.prove(key);
-    let queue = Arc::new(SubscriberQueue::with_byte_limit(
-        state.config.queue_len,
-        state.config.queue_bytes,
-    ));
-    let id = match state
-        .mailboxes
-        .add(key, Arc::clone(&queue), group, counters)
-    {
-        Ok(id) => id,
+    let mailbox = match OpenMailbox::open(&state, key, group) {
+        Ok(mailbox) => mailbox,
         Err(AddError::Full) => {
             return refuse(
                 &mut ws,
@@ -236,19 +229,10 @@ pub(super) async fn run<S>(
         }
     };
     tracing::debug!(target: "wice::signal", remote = %connection.remote, %key, "subscribed over WebSocket");
-    #[cfg(feature = "nats")]
-    if let Some(bus) = &state.bus {
-        bus.watch(key, Arc::downgrade(&state));
-    }
     if send(&mut ws, event(Event::Subscribed(proto::Subscribed {}))).await {
-        serve_mailbox(&state, &connection, &mut ws, &queue).await;
+        serve_mailbox(&state, &connection, &mut ws, &mailbox.queue).await;
     }
-    queue.close();
-    state.mailboxes.remove(&key, id, counters);
-    #[cfg(feature = "nats")]
-    if let Some(bus) = &state.bus {
-        bus.unwatch(&key);
-    }
+    drop(mailbox);
     let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
     drop(call);
     tracing::debug!(target: "wice::signal", remote = %connection.remote, %key, "unsubscribed");
