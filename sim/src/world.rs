@@ -480,7 +480,7 @@ impl Simulation {
 
     /// Makes the TURN server forget everything, nonces included (a server restart).
     pub fn restart_turn_server(&mut self) {
-        self.server.lose_state();
+        self.server.lose_state(&self.clock);
     }
 
     /// Makes the TURN server delete every allocation; returns how many it deleted.

@@ -24,6 +24,8 @@ mod membership_tests;
 #[cfg(test)]
 mod random_tests;
 #[cfg(test)]
+mod relay_probe_tests;
+#[cfg(test)]
 mod routing_tests;
 #[cfg(test)]
 mod tests;
