@@ -20,6 +20,8 @@ mod bounds_tests;
 #[cfg(test)]
 mod fake_turn;
 #[cfg(test)]
+mod input_cost_tests;
+#[cfg(test)]
 mod membership_tests;
 #[cfg(test)]
 mod random_tests;
