@@ -56,6 +56,8 @@ pub struct SimTurnServer {
     pub restarts: u64,
     /// Error responses the server sent, by code (what a client had to cope with).
     pub errors: BTreeMap<u16, u64>,
+    /// `SIM_TURN_TRACE` was set: print every datagram and its answers.
+    trace: bool,
     /// 401s rewritten to RFC 8489's form (see `rfc_challenge`).
     pub challenges_rewritten: u64,
     /// The PASSWORD-ALGORITHMS the server offers in its challenges.
@@ -77,6 +79,7 @@ impl SimTurnServer {
             allocations: 0,
             restarts: 0,
             errors: BTreeMap::new(),
+            trace: std::env::var_os("SIM_TURN_TRACE").is_some(),
             challenges_rewritten: 0,
             password_algorithms: None,
             clients: Vec::new(),
@@ -236,7 +239,8 @@ impl SimTurnServer {
     }
 
     /// A datagram from `from` to `to` (the listening address or a relayed one); returns what
-    /// to send.
+    /// to send. With `SIM_TURN_TRACE` set, prints each datagram and the answers (debugging
+    /// a client's exchange with the server).
     pub fn handle_datagram(
         &mut self,
         clock: &SimClock,
@@ -278,7 +282,7 @@ impl SimTurnServer {
             });
         }
         self.drive(clock, now, &mut out);
-        if std::env::var_os("SIM_TURN_TRACE").is_some() {
+        if self.trace {
             let describe = |d: &[u8]| {
                 Message::from_bytes(d)
                     .map(|m| format!("{m}"))
