@@ -5,6 +5,7 @@
 //! Relayed addresses share the server's IP (like coturn with `--relay-ip` = listening IP), so
 //! the network hands the server every datagram to its IP.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -16,7 +17,9 @@ use turn_server_proto::types::TurnCredentials;
 use turn_server_proto::types::attribute::Lifetime;
 use turn_server_proto::types::message::REFRESH;
 use turn_server_proto::types::stun::TransportType;
-use turn_server_proto::types::stun::attribute::{Nonce, Realm, Userhash, XorMappedAddress};
+use turn_server_proto::types::stun::attribute::{
+    ErrorCode, Nonce, PasswordAlgorithmValue, PasswordAlgorithms, Realm, Userhash, XorMappedAddress,
+};
 use turn_server_proto::types::stun::message::{
     BINDING, IntegrityAlgorithm, Message, MessageClass, MessageWriteVec,
 };
@@ -51,6 +54,14 @@ pub struct SimTurnServer {
     pub allocations: u64,
     /// Times the server lost all its state.
     pub restarts: u64,
+    /// Error responses the server sent, by code (what a client had to cope with).
+    pub errors: BTreeMap<u16, u64>,
+    /// `SIM_TURN_TRACE` was set: print every datagram and its answers.
+    trace: bool,
+    /// 401s rewritten to RFC 8489's form (see `rfc_challenge`).
+    pub challenges_rewritten: u64,
+    /// The PASSWORD-ALGORITHMS the server offers in its challenges.
+    password_algorithms: Option<Vec<PasswordAlgorithmValue>>,
     /// Client addresses (as the server sees them) that were given an allocation.
     clients: Vec<SocketAddr>,
     deadline: Option<Instant>,
@@ -67,6 +78,10 @@ impl SimTurnServer {
             next_port: FIRST_RELAY_PORT,
             allocations: 0,
             restarts: 0,
+            errors: BTreeMap::new(),
+            trace: std::env::var_os("SIM_TURN_TRACE").is_some(),
+            challenges_rewritten: 0,
+            password_algorithms: None,
             clients: Vec::new(),
             deadline: None,
         }
@@ -91,12 +106,67 @@ impl SimTurnServer {
     }
 
     /// Forgets every allocation, permission and channel (a restarted server). Clients learn
-    /// it from the 437 to their next Refresh.
-    pub fn lose_state(&mut self) {
+    /// it from the 438 and then 437 to their next request.
+    ///
+    /// `turn-server-proto` 0.7.3 checks a request's PASSWORD-ALGORITHMS against those it
+    /// sent with the client's current nonce, before it checks whether the nonce is stale; a
+    /// restarted server sent none, so it answers 400 where RFC 8489 §9.2.4 means 438 (the
+    /// README's simulator finding 3). So the restarted server challenges each former client
+    /// address once, unheard, as if that client had asked first: its later requests then
+    /// draw 438 Stale Nonce, as from coturn.
+    pub fn lose_state(&mut self, clock: &SimClock) {
         self.protocol = Self::protocol(self.address, &self.users);
         self.restarts += 1;
-        self.clients.clear();
         self.deadline = None;
+        let now = proto_time(clock, clock.now());
+        for client in std::mem::take(&mut self.clients) {
+            let unsigned = Message::builder_request(REFRESH, MessageWriteVec::new()).finish();
+            let challenge = self.protocol.recv(
+                Transmit::new(&unsigned[..], TransportType::Udp, client, self.address),
+                now,
+            );
+            if let Some(challenge) = challenge {
+                self.note_challenge(&challenge.build().data);
+            }
+        }
+    }
+
+    /// Remembers the PASSWORD-ALGORITHMS the server offers, from a challenge that has them.
+    fn note_challenge(&mut self, data: &[u8]) {
+        if let Ok(message) = Message::from_bytes(data)
+            && let Ok(algorithms) = message.attribute::<PasswordAlgorithms>()
+        {
+            self.password_algorithms = Some(algorithms.algorithms().to_vec());
+        }
+    }
+
+    /// A 401 as RFC 8489 §9.2.4 has it: REALM, NONCE and, when the nonce announces them,
+    /// PASSWORD-ALGORITHMS; no MESSAGE-INTEGRITY. `turn-server-proto` 0.7.3 sends a client
+    /// address it authenticated before (its table of them outlives their allocations) a
+    /// signed 401 without PASSWORD-ALGORITHMS, which a new `turn-client-proto` (allocating
+    /// again after a 437, from the same 5-tuple: the socket is shared) rightly refuses, so
+    /// it never allocates again (the README's simulator finding 2). coturn sends the
+    /// challenge unsigned; this server rewrites it so.
+    fn rfc_challenge(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let sent = Message::from_bytes(data).ok()?;
+        if sent.attribute::<PasswordAlgorithms>().is_ok() {
+            return None;
+        }
+        let algorithms = self.password_algorithms.as_ref()?;
+        let mut reply = Message::builder(
+            sent.get_type(),
+            sent.transaction_id(),
+            MessageWriteVec::new(),
+        );
+        reply
+            .add_attribute(&sent.attribute::<ErrorCode>().ok()?)
+            .ok()?;
+        reply.add_attribute(&sent.attribute::<Realm>().ok()?).ok()?;
+        reply.add_attribute(&sent.attribute::<Nonce>().ok()?).ok()?;
+        reply
+            .add_attribute(&PasswordAlgorithms::new(algorithms))
+            .ok()?;
+        Some(reply.finish())
     }
 
     /// Deletes every allocation as if each client had sent a Refresh with lifetime 0 (an
@@ -169,7 +239,8 @@ impl SimTurnServer {
     }
 
     /// A datagram from `from` to `to` (the listening address or a relayed one); returns what
-    /// to send.
+    /// to send. With `SIM_TURN_TRACE` set, prints each datagram and the answers (debugging
+    /// a client's exchange with the server).
     pub fn handle_datagram(
         &mut self,
         clock: &SimClock,
@@ -192,13 +263,38 @@ impl SimTurnServer {
         let transmit = Transmit::new(data, TransportType::Udp, from, to);
         if let Some(reply) = self.protocol.recv(transmit, now) {
             let built = reply.build();
+            let code = error_code(&built.data);
+            if let Some(code) = code {
+                *self.errors.entry(code).or_default() += 1;
+            }
+            let mut data = built.data;
+            if code == Some(ErrorCode::UNAUTHORIZED) {
+                self.note_challenge(&data);
+                if let Some(challenge) = self.rfc_challenge(&data) {
+                    self.challenges_rewritten += 1;
+                    data = challenge;
+                }
+            }
             out.push(ServerTransmit {
                 from: built.from,
                 to: built.to,
-                data: built.data,
+                data,
             });
         }
         self.drive(clock, now, &mut out);
+        if self.trace {
+            let describe = |d: &[u8]| {
+                Message::from_bytes(d)
+                    .map(|m| format!("{m}"))
+                    .unwrap_or_else(|_| format!("non-stun {}", d.len()))
+            };
+            eprintln!(
+                "TURN {:?} {from} -> {to}: {} => {:?}",
+                clock.elapsed(),
+                describe(data),
+                out.iter().map(|t| describe(&t.data)).collect::<Vec<_>>()
+            );
+        }
         out
     }
 
@@ -265,6 +361,18 @@ impl SimTurnServer {
             });
         }
     }
+}
+
+/// The code of an error response.
+fn error_code(data: &[u8]) -> Option<u16> {
+    let message = Message::from_bytes(data).ok()?;
+    if message.class() != MessageClass::Error {
+        return None;
+    }
+    message
+        .attribute::<ErrorCode>()
+        .ok()
+        .map(|code| code.code())
 }
 
 fn proto_time(clock: &SimClock, at: Instant) -> ProtoInstant {

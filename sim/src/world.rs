@@ -221,6 +221,9 @@ pub struct NetStats {
     pub to_down_node: u64,
     /// WireGuard stand-ins sent.
     pub markers: u64,
+    /// Datagrams a node asked to send from an address it does not have (`Transmit.source`):
+    /// dropped, as the kernel refuses to send from an address not on any interface.
+    pub wrong_source: u64,
 }
 
 #[derive(Debug)]
@@ -480,7 +483,7 @@ impl Simulation {
 
     /// Makes the TURN server forget everything, nonces included (a server restart).
     pub fn restart_turn_server(&mut self) {
-        self.server.lose_state();
+        self.server.lose_state(&self.clock);
     }
 
     /// Makes the TURN server delete every allocation; returns how many it deleted.
@@ -599,6 +602,11 @@ impl Simulation {
         node.dirty = false;
         let source = node.address;
         for transmit in transmits {
+            // A node has one address; the product names the one each datagram leaves from.
+            if transmit.source.is_some_and(|from| from != source) {
+                self.stats.wrong_source += 1;
+                continue;
+            }
             self.send_from_node(index, source, transmit.destination, transmit.contents);
         }
         for peer in changed {

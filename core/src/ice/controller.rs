@@ -56,6 +56,9 @@ pub(crate) use routing::CHECK_LIFETIME;
 use routing::Routing;
 pub use routing::{DropReason, Routed};
 
+/// Rounds of [`Controller::process`] per input at most (relay events may touch sessions).
+const MAX_PROCESS_ROUNDS: usize = 4;
+
 /// What kind of path a peer uses (`wice status` words it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathKind {
@@ -152,6 +155,12 @@ struct PeerEntry {
     pairs: usize,
     /// Permissions and channels this peer holds on our relays.
     relay_use: RelayUse,
+    /// The session's deadline as of the last time anything touched it (only inputs move it).
+    deadline: Option<(Instant, crate::session::TimeoutReason)>,
+    /// The generation of the node's candidates this session was last handed.
+    candidates_seen: Option<u64>,
+    /// Listed in [`Controller::dirty`]: the session got an input and is driven next.
+    dirty: bool,
 }
 
 impl PeerEntry {
@@ -164,6 +173,9 @@ impl PeerEntry {
             nominated: None,
             pairs: 0,
             relay_use: RelayUse::default(),
+            deadline: None,
+            candidates_seen: None,
+            dirty: false,
         }
     }
 }
@@ -198,6 +210,21 @@ pub struct Controller {
     events: VecDeque<ControllerEvent>,
     counters: ControllerCounters,
     routing: Routing,
+    /// Peers whose session got an input since they were last driven: an input costs what it
+    /// touches, not a walk over every session (issue 10 finding 4).
+    dirty: Vec<PublicKey>,
+    /// The candidates every session gets, as of the last input, and our addresses checks
+    /// may leave from directly.
+    candidates: Vec<Candidate>,
+    direct_sources: Vec<SocketAddr>,
+    /// Whether every candidate source has settled, as of the last input.
+    settled: bool,
+    /// Bumped whenever `candidates` or `settled` change: every gathering session then gets
+    /// the new ones.
+    candidates_generation: u64,
+    /// Sessions driven so far, for the test that an input drives only what it touched.
+    #[cfg(test)]
+    pub(super) sessions_driven: u64,
 }
 
 impl Controller {
@@ -258,7 +285,15 @@ impl Controller {
             events: VecDeque::new(),
             counters: ControllerCounters::default(),
             routing: Routing::new(),
+            dirty: Vec::new(),
+            candidates: Vec::new(),
+            direct_sources: Vec::new(),
+            settled: false,
+            candidates_generation: 0,
+            #[cfg(test)]
+            sessions_driven: 0,
         };
+        controller.touch_all();
         controller.process(now);
         controller
     }
@@ -282,6 +317,7 @@ impl Controller {
             });
         let outcome = entry.session.handle_offer(now, offer);
         tracing::debug!(peer = %from, ?outcome, "offer");
+        self.touch(from);
         self.update_relay_use(now, &from);
         self.process(now);
     }
@@ -380,6 +416,7 @@ impl Controller {
                 entry.session.restart(now);
             }
         }
+        self.touch_all();
         self.process(now);
         true
     }
@@ -389,13 +426,21 @@ impl Controller {
     pub fn handle_traffic(&mut self, now: Instant, peer: &PublicKey) {
         if let Some(entry) = self.peers.get_mut(peer) {
             entry.session.handle_traffic(now);
+            // It may move the consent schedule, and nothing else: no output to drive.
+            entry.deadline = entry.session.poll_timeout();
         }
     }
 
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for entry in self.peers.values_mut() {
-            entry.session.handle_timeout(now);
+        for (key, entry) in &mut self.peers {
+            if entry.deadline.is_some_and(|(at, _)| at <= now) {
+                entry.session.handle_timeout(now);
+                if !entry.dirty {
+                    entry.dirty = true;
+                    self.dirty.push(*key);
+                }
+            }
         }
         for probe in &mut self.probes {
             let transaction = self.transaction_ids.next_id();
@@ -474,23 +519,88 @@ impl Controller {
         self.probes.iter().all(ReflexiveProbe::settled) && self.relays.iter().all(Relay::settled)
     }
 
-    /// Drains every child's outputs into ours until nothing moves.
-    fn process(&mut self, now: Instant) {
-        self.drain_relays(now);
-        for probe in &mut self.probes {
-            while let Some(transmit) = probe.poll_transmit() {
-                self.transmits.push_back(transmit);
+    /// Marks `peer`'s session as touched by an input: [`Controller::process`] drives it.
+    pub(super) fn touch(&mut self, peer: PublicKey) {
+        if let Some(entry) = self.peers.get_mut(&peer)
+            && !entry.dirty
+        {
+            entry.dirty = true;
+            self.dirty.push(peer);
+        }
+    }
+
+    /// Marks every session as touched (the node's candidates or addresses changed).
+    pub(super) fn touch_all(&mut self) {
+        for (key, entry) in &mut self.peers {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(*key);
             }
         }
-        let candidates = self.local_candidates();
-        let settled = self.sources_settled();
-        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            self.drive_peer(now, key, &candidates, settled);
+    }
+
+    /// Drains every child's outputs into ours until nothing moves. Only sessions an input
+    /// touched are driven (all of them when the node's candidates changed), so one datagram
+    /// costs its own session's work, not a walk over every peer.
+    fn process(&mut self, now: Instant) {
+        // A round's relay events (an allocation lost) may touch sessions again; a few rounds
+        // settle it, and what is left is driven by the next input.
+        for _ in 0..MAX_PROCESS_ROUNDS {
+            self.drain_relays(now);
+            for probe in &mut self.probes {
+                while let Some(transmit) = probe.poll_transmit() {
+                    self.transmits.push_back(transmit);
+                }
+            }
+            self.refresh_candidates();
+            if self.dirty.is_empty() {
+                return;
+            }
+            let candidates = std::mem::take(&mut self.candidates);
+            let direct_sources = std::mem::take(&mut self.direct_sources);
+            for key in std::mem::take(&mut self.dirty) {
+                let Some(entry) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                entry.dirty = false;
+                #[cfg(test)]
+                {
+                    self.sessions_driven += 1;
+                }
+                self.drive_peer(now, key, &candidates, &direct_sources);
+                if let Some(entry) = self.peers.get_mut(&key) {
+                    entry.deadline = entry.session.poll_timeout();
+                    self.routing
+                        .set_ufrag(key, &entry.session.local_offer().ice_ufrag);
+                }
+            }
+            self.candidates = candidates;
+            self.direct_sources = direct_sources;
         }
-        // Transmits through a relay may have queued TURN traffic.
+        // Sessions still touched keep a true deadline until they are driven.
+        for key in &self.dirty {
+            if let Some(entry) = self.peers.get_mut(key) {
+                entry.deadline = entry.session.poll_timeout();
+                self.routing
+                    .set_ufrag(*key, &entry.session.local_offer().ice_ufrag);
+            }
+        }
         self.drain_relays(now);
-        self.refresh_ufrags();
+    }
+
+    /// Recomputes the node's candidates; when they (or whether every source settled)
+    /// changed, every session gets them.
+    fn refresh_candidates(&mut self) {
+        let settled = self.sources_settled();
+        let candidates = self.local_candidates();
+        if candidates == self.candidates && settled == self.settled {
+            return;
+        }
+        self.direct_sources = direct_sources(&candidates);
+        self.candidates = candidates;
+        self.settled = settled;
+        self.candidates_generation += 1;
+        self.touch_all();
     }
 
     fn drain_relays(&mut self, now: Instant) {
@@ -509,27 +619,32 @@ impl Controller {
         now: Instant,
         key: PublicKey,
         candidates: &[Candidate],
-        settled: bool,
+        direct_sources: &[SocketAddr],
     ) {
-        let direct_sources = direct_sources(candidates);
+        let (settled, generation) = (self.settled, self.candidates_generation);
         // Events first: a GatherCandidates must be seen before candidates are handed out.
         while let Some(event) = self
             .peers
             .get_mut(&key)
             .and_then(|e| e.session.poll_event())
         {
-            self.handle_session_event(now, key, event, &direct_sources);
+            self.handle_session_event(now, key, event, direct_sources);
         }
         let Some(entry) = self.peers.get_mut(&key) else {
             return;
         };
         let id = entry.session.session_id();
         if entry.gather_for == Some(id) {
-            for candidate in candidates {
-                if entry.added.insert((candidate.kind, candidate.address))
-                    && let Err(error) = entry.session.add_local_candidate(now, candidate.clone())
-                {
-                    tracing::debug!(peer = %key, address = %candidate.address, %error, "candidate not added");
+            // Handed out once per generation, not on every input.
+            if entry.candidates_seen != Some(generation) {
+                entry.candidates_seen = Some(generation);
+                for candidate in candidates {
+                    if entry.added.insert((candidate.kind, candidate.address))
+                        && let Err(error) =
+                            entry.session.add_local_candidate(now, candidate.clone())
+                    {
+                        tracing::debug!(peer = %key, address = %candidate.address, %error, "candidate not added");
+                    }
                 }
             }
             if settled && entry.completed_for != Some(id) {
@@ -582,7 +697,7 @@ impl Controller {
         // Events raised by the inputs above (state changes, nominations) wait for the next
         // round; handle them now so nothing sits until the next timeout.
         if entry.session.has_pending_events() {
-            self.drive_peer(now, key, candidates, settled);
+            self.drive_peer(now, key, candidates, direct_sources);
         }
     }
 
@@ -600,6 +715,7 @@ impl Controller {
             Event::GatherCandidates => {
                 entry.gather_for = Some(entry.session.session_id());
                 entry.completed_for = None;
+                entry.candidates_seen = None;
                 entry.added.clear();
             }
             Event::StateChanged { from, to } => {

@@ -20,9 +20,13 @@ mod bounds_tests;
 #[cfg(test)]
 mod fake_turn;
 #[cfg(test)]
+mod input_cost_tests;
+#[cfg(test)]
 mod membership_tests;
 #[cfg(test)]
 mod random_tests;
+#[cfg(test)]
+mod relay_probe_tests;
 #[cfg(test)]
 mod routing_tests;
 #[cfg(test)]

@@ -453,6 +453,7 @@ impl Relay {
         loop {
             let transmit = self.client.poll_transmit(time)?;
             let datagram = transmit.data.as_ref();
+            self.probe.handle_client_datagram(datagram);
             if self.unwanted_refresh(datagram) {
                 self.refreshes_dropped += 1;
                 continue;

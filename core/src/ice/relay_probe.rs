@@ -29,8 +29,9 @@
 use std::time::{Duration, Instant};
 
 use turn_client_proto::types::TurnCredentials;
-use turn_client_proto::types::message::REFRESH;
-use turn_client_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_client_proto::types::attribute::Lifetime;
+use turn_client_proto::types::message::{ALLOCATE, REFRESH};
+use turn_client_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Userhash, Username};
 use turn_client_proto::types::stun::message::{
     IntegrityAlgorithm, Message, MessageClass, MessageWriteVec, TransactionId,
 };
@@ -46,6 +47,20 @@ const PROBE_RETRANSMIT: Duration = Duration::from_millis(500);
 /// Least time between two probes of an allocation that answered.
 pub(super) const PROBE_SPACING: Duration = Duration::from_secs(15);
 
+/// Times one probe is sent again with a new nonce (a 438 or 401 naming a nonce it did not
+/// use); an error naming no new nonce ends it at once.
+const NONCE_RETRIES: u8 = 2;
+
+/// How the server knows us: the crate names us by USERHASH when the server's nonce offers
+/// username anonymity (RFC 8489 §9.2), by USERNAME otherwise. The probe must do the same: a
+/// server answers a request inside an allocation under the other name with 441 (Wrong
+/// Credentials, RFC 8656 §6.2), which says nothing about the allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Identity {
+    Username(String),
+    Userhash([u8; 32]),
+}
+
 /// What the probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AllocationVerdict {
@@ -53,6 +68,10 @@ pub(super) enum AllocationVerdict {
     Alive,
     /// The server answered 437: it has no allocation for us.
     Mismatch,
+    /// The server answered with another error (after any new nonce was tried): it is up,
+    /// and the probe cannot tell whether the allocation lives. Nothing is lost on that;
+    /// the crate's own refreshes find out.
+    Refused(u16),
     /// No answer in time: the server or the path to it is gone.
     Unanswered,
 }
@@ -63,6 +82,10 @@ struct InFlight {
     datagram: Vec<u8>,
     /// Its nonce was refused: the next send is a new request.
     stale: bool,
+    /// The nonce it was sent with.
+    nonce: String,
+    /// New nonces tried so far.
+    retries: u8,
     sent_at: Instant,
     next_send: Instant,
 }
@@ -72,6 +95,15 @@ struct InFlight {
 pub(super) struct AllocationProbe {
     realm: Option<String>,
     nonce: Option<String>,
+    /// How the crate's requests name us (learnt from them; USERNAME until then).
+    identity: Option<Identity>,
+    /// The allocation's lifetime in seconds: as the server last granted it, else as the
+    /// crate asked. A Refresh sets the allocation's expiry to now plus its LIFETIME, or
+    /// the server's default (10 min, RFC 8656 §7) without one; the crate schedules its own
+    /// refresh by the lifetime it was granted (30 min asked), so a probe without LIFETIME
+    /// cut a live allocation short and the server dropped it 10 min later (issue 10
+    /// finding 5).
+    lifetime: Option<u32>,
     /// The first relayed STUN request the server has not been heard from since.
     unanswered_since: Option<Instant>,
     in_flight: Option<InFlight>,
@@ -95,6 +127,28 @@ impl AllocationProbe {
         self.unanswered_since.get_or_insert(now);
     }
 
+    /// A datagram the crate sends to the server: a request names us the way the probe must.
+    pub(super) fn handle_client_datagram(&mut self, datagram: &[u8]) {
+        let Ok(message) = Message::from_bytes(datagram) else {
+            return;
+        };
+        if !message.has_class(MessageClass::Request) {
+            return;
+        }
+        let method = message.method();
+        if (method == ALLOCATE || method == REFRESH)
+            && let Ok(lifetime) = message.attribute::<Lifetime>()
+            && lifetime.seconds() > 0
+        {
+            self.lifetime = Some(lifetime.seconds());
+        }
+        if let Ok(hash) = message.attribute::<Userhash>() {
+            self.identity = Some(Identity::Userhash(*hash.hash()));
+        } else if let Ok(name) = message.attribute::<Username>() {
+            self.identity = Some(Identity::Username(name.username().to_owned()));
+        }
+    }
+
     /// `data` from a peer arrived through the relay. An answer to a check proves the
     /// allocation relays both ways; a peer's own check proves only the way in.
     pub(super) fn handle_peer_data(&mut self, data: &[u8]) {
@@ -111,6 +165,14 @@ impl AllocationProbe {
         let Ok(message) = Message::from_bytes(datagram) else {
             return None;
         };
+        let method = message.method();
+        if message.has_class(MessageClass::Success)
+            && (method == ALLOCATE || method == REFRESH)
+            && let Ok(lifetime) = message.attribute::<Lifetime>()
+            && lifetime.seconds() > 0
+        {
+            self.lifetime = Some(lifetime.seconds());
+        }
         if message.has_class(MessageClass::Error) {
             if let Ok(nonce) = message.attribute::<Nonce>() {
                 self.nonce = Some(nonce.nonce().to_owned());
@@ -133,11 +195,23 @@ impl AllocationProbe {
             self.in_flight = None;
             return Some(AllocationVerdict::Mismatch);
         }
-        // 438 Stale Nonce or 401 (the new nonce is taken above): ask again at once with it,
-        // within the same deadline. Any other error still shows the server is up.
-        probe.stale = true;
-        probe.next_send = probe.sent_at;
-        None
+        // 438 Stale Nonce or 401 naming a nonce we did not use (taken above): ask again at
+        // once with it, within the same deadline. Any other error shows the server is up
+        // but tells nothing of the allocation; asking again would draw the same answer.
+        let code = code.unwrap_or(0);
+        let new_nonce = self
+            .nonce
+            .as_ref()
+            .is_some_and(|nonce| *nonce != probe.nonce);
+        let stale = code == ErrorCode::STALE_NONCE || code == ErrorCode::UNAUTHORIZED;
+        if stale && new_nonce && probe.retries < NONCE_RETRIES {
+            probe.retries += 1;
+            probe.stale = true;
+            probe.next_send = probe.sent_at;
+            return None;
+        }
+        self.in_flight = None;
+        Some(AllocationVerdict::Refused(code))
     }
 
     /// When [`AllocationProbe::handle_timeout`] has work.
@@ -165,8 +239,11 @@ impl AllocationProbe {
             }
             if now >= probe.next_send {
                 if probe.stale {
-                    let sent_at = probe.sent_at;
+                    let (sent_at, retries) = (probe.sent_at, probe.retries);
                     self.send(now, sent_at, username, password);
+                    if let Some(probe) = self.in_flight.as_mut() {
+                        probe.retries = retries;
+                    }
                     // Still stale: it could not be rebuilt (no realm or nonce to ask with).
                     // It waits for its deadline rather than being retried at once, which
                     // would spin until then.
@@ -205,8 +282,22 @@ impl AllocationProbe {
         };
         let credentials =
             TurnCredentials::new(username, password).into_long_term_credentials(realm);
-        let built = Username::new(username)
-            .and_then(|user| request.add_attribute(&user))
+        let identity = self
+            .identity
+            .clone()
+            .unwrap_or_else(|| Identity::Username(username.to_owned()));
+        let named = match identity {
+            Identity::Username(name) => {
+                Username::new(&name).and_then(|user| request.add_attribute(&user))
+            }
+            Identity::Userhash(hash) => request.add_attribute(&Userhash::new(hash)),
+        };
+        let lifetime = match self.lifetime {
+            Some(seconds) => request.add_attribute(&Lifetime::new(seconds)),
+            None => Ok(()),
+        };
+        let built = named
+            .and(lifetime)
             .and_then(|()| Realm::new(realm).and_then(|r| request.add_attribute(&r)))
             .and_then(|()| Nonce::new(nonce).and_then(|n| request.add_attribute(&n)))
             .and_then(|()| {
@@ -221,6 +312,8 @@ impl AllocationProbe {
             transaction,
             datagram,
             stale: false,
+            nonce: nonce.clone(),
+            retries: 0,
             sent_at,
             next_send: now + PROBE_RETRANSMIT,
         });

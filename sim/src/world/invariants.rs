@@ -42,6 +42,12 @@ impl Simulation {
                 }
             }
         }
+        if self.stats.wrong_source > 0 {
+            violations.push(format!(
+                "{} datagrams asked to leave from an address their node does not have",
+                self.stats.wrong_source
+            ));
+        }
         if self.queue.len() > 64 * self.nodes.len().max(1) * (peers + 1) {
             violations.push(format!("{} datagrams in flight", self.queue.len()));
         }

@@ -195,4 +195,8 @@ fn a_node_whose_underlay_address_changes_starts_a_new_session_on_the_new_address
         status.state,
         SessionState::Connected | SessionState::Completed
     ));
+    assert_eq!(
+        sim.stats.wrong_source, 0,
+        "nothing asked to leave from the old address"
+    );
 }

@@ -7,3 +7,4 @@ mod long_runs;
 mod mesh;
 mod offer_model;
 mod seeds;
+mod turn_loss;

@@ -24,6 +24,7 @@ impl Controller {
         }
         let session = Session::new(self.local, peer, self.random.session(), now);
         self.peers.insert(peer, PeerEntry::new(session));
+        self.touch(peer);
         self.process(now);
         true
     }
@@ -127,6 +128,7 @@ impl Controller {
             }
             self.sync_relays(now);
         }
+        self.touch_all();
         tracing::info!(?stun, turn = ?turn.iter().map(|t| t.address).collect::<Vec<_>>(), "ICE servers changed");
         self.stun = stun;
         self.turn = turn;

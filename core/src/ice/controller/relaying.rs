@@ -260,6 +260,7 @@ impl Controller {
         for key in affected {
             self.update_relay_use(now, &key);
         }
+        self.touch_all();
     }
 
     /// Works out a nominated path's kind and datapath target, asking for a TURN channel if

@@ -239,7 +239,9 @@ impl Controller {
         let Some(entry) = self.peers.get_mut(&peer) else {
             return Routed::Dropped(DropReason::Refused);
         };
-        match entry.session.handle_stun(now, datagram, from, destination) {
+        let handled = entry.session.handle_stun(now, datagram, from, destination);
+        self.touch(peer);
+        match handled {
             Ok(()) => Routed::Session(peer),
             Err(_) => Routed::Dropped(DropReason::Refused),
         }
@@ -250,14 +252,6 @@ impl Controller {
         self.routing
             .limiter
             .allow(now, from.ip(), SourceLimit::PEER)
-    }
-
-    /// Points each session's current ufrag at it.
-    pub(super) fn refresh_ufrags(&mut self) {
-        for (key, entry) in &self.peers {
-            self.routing
-                .set_ufrag(*key, &entry.session.local_offer().ice_ufrag);
-        }
     }
 
     fn count_drop(&mut self, now: Instant, from: SocketAddr, reason: DropReason) {

@@ -36,8 +36,9 @@ pub enum TimeoutReason {
 impl Controller {
     /// When to call [`Controller::handle_timeout`], and why.
     pub fn poll_timeout(&mut self, now: Instant) -> Option<(Instant, TimeoutReason)> {
-        let sessions = self.peers.iter_mut().filter_map(|(peer, entry)| {
-            let (at, reason) = entry.session.poll_timeout()?;
+        // Cached: only an input moves a session's deadline, and each input refreshes it.
+        let sessions = self.peers.iter().filter_map(|(peer, entry)| {
+            let (at, reason) = entry.deadline?;
             Some((
                 at,
                 TimeoutReason::Session {
