@@ -7,12 +7,13 @@
 //! (sealed from our key to the community key), and after [`Community::poll_changes`] says the
 //! members changed, reconciles the peer set with [`Community::desired`].
 
+use std::sync::PoisonError;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use wice_core::addresses::AddressError;
 use wice_core::community::{
-    AnnouncementDrop, Membership, MembershipConfig, MembershipEvent, Profile,
+    AnnouncementDrop, Membership, MembershipConfig, MembershipCounters, MembershipEvent, Profile,
 };
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::log_limit::LogLimit;
@@ -22,6 +23,7 @@ use crate::config::{
     CommunityConfig, Config, PeerConfig, RouteOffer, RoutingConfig, accepted_routes,
 };
 use crate::signaling::{Received, Signaling};
+use crate::status::CommunityStatus;
 
 /// The community side of one node.
 pub(crate) struct Community {
@@ -32,6 +34,8 @@ pub(crate) struct Community {
     routing: RoutingConfig,
     /// For the drop lines: anyone who knows the community's public key can cause them.
     refusals: LogLimit,
+    /// The counters last put in the status snapshot.
+    published: Option<MembershipCounters>,
 }
 
 impl Community {
@@ -60,6 +64,7 @@ impl Community {
             statics: config.peers.clone(),
             routing: config.routing.clone(),
             refusals: LogLimit::per_second(5),
+            published: None,
         };
         Ok(Some((community, received)))
     }
@@ -117,6 +122,21 @@ impl Community {
     /// Our leaving announcement.
     pub(crate) fn leave(&mut self) -> Option<SignalingMessage> {
         self.membership.leave().map(SignalingMessage::Announcement)
+    }
+
+    /// Puts the membership counters where `wice status` and the metrics read them.
+    /// Called after every input of the driver's loop: only a change takes the lock.
+    pub(crate) fn publish_status(&mut self, snapshot: &super::ice_driver::SharedSnapshot) {
+        let counters = self.membership.counters();
+        if self.published == Some(counters) {
+            return;
+        }
+        self.published = Some(counters);
+        let status = CommunityStatus::from_counters(&counters);
+        snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .community = Some(status);
     }
 
     /// Logs what changed; true when the members (and so the wanted peers) changed.

@@ -91,6 +91,8 @@ pub(crate) struct Reconfigured {
 pub(crate) struct IceSnapshot {
     pub(crate) peers: BTreeMap<PublicKey, PeerIceStatus>,
     pub(crate) counters: ControllerCounters,
+    /// The community's counters, when the node is in one.
+    pub(crate) community: Option<crate::status::CommunityStatus>,
 }
 
 /// Shared between the driver (writer) and the status handler (reader).
@@ -165,6 +167,7 @@ pub(crate) async fn run(driver: Driver) {
     loop {
         if let Some(community) = community.as_mut() {
             let now = Instant::now();
+            community.publish_status(&snapshot);
             if community.poll_changes() {
                 let desired = community.desired();
                 let events =

@@ -189,9 +189,13 @@ pub enum AnnouncementDrop {
     NotAMember(PublicKey),
 }
 
-/// Announcements accepted and dropped, by reason.
+/// Announcements received, accepted and dropped by reason, and members joined, left and
+/// expired. Every received announcement is either accepted or counted under one drop reason,
+/// so `received` is `accepted` plus [`MembershipCounters::rejected`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MembershipCounters {
+    /// Announcements handed to [`Membership::handle_announcement`].
+    pub received: u64,
     /// Accepted (new, updated, refreshed or leaving).
     pub accepted: u64,
     /// [`AnnouncementDrop::SenderMismatch`].
@@ -210,11 +214,36 @@ pub struct MembershipCounters {
     pub collision: u64,
     /// [`AnnouncementDrop::NotAMember`].
     pub not_a_member: u64,
+    /// Members that joined (a first accepted announcement, or one after leaving or expiring).
+    pub joined: u64,
+    /// Members that said they leave.
+    pub left: u64,
     /// Members that expired.
     pub expired: u64,
+    /// Members now (not a counter: set by [`Membership::counters`]).
+    pub members: u64,
 }
 
 impl MembershipCounters {
+    /// The drop counters by reason, with stable names (status JSON keys, metric labels).
+    pub fn rejected_by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("sender_mismatch", self.sender_mismatch),
+            ("own", self.own),
+            ("not_allowed", self.not_allowed),
+            ("stale", self.stale),
+            ("bad_signature", self.bad_signature),
+            ("full", self.full),
+            ("collision", self.collision),
+            ("not_a_member", self.not_a_member),
+        ]
+    }
+
+    /// Announcements dropped, all reasons together.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_by_reason().iter().map(|(_, n)| n).sum()
+    }
+
     fn count(&mut self, drop: &AnnouncementDrop) {
         let counter = match drop {
             AnnouncementDrop::SenderMismatch { .. } => &mut self.sender_mismatch,
@@ -349,7 +378,10 @@ impl Membership {
 
     /// What was accepted and dropped so far.
     pub fn counters(&self) -> MembershipCounters {
-        self.counters
+        MembershipCounters {
+            members: self.members.len() as u64,
+            ..self.counters
+        }
     }
 
     /// Handles an announcement opened from the group mailbox, sealed by `sender`.
@@ -359,6 +391,7 @@ impl Membership {
         sender: PublicKey,
         announcement: Announcement,
     ) -> Result<(), AnnouncementDrop> {
+        self.counters.received += 1;
         let result = self.accept(now, sender, announcement);
         match &result {
             Ok(()) => self.counters.accepted += 1,
@@ -415,6 +448,7 @@ impl Membership {
         }
         if announcement.leaving {
             self.remove(now, &key, announcement.sequence);
+            self.counters.left += 1;
             self.events.push_back(MembershipEvent::Left(key));
             return Ok(());
         }
@@ -463,6 +497,7 @@ impl Membership {
             announcement,
             addresses,
         };
+        self.counters.joined += 1;
         self.events
             .push_back(MembershipEvent::Joined(member.clone()));
         self.members.insert(
