@@ -160,12 +160,50 @@ impl Community {
                     changed = true;
                     tracing::info!(peer = %key, "community member expired");
                 }
+                MembershipEvent::Removed(key) => {
+                    changed = true;
+                    tracing::info!(peer = %key, "community member removed (no longer accepted)");
+                }
                 MembershipEvent::Refused { key, reason } => {
                     tracing::warn!(peer = %key, ?reason, "community member refused");
                 }
             }
         }
         changed
+    }
+
+    /// Applies a reloaded config's `[community]` (and which routes to take) at `now`.
+    /// Members the new `allow`/`deny` refuse are removed; a changed name or profile is
+    /// announced at once. With another passphrase we leave the old community: the returned
+    /// leave announcement goes to the old community key (the returned recipient), and the
+    /// caller subscribes the new group with [`Community::resubscribe`].
+    pub(crate) fn handle_config(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        community: &CommunityConfig,
+    ) -> Option<(PublicKey, SignalingMessage)> {
+        let old_group = self.group.public_key();
+        let moved = community.key.public_key() != old_group;
+        let leave = if moved {
+            self.membership
+                .leave()
+                .map(|message| (old_group, SignalingMessage::Announcement(message)))
+        } else {
+            None
+        };
+        self.group = community.key.private_key().clone();
+        self.membership
+            .handle_config(now, settings(config, community));
+        match profile(config, community) {
+            Ok(profile) => self.membership.set_profile(profile),
+            Err(error) => tracing::warn!(%error, "community profile unchanged"),
+        }
+        self.routing = config.routing.clone();
+        if moved {
+            tracing::info!(community = %community.key.public_key(), "community changed (new passphrase)");
+        }
+        leave
     }
 
     /// The static peers changed (a reload).
@@ -205,22 +243,8 @@ impl Community {
 }
 
 fn membership(config: &Config, community: &CommunityConfig) -> Result<Membership, AddressError> {
-    let mut settings = MembershipConfig::new(
-        community.key.clone(),
-        config.interface.derive_prefixes.clone(),
-    );
-    settings.allow = community.allow.clone();
-    settings.deny = community.deny.clone();
-    settings.announce_interval = community.announce_interval;
-    settings.expire_after = community.expire_after;
-    let own = config.interface.private_key.public_key();
-    let profile = Profile {
-        name: community.name.clone(),
-        addresses: wice_core::addresses::derive_addresses(&own, &config.interface.derive_prefixes)?,
-        networks: config.interface.routes.clone(),
-        exit_node: config.routing.advertise_exit_node,
-        ..Profile::default()
-    };
+    let settings = settings(config, community);
+    let profile = profile(config, community)?;
     // Numbered from the wall clock, so a restarted node's announcements are newer.
     let first_sequence = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -236,4 +260,28 @@ fn membership(config: &Config, community: &CommunityConfig) -> Result<Membership
         membership.reserve(peer.public_key, &[], "")?;
     }
     Ok(membership)
+}
+
+fn settings(config: &Config, community: &CommunityConfig) -> MembershipConfig {
+    let mut settings = MembershipConfig::new(
+        community.key.clone(),
+        config.interface.derive_prefixes.clone(),
+    );
+    settings.allow = community.allow.clone();
+    settings.deny = community.deny.clone();
+    settings.announce_interval = community.announce_interval;
+    settings.expire_after = community.expire_after;
+    settings
+}
+
+/// What we announce: our name, derived addresses, routed networks and exit node offer.
+fn profile(config: &Config, community: &CommunityConfig) -> Result<Profile, AddressError> {
+    let own = config.interface.private_key.public_key();
+    Ok(Profile {
+        name: community.name.clone(),
+        addresses: wice_core::addresses::derive_addresses(&own, &config.interface.derive_prefixes)?,
+        networks: config.interface.routes.clone(),
+        exit_node: config.routing.advertise_exit_node,
+        ..Profile::default()
+    })
 }

@@ -102,6 +102,7 @@ impl Reloader {
                     stun: stun_servers(&new.ice),
                     turn: turn_servers(&new.ice, self.listen_port),
                     signaling,
+                    config: Box::new(new.clone()),
                     done,
                 };
                 driver
@@ -200,6 +201,16 @@ fn needs_restart(running: &Config, new: &Config, runs_ice: bool) -> Vec<&'static
         "routing.table and routing.fwmark",
     );
     check(running.hosts != new.hosts, "interface.hosts_file");
+    // A running community follows its section (passphrase, name, allow, deny, intervals);
+    // joining or leaving one, or moving the derived addresses, needs a restart.
+    check(
+        running.community.is_some() != new.community.is_some(),
+        "community (joining or leaving one)",
+    );
+    check(
+        old.derive_prefixes != now.derive_prefixes,
+        "interface.derive_addresses",
+    );
     check(running.hooks != new.hooks, "hook");
     keys
 }

@@ -135,6 +135,9 @@ pub enum MembershipEvent {
     Left(PublicKey),
     /// A member went silent.
     Expired(PublicKey),
+    /// A member that new settings (a reload) no longer accept: outside `allow`, inside
+    /// `deny`, or in the community we left for another passphrase's.
+    Removed(PublicKey),
     /// A key was refused for a collision; the holder keeps the address or name.
     Refused {
         /// The refused key.
@@ -338,6 +341,40 @@ impl Membership {
             self.names.entry(name.to_owned()).or_insert(key);
         }
         Ok(())
+    }
+
+    /// Applies new settings (a reload) at `now`: members that `allow`/`deny` no longer
+    /// accept are removed; a new community key (another passphrase) removes every member,
+    /// since they are in the old community. Either way our next announcement goes out at
+    /// once. The derive prefixes stay (a restart changes them): members' addresses must not
+    /// move under a running tunnel.
+    pub fn handle_config(&mut self, now: Instant, config: MembershipConfig) {
+        let new_community = config.community.public_key() != self.config.community.public_key();
+        let derive_prefixes = std::mem::take(&mut self.config.derive_prefixes);
+        self.config = MembershipConfig {
+            derive_prefixes,
+            ..config
+        };
+        let refused: Vec<(PublicKey, u64)> = self
+            .members
+            .iter()
+            .filter(|(key, _)| new_community || !self.admits(key))
+            .map(|(key, entry)| (*key, entry.member.announcement.sequence))
+            .collect();
+        for (key, sequence) in refused {
+            self.remove(now, &key, sequence);
+            self.events.push_back(MembershipEvent::Removed(key));
+        }
+        self.next_announce = None;
+    }
+
+    fn admits(&self, key: &PublicKey) -> bool {
+        !self.config.deny.contains(key)
+            && self
+                .config
+                .allow
+                .as_ref()
+                .is_none_or(|allow| allow.contains(key))
     }
 
     /// Our key.

@@ -427,3 +427,59 @@ fn the_counters_add_up_received_to_accepted_plus_rejected_and_track_joins_leaves
     );
     assert_eq!(counters.members, 1, "only 4 is left");
 }
+
+#[test]
+fn new_settings_remove_the_members_they_refuse_and_a_new_passphrase_removes_everyone() {
+    let now = Instant::now();
+    let mut a = node(1, "a", config());
+    a.poll_announcement(now);
+    for seed in [2, 3] {
+        let from = announcement(seed, &format!("n{seed}"), SEQ);
+        a.handle_announcement(now, from.public_key, from).unwrap();
+    }
+    events(&mut a);
+    let three = private(3).public_key();
+    let mut deny = config();
+    deny.deny = [three].into();
+    a.handle_config(now, deny.clone());
+    assert_eq!(events(&mut a), vec![MembershipEvent::Removed(three)]);
+    assert!(a.member(&three).is_none());
+    assert!(
+        a.poll_announcement(now).is_some(),
+        "announces at once after a change"
+    );
+    let again = announcement(3, "n3", SEQ + 1);
+    assert_eq!(
+        a.handle_announcement(now, three, again),
+        Err(AnnouncementDrop::Denied(three))
+    );
+    // Allowed again: its next announcement brings it back.
+    a.handle_config(now, config());
+    assert!(events(&mut a).is_empty());
+    a.handle_announcement(now, three, announcement(3, "n3", SEQ + 2))
+        .unwrap();
+    assert!(matches!(&events(&mut a)[..], [MembershipEvent::Joined(m)] if m.key() == three));
+
+    // Another passphrase: every member was in the old community.
+    let mut other = config();
+    other.community = CommunityKey::from_secret([43; 32]);
+    a.handle_config(now, other);
+    let mut removed = events(&mut a);
+    removed.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(
+        removed
+            .iter()
+            .all(|e| matches!(e, MembershipEvent::Removed(_)))
+    );
+    assert_eq!(a.members().count(), 0);
+    let ours = a
+        .poll_announcement(now)
+        .expect("announces in the new community");
+    let mut b = node(2, "n2", config());
+    assert_eq!(
+        b.handle_announcement(now, ours.public_key, ours.clone()),
+        Err(AnnouncementDrop::BadSignature(ours.public_key)),
+        "the old community cannot verify it"
+    );
+}
