@@ -1,11 +1,13 @@
 //! Live reload: SIGHUP or `wice reload` re-read the config file and apply the difference.
 //!
 //! Peers (added, removed, allowed IPs, keepalive, endpoint, preshared key), the STUN and
-//! TURN servers and the signaling backends change in place; peers that did not change keep
+//! TURN servers, the signaling backends and a running community's `[community]` section
+//! (passphrase, name, allow, deny, intervals) change in place; peers that did not change keep
 //! their WireGuard session and their path. A config with errors is refused with the usual
 //! `file:line: key: …` message and the running one stays. Settings of the interface itself
-//! (name, key, port, addresses, MTU, sockets, candidate types, signaling on or off) need a
-//! restart: the reload applies the rest and says which ones it left.
+//! (name, key, port, addresses, MTU, sockets, candidate types, signaling on or off, derived
+//! addresses, joining or leaving a community) need a restart: the reload applies the rest
+//! and says which ones it left.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
