@@ -31,6 +31,81 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Device-wide drop counters by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Community membership, when the node is in a community.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub community: Option<CommunityStatus>,
+}
+
+/// Community membership as the node sees it: current members and announcement counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommunityStatus {
+    /// Members now (discovered peers, static ones not included).
+    pub members: u64,
+    /// Members that joined since start (a member that comes back counts again).
+    pub joined: u64,
+    /// Members that said they leave.
+    pub left: u64,
+    /// Members that went silent for `expire_after`.
+    pub expired: u64,
+    /// Announcements received from the community's group delivery.
+    pub announcements_received: u64,
+    /// Announcements accepted (a join, a refresh, a new profile, a leave).
+    pub announcements_accepted: u64,
+    /// Announcements refused, by reason: `not_allowed` (allow/deny), `stale` (a replay or an
+    /// old sequence), `bad_signature` (not a passphrase holder), `sender_mismatch`, `own`,
+    /// `full`, `collision`, `not_a_member`. Every reason is listed, zero or not.
+    pub announcements_rejected: BTreeMap<String, u64>,
+}
+
+impl CommunityStatus {
+    /// From the membership's counters.
+    pub fn from_counters(counters: &wice_core::community::MembershipCounters) -> Self {
+        Self {
+            members: counters.members,
+            joined: counters.joined,
+            left: counters.left,
+            expired: counters.expired,
+            announcements_received: counters.received,
+            announcements_accepted: counters.accepted,
+            announcements_rejected: counters
+                .rejected_by_reason()
+                .iter()
+                .map(|(reason, n)| ((*reason).to_owned(), *n))
+                .collect(),
+        }
+    }
+
+    /// Refused announcements, all reasons together.
+    pub fn rejected(&self) -> u64 {
+        self.announcements_rejected.values().sum()
+    }
+
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "  community:  {} members ({} joined, {} left, {} expired)",
+            self.members, self.joined, self.left, self.expired
+        );
+        let refused: Vec<String> = self
+            .announcements_rejected
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect();
+        let refused = if refused.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", refused.join(" "))
+        };
+        let _ = writeln!(
+            out,
+            "  announcements: {} received, {} accepted, {} refused{refused}",
+            self.announcements_received,
+            self.announcements_accepted,
+            self.rejected()
+        );
+    }
 }
 
 /// One peer.
@@ -153,6 +228,7 @@ impl Status {
                 })
                 .collect(),
             drops,
+            community: None,
         }
     }
 }
@@ -396,6 +472,9 @@ impl Status {
         if !dropped.is_empty() {
             let _ = writeln!(out, "  dropped:    {}", dropped.join(" "));
         }
+        if let Some(community) = &self.community {
+            community.render(&mut out);
+        }
         for peer in &self.peers {
             out.push('\n');
             peer.render(&mut out);
@@ -407,6 +486,59 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn community_counters_show_in_json_and_in_words_and_a_node_outside_one_shows_none() {
+        let counters = wice_core::community::MembershipCounters {
+            received: 12,
+            accepted: 9,
+            not_allowed: 2,
+            stale: 1,
+            joined: 6,
+            left: 1,
+            expired: 1,
+            members: 4,
+            ..Default::default()
+        };
+        let mut status = Status {
+            interface: "wg0".to_owned(),
+            public_key: "k".to_owned(),
+            listen_port: 51820,
+            peers: Vec::new(),
+            drops: BTreeMap::new(),
+            community: None,
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert!(json.get("community").is_none(), "no community, no field");
+        status.community = Some(CommunityStatus::from_counters(&counters));
+        let json = serde_json::to_value(&status).unwrap();
+        let community = &json["community"];
+        assert_eq!(community["members"], 4);
+        assert_eq!(community["joined"], 6);
+        assert_eq!(community["left"], 1);
+        assert_eq!(community["expired"], 1);
+        assert_eq!(community["announcements_received"], 12);
+        assert_eq!(community["announcements_accepted"], 9);
+        assert_eq!(community["announcements_rejected"]["not_allowed"], 2);
+        assert_eq!(community["announcements_rejected"]["stale"], 1);
+        assert_eq!(community["announcements_rejected"]["bad_signature"], 0);
+        assert_eq!(
+            serde_json::from_value::<Status>(json).unwrap(),
+            status,
+            "round-trips"
+        );
+        let text = status.render();
+        assert!(
+            text.contains("  community:  4 members (6 joined, 1 left, 1 expired)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  announcements: 12 received, 9 accepted, 3 refused: not_allowed=2 stale=1\n"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn ice_states_read_as_status_words_with_completed_shown_as_connected() {

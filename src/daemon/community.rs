@@ -7,12 +7,13 @@
 //! (sealed from our key to the community key), and after [`Community::poll_changes`] says the
 //! members changed, reconciles the peer set with [`Community::desired`].
 
+use std::sync::PoisonError;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use wice_core::addresses::AddressError;
 use wice_core::community::{
-    AnnouncementDrop, Membership, MembershipConfig, MembershipEvent, Profile,
+    AnnouncementDrop, Membership, MembershipConfig, MembershipCounters, MembershipEvent, Profile,
 };
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::log_limit::LogLimit;
@@ -22,6 +23,7 @@ use crate::config::{
     CommunityConfig, Config, PeerConfig, RouteOffer, RoutingConfig, accepted_routes,
 };
 use crate::signaling::{Received, Signaling};
+use crate::status::CommunityStatus;
 
 /// The community side of one node.
 pub(crate) struct Community {
@@ -32,6 +34,8 @@ pub(crate) struct Community {
     routing: RoutingConfig,
     /// For the drop lines: anyone who knows the community's public key can cause them.
     refusals: LogLimit,
+    /// The counters last put in the status snapshot.
+    published: Option<MembershipCounters>,
 }
 
 impl Community {
@@ -60,6 +64,7 @@ impl Community {
             statics: config.peers.clone(),
             routing: config.routing.clone(),
             refusals: LogLimit::per_second(5),
+            published: None,
         };
         Ok(Some((community, received)))
     }
@@ -119,6 +124,21 @@ impl Community {
         self.membership.leave().map(SignalingMessage::Announcement)
     }
 
+    /// Puts the membership counters where `wice status` and the metrics read them.
+    /// Called after every input of the driver's loop: only a change takes the lock.
+    pub(crate) fn publish_status(&mut self, snapshot: &super::ice_driver::SharedSnapshot) {
+        let counters = self.membership.counters();
+        if self.published == Some(counters) {
+            return;
+        }
+        self.published = Some(counters);
+        let status = CommunityStatus::from_counters(&counters);
+        snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .community = Some(status);
+    }
+
     /// Logs what changed; true when the members (and so the wanted peers) changed.
     pub(crate) fn poll_changes(&mut self) -> bool {
         let mut changed = false;
@@ -140,12 +160,50 @@ impl Community {
                     changed = true;
                     tracing::info!(peer = %key, "community member expired");
                 }
+                MembershipEvent::Removed(key) => {
+                    changed = true;
+                    tracing::info!(peer = %key, "community member removed (no longer accepted)");
+                }
                 MembershipEvent::Refused { key, reason } => {
                     tracing::warn!(peer = %key, ?reason, "community member refused");
                 }
             }
         }
         changed
+    }
+
+    /// Applies a reloaded config's `[community]` (and which routes to take) at `now`.
+    /// Members the new `allow`/`deny` refuse are removed; a changed name or profile is
+    /// announced at once. With another passphrase we leave the old community: the returned
+    /// leave announcement goes to the old community key (the returned recipient), and the
+    /// caller subscribes the new group with [`Community::resubscribe`].
+    pub(crate) fn handle_config(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        community: &CommunityConfig,
+    ) -> Option<(PublicKey, SignalingMessage)> {
+        let old_group = self.group.public_key();
+        let moved = community.key.public_key() != old_group;
+        let leave = if moved {
+            self.membership
+                .leave()
+                .map(|message| (old_group, SignalingMessage::Announcement(message)))
+        } else {
+            None
+        };
+        self.group = community.key.private_key().clone();
+        self.membership
+            .handle_config(now, settings(config, community));
+        match profile(config, community) {
+            Ok(profile) => self.membership.set_profile(profile),
+            Err(error) => tracing::warn!(%error, "community profile unchanged"),
+        }
+        self.routing = config.routing.clone();
+        if moved {
+            tracing::info!(community = %community.key.public_key(), "community changed (new passphrase)");
+        }
+        leave
     }
 
     /// The static peers changed (a reload).
@@ -185,22 +243,8 @@ impl Community {
 }
 
 fn membership(config: &Config, community: &CommunityConfig) -> Result<Membership, AddressError> {
-    let mut settings = MembershipConfig::new(
-        community.key.clone(),
-        config.interface.derive_prefixes.clone(),
-    );
-    settings.allow = community.allow.clone();
-    settings.deny = community.deny.clone();
-    settings.announce_interval = community.announce_interval;
-    settings.expire_after = community.expire_after;
-    let own = config.interface.private_key.public_key();
-    let profile = Profile {
-        name: community.name.clone(),
-        addresses: wice_core::addresses::derive_addresses(&own, &config.interface.derive_prefixes)?,
-        networks: config.interface.routes.clone(),
-        exit_node: config.routing.advertise_exit_node,
-        ..Profile::default()
-    };
+    let settings = settings(config, community);
+    let profile = profile(config, community)?;
     // Numbered from the wall clock, so a restarted node's announcements are newer.
     let first_sequence = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -216,4 +260,28 @@ fn membership(config: &Config, community: &CommunityConfig) -> Result<Membership
         membership.reserve(peer.public_key, &[], "")?;
     }
     Ok(membership)
+}
+
+fn settings(config: &Config, community: &CommunityConfig) -> MembershipConfig {
+    let mut settings = MembershipConfig::new(
+        community.key.clone(),
+        config.interface.derive_prefixes.clone(),
+    );
+    settings.allow = community.allow.clone();
+    settings.deny = community.deny.clone();
+    settings.announce_interval = community.announce_interval;
+    settings.expire_after = community.expire_after;
+    settings
+}
+
+/// What we announce: our name, derived addresses, routed networks and exit node offer.
+fn profile(config: &Config, community: &CommunityConfig) -> Result<Profile, AddressError> {
+    let own = config.interface.private_key.public_key();
+    Ok(Profile {
+        name: community.name.clone(),
+        addresses: wice_core::addresses::derive_addresses(&own, &config.interface.derive_prefixes)?,
+        networks: config.interface.routes.clone(),
+        exit_node: config.routing.advertise_exit_node,
+        ..Profile::default()
+    })
 }

@@ -73,6 +73,8 @@ pub(crate) struct Reconfigure {
     pub(crate) turn: Vec<TurnServer>,
     /// A new signaling over changed backends, replacing the current one; `None` keeps it.
     pub(crate) signaling: Option<(Signaling, mpsc::Receiver<Received>)>,
+    /// The reloaded config, for its `[community]` (applied when the node is in one).
+    pub(crate) config: Box<crate::config::Config>,
     /// Told what changed once it is applied.
     pub(crate) done: tokio::sync::oneshot::Sender<Reconfigured>,
 }
@@ -91,6 +93,8 @@ pub(crate) struct Reconfigured {
 pub(crate) struct IceSnapshot {
     pub(crate) peers: BTreeMap<PublicKey, PeerIceStatus>,
     pub(crate) counters: ControllerCounters,
+    /// The community's counters, when the node is in one.
+    pub(crate) community: Option<crate::status::CommunityStatus>,
 }
 
 /// Shared between the driver (writer) and the status handler (reader).
@@ -165,6 +169,7 @@ pub(crate) async fn run(driver: Driver) {
     loop {
         if let Some(community) = community.as_mut() {
             let now = Instant::now();
+            community.publish_status(&snapshot);
             if community.poll_changes() {
                 let desired = community.desired();
                 let events =
@@ -270,11 +275,22 @@ pub(crate) async fn run(driver: Driver) {
                     }
                     None => break,
                 };
-                let Reconfigure { peers, stun, turn, signaling: replacement, done } = *change;
+                let Reconfigure { peers, stun, turn, signaling: replacement, config, done } = *change;
                 let now = Instant::now();
                 // With a community, the wanted peers are the static ones and the members.
+                let mut moved = false;
                 let peers = match community.as_mut() {
                     Some(community) => {
+                        if let Some(settings) = &config.community
+                            && let Some((old_group, leave)) =
+                                community.handle_config(now, &config, settings)
+                        {
+                            moved = true;
+                            if let Err(error) = signaling.publish(&[old_group], &leave).await {
+                                tracing::warn!(%error, "leave of the old community not published");
+                            }
+                            signaling.unsubscribe_group(old_group).await;
+                        }
                         community.set_statics(peers);
                         community.desired()
                     }
@@ -301,9 +317,13 @@ pub(crate) async fn run(driver: Driver) {
                     }
                     if let Some(community) = community.as_ref() {
                         group_received = Some(community.resubscribe(&signaling).await);
+                        moved = false;
                     }
                     // Sessions keep going: established paths need no signaling, and a
                     // session still offering resends through the new backends.
+                }
+                if moved && let Some(community) = community.as_ref() {
+                    group_received = Some(community.resubscribe(&signaling).await);
                 }
                 signaling.set_sender_policy(SenderPolicy::Only(peer_set.keys()));
                 let _ = done.send(Reconfigured { peers: events, servers });

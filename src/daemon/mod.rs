@@ -253,6 +253,7 @@ pub async fn run(config: Config) -> Result<(), UpError> {
         let ice = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         let mut status =
             Status::collect(&name, listen_port, &status_engine, &ice.peers, ice.counters);
+        status.community = ice.community.clone();
         hook_counters.add_to(&mut status.drops);
         status
     });

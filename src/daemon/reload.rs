@@ -1,11 +1,13 @@
 //! Live reload: SIGHUP or `wice reload` re-read the config file and apply the difference.
 //!
 //! Peers (added, removed, allowed IPs, keepalive, endpoint, preshared key), the STUN and
-//! TURN servers and the signaling backends change in place; peers that did not change keep
+//! TURN servers, the signaling backends and a running community's `[community]` section
+//! (passphrase, name, allow, deny, intervals) change in place; peers that did not change keep
 //! their WireGuard session and their path. A config with errors is refused with the usual
 //! `file:line: key: …` message and the running one stays. Settings of the interface itself
-//! (name, key, port, addresses, MTU, sockets, candidate types, signaling on or off) need a
-//! restart: the reload applies the rest and says which ones it left.
+//! (name, key, port, addresses, MTU, sockets, candidate types, signaling on or off, derived
+//! addresses, joining or leaving a community) need a restart: the reload applies the rest
+//! and says which ones it left.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -101,6 +103,7 @@ impl Reloader {
                     stun: stun_servers(&new.ice),
                     turn: turn_servers(&new.ice, self.listen_port),
                     signaling,
+                    config: Box::new(new.clone()),
                     done,
                 };
                 driver
@@ -180,6 +183,16 @@ fn needs_restart(running: &Config, new: &Config, runs_ice: bool) -> Vec<&'static
         "routing.table and routing.fwmark",
     );
     check(running.hosts != new.hosts, "interface.hosts_file");
+    // A running community follows its section (passphrase, name, allow, deny, intervals);
+    // joining or leaving one, or moving the derived addresses, needs a restart.
+    check(
+        running.community.is_some() != new.community.is_some(),
+        "community (joining or leaving one)",
+    );
+    check(
+        old.derive_prefixes != now.derive_prefixes,
+        "interface.derive_addresses",
+    );
     check(running.hooks != new.hooks, "hook");
     keys
 }

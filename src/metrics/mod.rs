@@ -6,6 +6,7 @@
 //! peer table, keyed by configured public keys), and the only other label values are fixed
 //! sets (drop reasons, ICE states, path types). Nothing a stranger sends adds a series.
 
+mod community;
 mod http;
 mod node;
 mod signal;

@@ -47,6 +47,8 @@ pub fn render_node(status: &Status) -> String {
         connected as f64,
     );
 
+    super::community::render_community(&mut out, iface, status.community.as_ref());
+
     let peer_labels = |key: &str| -> [(&'static str, String); 2] {
         [
             ("interface", iface.to_owned()),

@@ -245,6 +245,24 @@ impl Signaling {
         received
     }
 
+    /// Stops the group subscription of `group` (we left that community).
+    pub async fn unsubscribe_group(&self, group: PublicKey) {
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            let (gone, kept) = std::mem::take(&mut *groups)
+                .into_iter()
+                .partition(|(key, _)| *key == group);
+            *groups = kept;
+            gone.into_iter().map(|(_, task)| task).collect()
+        };
+        for task in tasks {
+            task.abort();
+        }
+        for backend in &self.backends {
+            let _ = backend.unsubscribe(group).await;
+        }
+    }
+
     /// Our addresses changed: every backend drops connections that may be stuck on an
     /// address we lost and subscribes again now.
     pub async fn reconnect(&self) {

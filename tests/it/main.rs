@@ -47,6 +47,8 @@ mod attack_stun;
 mod cli;
 mod cli_extras;
 mod community;
+mod community_reload;
+mod community_seven;
 mod conformance;
 mod datapath_robustness;
 mod import;

@@ -135,6 +135,9 @@ pub enum MembershipEvent {
     Left(PublicKey),
     /// A member went silent.
     Expired(PublicKey),
+    /// A member that new settings (a reload) no longer accept: outside `allow`, inside
+    /// `deny`, or in the community we left for another passphrase's.
+    Removed(PublicKey),
     /// A key was refused for a collision; the holder keeps the address or name.
     Refused {
         /// The refused key.
@@ -189,9 +192,13 @@ pub enum AnnouncementDrop {
     NotAMember(PublicKey),
 }
 
-/// Announcements accepted and dropped, by reason.
+/// Announcements received, accepted and dropped by reason, and members joined, left and
+/// expired. Every received announcement is either accepted or counted under one drop reason,
+/// so `received` is `accepted` plus [`MembershipCounters::rejected`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MembershipCounters {
+    /// Announcements handed to [`Membership::handle_announcement`].
+    pub received: u64,
     /// Accepted (new, updated, refreshed or leaving).
     pub accepted: u64,
     /// [`AnnouncementDrop::SenderMismatch`].
@@ -210,11 +217,36 @@ pub struct MembershipCounters {
     pub collision: u64,
     /// [`AnnouncementDrop::NotAMember`].
     pub not_a_member: u64,
+    /// Members that joined (a first accepted announcement, or one after leaving or expiring).
+    pub joined: u64,
+    /// Members that said they leave.
+    pub left: u64,
     /// Members that expired.
     pub expired: u64,
+    /// Members now (not a counter: set by [`Membership::counters`]).
+    pub members: u64,
 }
 
 impl MembershipCounters {
+    /// The drop counters by reason, with stable names (status JSON keys, metric labels).
+    pub fn rejected_by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("sender_mismatch", self.sender_mismatch),
+            ("own", self.own),
+            ("not_allowed", self.not_allowed),
+            ("stale", self.stale),
+            ("bad_signature", self.bad_signature),
+            ("full", self.full),
+            ("collision", self.collision),
+            ("not_a_member", self.not_a_member),
+        ]
+    }
+
+    /// Announcements dropped, all reasons together.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_by_reason().iter().map(|(_, n)| n).sum()
+    }
+
     fn count(&mut self, drop: &AnnouncementDrop) {
         let counter = match drop {
             AnnouncementDrop::SenderMismatch { .. } => &mut self.sender_mismatch,
@@ -311,6 +343,40 @@ impl Membership {
         Ok(())
     }
 
+    /// Applies new settings (a reload) at `now`: members that `allow`/`deny` no longer
+    /// accept are removed; a new community key (another passphrase) removes every member,
+    /// since they are in the old community. Either way our next announcement goes out at
+    /// once. The derive prefixes stay (a restart changes them): members' addresses must not
+    /// move under a running tunnel.
+    pub fn handle_config(&mut self, now: Instant, config: MembershipConfig) {
+        let new_community = config.community.public_key() != self.config.community.public_key();
+        let derive_prefixes = std::mem::take(&mut self.config.derive_prefixes);
+        self.config = MembershipConfig {
+            derive_prefixes,
+            ..config
+        };
+        let refused: Vec<(PublicKey, u64)> = self
+            .members
+            .iter()
+            .filter(|(key, _)| new_community || !self.admits(key))
+            .map(|(key, entry)| (*key, entry.member.announcement.sequence))
+            .collect();
+        for (key, sequence) in refused {
+            self.remove(now, &key, sequence);
+            self.events.push_back(MembershipEvent::Removed(key));
+        }
+        self.next_announce = None;
+    }
+
+    fn admits(&self, key: &PublicKey) -> bool {
+        !self.config.deny.contains(key)
+            && self
+                .config
+                .allow
+                .as_ref()
+                .is_none_or(|allow| allow.contains(key))
+    }
+
     /// Our key.
     pub fn public_key(&self) -> PublicKey {
         self.public
@@ -349,7 +415,10 @@ impl Membership {
 
     /// What was accepted and dropped so far.
     pub fn counters(&self) -> MembershipCounters {
-        self.counters
+        MembershipCounters {
+            members: self.members.len() as u64,
+            ..self.counters
+        }
     }
 
     /// Handles an announcement opened from the group mailbox, sealed by `sender`.
@@ -359,6 +428,7 @@ impl Membership {
         sender: PublicKey,
         announcement: Announcement,
     ) -> Result<(), AnnouncementDrop> {
+        self.counters.received += 1;
         let result = self.accept(now, sender, announcement);
         match &result {
             Ok(()) => self.counters.accepted += 1,
@@ -415,6 +485,7 @@ impl Membership {
         }
         if announcement.leaving {
             self.remove(now, &key, announcement.sequence);
+            self.counters.left += 1;
             self.events.push_back(MembershipEvent::Left(key));
             return Ok(());
         }
@@ -463,6 +534,7 @@ impl Membership {
             announcement,
             addresses,
         };
+        self.counters.joined += 1;
         self.events
             .push_back(MembershipEvent::Joined(member.clone()));
         self.members.insert(

@@ -379,3 +379,107 @@ fn a_join_is_answered_within_the_holddown_not_at_the_next_interval() {
         Some(now + ANSWER_HOLDDOWN + ANNOUNCE_INTERVAL).min(Some(t + EXPIRE_AFTER))
     );
 }
+
+#[test]
+fn the_counters_add_up_received_to_accepted_plus_rejected_and_track_joins_leaves_expiries_and_members()
+ {
+    let start = Instant::now();
+    let mut allow = config();
+    allow.allow = Some([2, 3, 4].map(|seed| private(seed).public_key()).into());
+    let mut a = node(1, "a", allow);
+    a.poll_announcement(start);
+    for seed in [2, 3, 4] {
+        let from = announcement(seed, &format!("n{seed}"), SEQ);
+        a.handle_announcement(start, from.public_key, from).unwrap();
+    }
+    // Refused: not allowed, a replay, a mismatched sender.
+    let _ = a.handle_announcement(start, private(5).public_key(), announcement(5, "e", SEQ));
+    let _ = a.handle_announcement(start, private(2).public_key(), announcement(2, "n2", SEQ));
+    let _ = a.handle_announcement(
+        start,
+        private(3).public_key(),
+        announcement(2, "n2", SEQ + 1),
+    );
+    // 3 leaves; 4 is refreshed; 2 goes silent and expires.
+    let mut three = Membership::new(private(3), config(), profile("n3"), SEQ + 10).unwrap();
+    let leaving = three.leave().unwrap();
+    a.handle_announcement(start, leaving.public_key, leaving)
+        .unwrap();
+    let refreshed = start + EXPIRE_AFTER / 2;
+    let from = announcement(4, "n4", SEQ + 1);
+    a.handle_announcement(refreshed, from.public_key, from)
+        .unwrap();
+    a.handle_timeout(start + EXPIRE_AFTER);
+
+    let counters = a.counters();
+    assert_eq!(counters.received, 8);
+    assert_eq!(counters.accepted, 5, "three joins, a leave, a refresh");
+    assert_eq!(counters.rejected(), 3);
+    assert_eq!(counters.received, counters.accepted + counters.rejected());
+    let by_reason: std::collections::BTreeMap<_, _> =
+        counters.rejected_by_reason().into_iter().collect();
+    assert_eq!(by_reason["not_allowed"], 1);
+    assert_eq!(by_reason["stale"], 1);
+    assert_eq!(by_reason["sender_mismatch"], 1);
+    assert_eq!(
+        (counters.joined, counters.left, counters.expired),
+        (3, 1, 1)
+    );
+    assert_eq!(counters.members, 1, "only 4 is left");
+}
+
+#[test]
+fn new_settings_remove_the_members_they_refuse_and_a_new_passphrase_removes_everyone() {
+    let now = Instant::now();
+    let mut a = node(1, "a", config());
+    a.poll_announcement(now);
+    for seed in [2, 3] {
+        let from = announcement(seed, &format!("n{seed}"), SEQ);
+        a.handle_announcement(now, from.public_key, from).unwrap();
+    }
+    events(&mut a);
+    let three = private(3).public_key();
+    let mut deny = config();
+    deny.deny = [three].into();
+    a.handle_config(now, deny.clone());
+    assert_eq!(events(&mut a), vec![MembershipEvent::Removed(three)]);
+    assert!(a.member(&three).is_none());
+    assert!(
+        a.poll_announcement(now).is_some(),
+        "announces at once after a change"
+    );
+    let again = announcement(3, "n3", SEQ + 1);
+    assert_eq!(
+        a.handle_announcement(now, three, again),
+        Err(AnnouncementDrop::Denied(three))
+    );
+    // Allowed again: its next announcement brings it back.
+    a.handle_config(now, config());
+    assert!(events(&mut a).is_empty());
+    a.handle_announcement(now, three, announcement(3, "n3", SEQ + 2))
+        .unwrap();
+    assert!(matches!(&events(&mut a)[..], [MembershipEvent::Joined(m)] if m.key() == three));
+
+    // Another passphrase: every member was in the old community.
+    let mut other = config();
+    other.community = CommunityKey::from_secret([43; 32]);
+    a.handle_config(now, other);
+    let mut removed = events(&mut a);
+    removed.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(
+        removed
+            .iter()
+            .all(|e| matches!(e, MembershipEvent::Removed(_)))
+    );
+    assert_eq!(a.members().count(), 0);
+    let ours = a
+        .poll_announcement(now)
+        .expect("announces in the new community");
+    let mut b = node(2, "n2", config());
+    assert_eq!(
+        b.handle_announcement(now, ours.public_key, ours.clone()),
+        Err(AnnouncementDrop::BadSignature(ours.public_key)),
+        "the old community cannot verify it"
+    );
+}
