@@ -488,6 +488,7 @@ impl Mailbox {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Ok(()));
             }
+            backoff = self.options.backoff_initial;
             match self.follow(events, &mut position).await {
                 WatchEnd::Done => return,
                 WatchEnd::Gone => gone = true,
