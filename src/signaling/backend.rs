@@ -44,6 +44,8 @@ pub enum BackendKind {
     Nats,
     /// A `wice signal` server over a WebSocket.
     WebSocket,
+    /// A Kubernetes API server.
+    Kubernetes,
 }
 
 impl fmt::Display for BackendKind {
@@ -53,6 +55,7 @@ impl fmt::Display for BackendKind {
             Self::Grpc => "grpc",
             Self::Nats => "nats",
             Self::WebSocket => "ws",
+            Self::Kubernetes => "kubernetes",
         })
     }
 }
@@ -207,6 +210,21 @@ pub enum BackendUrl {
         /// `wss://`.
         tls: bool,
     },
+    /// `k8s://[NAMESPACE][?kubeconfig=PATH]` or `kubernetes:[NAMESPACE][?kubeconfig=PATH]`:
+    /// envelopes as objects in a Kubernetes API server. Without `kubeconfig=` the client
+    /// finds its configuration as kubectl does (`$KUBECONFIG`, `~/.kube/config`), or the
+    /// pod's service account in a cluster.
+    Kubernetes(KubernetesUrl),
+}
+
+/// Where a Kubernetes backend keeps its objects, and how it reaches the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct KubernetesUrl {
+    /// The namespace of the envelope objects; the configuration's default namespace (the
+    /// pod's own, in a cluster) when `None`.
+    pub namespace: Option<String>,
+    /// A kubeconfig file; inferred as kubectl does when `None`.
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// Where a NATS backend connects, and how it authenticates.
@@ -235,9 +253,10 @@ pub enum NatsAuth {
 /// Why a backend URL is not valid; the text follows `key: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendUrlError {
-    /// Not `inprocess`, `grpc://`, `grpcs://`, `nats://`, `tls://`, `ws://` or `wss://`.
+    /// Not `inprocess`, `grpc://`, `grpcs://`, `nats://`, `tls://`, `ws://`, `wss://`,
+    /// `k8s://` or `kubernetes:`.
     #[error(
-        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\", \"nats://host:port\", \"tls://host:port\", \"ws://host:port\", \"wss://host[:port]\" or \"inprocess\""
+        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\", \"nats://host:port\", \"tls://host:port\", \"ws://host:port\", \"wss://host[:port]\", \"k8s://[namespace]\" or \"inprocess\""
     )]
     UnknownScheme(String),
     /// No host between `://` and the port.
@@ -257,6 +276,12 @@ pub enum BackendUrlError {
         "`{0}`: a NATS URL takes only ?creds=PATH or ?nkey=PATH, and &ca=PATH, like nats://10.0.0.1:4222?creds=/etc/wice/nats.creds"
     )]
     BadNatsOption(String),
+    /// A Kubernetes URL whose namespace is not a DNS label, or with an option other than
+    /// one `kubeconfig=PATH`.
+    #[error(
+        "`{0}`: a Kubernetes URL is k8s://[NAMESPACE][?kubeconfig=PATH], like k8s://wice or k8s://wice?kubeconfig=/etc/wice/kubeconfig (a namespace is lowercase letters, digits and '-', at most 63)"
+    )]
+    BadKubernetes(String),
 }
 
 /// The port a NATS URL means when it names none.
@@ -273,6 +298,12 @@ impl BackendUrl {
         }
         if let Some(rest) = text.strip_prefix("tls://") {
             return parse_nats(text, rest, true);
+        }
+        if let Some(rest) = text
+            .strip_prefix("k8s://")
+            .or_else(|| text.strip_prefix("kubernetes:"))
+        {
+            return parse_kubernetes(text, rest);
         }
         for (scheme, tls, default_port) in [("ws://", false, 80), ("wss://", true, 443)] {
             if let Some(rest) = text.strip_prefix(scheme) {
@@ -306,6 +337,7 @@ impl BackendUrl {
             Self::Grpc { .. } => BackendKind::Grpc,
             Self::Nats(_) => BackendKind::Nats,
             Self::WebSocket { .. } => BackendKind::WebSocket,
+            Self::Kubernetes(_) => BackendKind::Kubernetes,
         }
     }
 }
@@ -384,6 +416,37 @@ fn parse_nats(text: &str, rest: &str, tls: bool) -> Result<BackendUrl, BackendUr
     }))
 }
 
+/// The part of a `k8s://` or `kubernetes:` URL after the scheme.
+fn parse_kubernetes(text: &str, rest: &str) -> Result<BackendUrl, BackendUrlError> {
+    let bad = || BackendUrlError::BadKubernetes(text.to_owned());
+    let (namespace, options) = rest.split_once('?').unwrap_or((rest, ""));
+    let namespace = namespace.strip_suffix('/').unwrap_or(namespace);
+    let is_dns_label = |name: &str| {
+        name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+    };
+    if !is_dns_label(namespace) {
+        return Err(bad());
+    }
+    let mut kubeconfig = None;
+    for option in options.split('&').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("kubeconfig", path)) if !path.is_empty() && kubeconfig.is_none() => {
+                kubeconfig = Some(std::path::PathBuf::from(path));
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(BackendUrl::Kubernetes(KubernetesUrl {
+        namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+        kubeconfig,
+    }))
+}
+
 impl NatsUrl {
     /// The servers as the NATS client takes them (`nats://host:port`, `tls://host:port`).
     pub fn server_addresses(&self) -> Vec<String> {
@@ -415,6 +478,13 @@ impl fmt::Display for BackendUrl {
             Self::WebSocket { host, port, tls } => {
                 let scheme = if *tls { "wss" } else { "ws" };
                 write!(f, "{scheme}://{}", bracketed(host, *port))
+            }
+            Self::Kubernetes(url) => {
+                write!(f, "k8s://{}", url.namespace.as_deref().unwrap_or(""))?;
+                if let Some(path) = &url.kubeconfig {
+                    write!(f, "?kubeconfig={}", path.display())?;
+                }
+                Ok(())
             }
             Self::Nats(url) => {
                 f.write_str(if url.tls { "tls://" } else { "nats://" })?;
@@ -463,6 +533,10 @@ mod tests {
             "ws://198.51.100.1:8080",
             "wss://signal.example.org:443",
             "wss://[2001:db8::1]:8443",
+            "k8s://",
+            "k8s://wice",
+            "k8s://wice-system?kubeconfig=/etc/wice/kubeconfig",
+            "k8s://?kubeconfig=/root/.kube/config",
         ] {
             assert_eq!(BackendUrl::parse(text).unwrap().to_string(), text);
         }
@@ -495,6 +569,21 @@ mod tests {
             Err(BackendUrlError::ExtraParts(
                 "wss://signal.example.org/wice".to_owned()
             ))
+        );
+    }
+
+    #[test]
+    fn kubernetes_is_an_alias_of_k8s() {
+        assert_eq!(
+            BackendUrl::parse("kubernetes:wice?kubeconfig=/k"),
+            Ok(BackendUrl::Kubernetes(KubernetesUrl {
+                namespace: Some("wice".to_owned()),
+                kubeconfig: Some("/k".into()),
+            }))
+        );
+        assert_eq!(
+            BackendUrl::parse("kubernetes:").map(|u| u.to_string()),
+            Ok("k8s://".to_owned())
         );
     }
 
@@ -538,6 +627,11 @@ mod tests {
         check("nats://u:p@10.0.0.1", BackendUrlError::ExtraParts);
         check("nats://10.0.0.1:0", BackendUrlError::BadPort);
         check("nats://,10.0.0.1", BackendUrlError::MissingHost);
+        check("k8s://Wice", BackendUrlError::BadKubernetes);
+        check("k8s://wice/other", BackendUrlError::BadKubernetes);
+        check("k8s://wice?context=x", BackendUrlError::BadKubernetes);
+        check("k8s://wice?kubeconfig=", BackendUrlError::BadKubernetes);
+        check("k8s://-wice", BackendUrlError::BadKubernetes);
     }
 
     #[test]

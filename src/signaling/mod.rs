@@ -5,7 +5,8 @@
 //!
 //! - [`backend`]: the [`Backend`] trait and its semantics; backends: [`inprocess`],
 //!   [`grpc_client`], [`ws_client`] (frames in [`ws_frame`], proxies in [`ws_proxy`]) and
-//!   (feature `nats`) `nats_client`;
+//!   (feature `nats`) `nats_client`; (feature `kubernetes`) `k8s_client` (objects in
+//!   `k8s_object`);
 //! - [`Signaling`] ([`multiplexer`]): a node's signaling over all configured backends;
 //!   the API the ICE layer uses;
 //! - [`server`]: `wice signal`, the gRPC server (and its WebSocket/HTTP listener).
@@ -13,6 +14,10 @@
 pub mod backend;
 pub mod grpc_client;
 pub mod inprocess;
+#[cfg(feature = "kubernetes")]
+pub mod k8s_client;
+#[cfg(feature = "kubernetes")]
+pub mod k8s_object;
 pub mod multiplexer;
 #[cfg(feature = "nats")]
 pub mod nats_client;
@@ -26,11 +31,13 @@ mod ws_socket;
 use std::sync::Arc;
 
 pub use self::backend::{
-    Backend, BackendError, BackendKind, BackendUrl, BackendUrlError, Delivery, Inbox, NatsAuth,
-    NatsUrl,
+    Backend, BackendError, BackendKind, BackendUrl, BackendUrlError, Delivery, Inbox,
+    KubernetesUrl, NatsAuth, NatsUrl,
 };
 pub use self::grpc_client::{GrpcBackend, GrpcOptions};
 pub use self::inprocess::{InProcessBackend, InProcessHub};
+#[cfg(feature = "kubernetes")]
+pub use self::k8s_client::{K8sBackend, K8sCounters, K8sOptions};
 pub use self::multiplexer::{PublishError, Received, Signaling, SignalingCounters};
 #[cfg(feature = "nats")]
 pub use self::nats_client::{NatsBackend, NatsOptions};
@@ -40,7 +47,8 @@ pub use self::ws_proxy::ProxyUrl;
 
 /// Builds the backends a config names: `inprocess` is the process-wide hub, gRPC URLs get a
 /// [`GrpcBackend`] trusting `ca_certificate_pem` in addition to the public roots, NATS URLs
-/// a `NatsBackend` (an error when built without the `nats` feature), WebSocket URLs a
+/// a `NatsBackend` (an error when built without the `nats` feature), Kubernetes URLs a
+/// `K8sBackend` (likewise, feature `kubernetes`), WebSocket URLs a
 /// [`WsBackend`] trusting the same CA and tunnelling through the HTTP proxy that
 /// `https_proxy`/`http_proxy` name (see [`ProxyUrl::from_env`]). Must be called inside a
 /// tokio runtime.
@@ -79,6 +87,14 @@ pub fn backends_from_urls(
                 #[cfg(not(feature = "nats"))]
                 BackendUrl::Nats(_) => Err(BackendError::Setup(format!(
                     "{url}: this wice was built without the `nats` feature"
+                ))),
+                #[cfg(feature = "kubernetes")]
+                BackendUrl::Kubernetes(_) => {
+                    Ok(Arc::new(K8sBackend::new(url, K8sOptions::default())?))
+                }
+                #[cfg(not(feature = "kubernetes"))]
+                BackendUrl::Kubernetes(_) => Err(BackendError::Setup(format!(
+                    "{url}: this wice was built without the `kubernetes` feature"
                 ))),
             }
         })

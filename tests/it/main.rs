@@ -31,6 +31,10 @@
 //!   gRPC node (root).
 //! - `netcheck`: `wice netcheck` behind each lab NAT kind against an RFC 5780 coturn (root).
 //! - `ping`: `wice ping` over a direct and a relayed path, `wice status --watch` frames (root).
+//! - `k8s`: the Kubernetes backend against a real kube-apiserver and etcd on loopback
+//!   (`k8s_cluster` runs them; built by `scripts/k8s-test-tools`): the watch resuming after an
+//!   API server restart, `deploy/kubernetes/` applied, the ServiceAccount's RBAC (no root;
+//!   cargo feature `kubernetes`).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -53,6 +57,9 @@ mod conformance;
 mod datapath_robustness;
 mod import;
 mod interop;
+#[cfg(feature = "kubernetes")]
+mod k8s;
+mod k8s_cluster;
 mod lifecycle;
 mod mesh;
 mod metrics;

@@ -17,10 +17,13 @@ use wice::signaling::server::{ServerConfig, TlsIdentity};
 use wice::signaling::{
     Backend, BackendUrl, Delivery, GrpcBackend, GrpcOptions, InProcessHub, WsBackend, WsOptions,
 };
+#[cfg(feature = "kubernetes")]
+use wice::signaling::{K8sBackend, K8sOptions};
 #[cfg(feature = "nats")]
 use wice::signaling::{NatsBackend, NatsOptions};
 use wice_core::keys::PrivateKey;
 
+use crate::k8s_cluster::{K8sCluster, k8s_tools_or_skip};
 use crate::nats_cluster::{NatsCluster, nats_server_or_skip};
 
 use crate::signaling::{Peer, RunningServer, loopback_config, publisher_on, quick_reconnect};
@@ -37,11 +40,28 @@ pub(crate) enum Kind {
     /// One `nats-server` (the cluster tests are in `nats`); cargo feature `nats`.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     Nats,
+    /// A kube-apiserver with etcd (`k8s_cluster`); cargo feature `kubernetes`.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    Kubernetes,
 }
 
 /// False (and the test says it skips) when `kind`'s server cannot be run here.
 pub(crate) fn available(kind: Kind, test: &str) -> bool {
-    kind != Kind::Nats || nats_server_or_skip(test)
+    match kind {
+        Kind::Nats => nats_server_or_skip(test),
+        Kind::Kubernetes => k8s_tools_or_skip(test).is_some(),
+        _ => true,
+    }
+}
+
+/// Kubernetes client settings for tests: quick retries.
+#[cfg(feature = "kubernetes")]
+pub(crate) fn quick_k8s() -> K8sOptions {
+    K8sOptions {
+        backoff_initial: std::time::Duration::from_millis(50),
+        backoff_max: std::time::Duration::from_millis(400),
+        ..K8sOptions::default()
+    }
 }
 
 /// NATS client settings for tests: quick reconnects.
@@ -69,6 +89,7 @@ pub(crate) struct World {
     hub: InProcessHub,
     server: Option<RunningServer>,
     nats: Option<NatsCluster>,
+    k8s: Option<K8sCluster>,
     tls: Option<TlsIdentity>,
     url: Option<BackendUrl>,
 }
@@ -78,7 +99,7 @@ impl World {
         let tls = matches!(kind, Kind::Grpcs | Kind::Wss).then(test_certificate);
         let ws = matches!(kind, Kind::Ws | Kind::Wss);
         let server = match kind {
-            Kind::InProcess | Kind::Nats => None,
+            Kind::InProcess | Kind::Nats | Kind::Kubernetes => None,
             Kind::Grpc | Kind::Grpcs | Kind::Ws | Kind::Wss => Some(
                 RunningServer::start(ServerConfig {
                     tls: tls.clone(),
@@ -89,6 +110,9 @@ impl World {
             ),
         };
         let nats = (kind == Kind::Nats).then(|| NatsCluster::start(1));
+        let k8s = (kind == Kind::Kubernetes).then(|| {
+            K8sCluster::start(&k8s_tools_or_skip("conformance").expect("kubernetes tools"))
+        });
         let url = server
             .as_ref()
             .map(|s| match s.ws_addr {
@@ -103,12 +127,14 @@ impl World {
                     tls: kind == Kind::Grpcs,
                 },
             })
-            .or_else(|| nats.as_ref().map(|n| n.url(0)));
+            .or_else(|| nats.as_ref().map(|n| n.url(0)))
+            .or_else(|| k8s.as_ref().map(|k| k.url(None)));
         Self {
             kind,
             hub: InProcessHub::new(),
             server,
             nats,
+            k8s,
             tls,
             url,
         }
@@ -121,6 +147,10 @@ impl World {
             #[cfg(feature = "nats")]
             Some(url @ BackendUrl::Nats(_)) => {
                 Arc::new(NatsBackend::new(url, quick_nats()).expect("backend"))
+            }
+            #[cfg(feature = "kubernetes")]
+            Some(url @ BackendUrl::Kubernetes(_)) => {
+                Arc::new(K8sBackend::new(url, quick_k8s()).expect("backend"))
             }
             Some(url @ BackendUrl::WebSocket { .. }) => Arc::new(
                 WsBackend::new(url, quick_ws(self.tls.as_ref().map(|t| t.cert_pem.clone())))
@@ -166,9 +196,10 @@ impl World {
             Some(server) => server.counters.snapshot().dropped_no_subscriber,
             None => self.hub.counters().dropped_no_subscriber,
         };
-        if self.nats.is_some() {
+        if self.nats.is_some() || self.k8s.is_some() {
             // NATS counts no such drop; the publish was flushed, so the server has already
-            // handled it (and had no interest to send it to).
+            // handled it (and had no interest to send it to). Kubernetes keeps the object,
+            // stored before the publish returned: a later subscription starts after it.
             return;
         }
         let deadline = std::time::Instant::now() + crate::signaling::WAIT;
@@ -192,6 +223,10 @@ impl World {
             nats.kill(0);
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             nats.restart(0);
+            return;
+        }
+        if let Some(k8s) = &mut self.k8s {
+            k8s.restart_apiserver(std::time::Duration::from_millis(300));
             return;
         }
         let server = self.server.take().expect("a server");
@@ -273,3 +308,5 @@ every_scenario!(over_ws, super::Kind::Ws);
 every_scenario!(over_wss, super::Kind::Wss);
 #[cfg(feature = "nats")]
 every_scenario!(over_nats, super::Kind::Nats);
+#[cfg(feature = "kubernetes")]
+every_scenario!(over_kubernetes, super::Kind::Kubernetes);
