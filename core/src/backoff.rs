@@ -1,7 +1,7 @@
 //! Exponential back-off, the one kind wice uses everywhere: steps double from `initial` up to
 //! `max`.
 //!
-//! A session's own resends and restarts take the steps as they are ([`Backoff::next_delay`]):
+//! A session's own resends and restarts take the steps as they are (`next_delay`, crate-internal):
 //! they are already spread by each session's start. Reconnecting to a server takes them with
 //! jitter ([`Backoff::next_jittered_delay`]): each delay is drawn uniformly from the upper half
 //! of the current step ("equal jitter"), so a server that restarts is not hit by every client
@@ -43,7 +43,7 @@ impl Backoff {
 
     /// The current step as the delay before the next attempt; doubles the step for the one
     /// after.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (step * 2).min(self.max);
         step

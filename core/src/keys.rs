@@ -93,19 +93,9 @@ impl PrivateKey {
         encode_key(self.0.as_bytes())
     }
 
-    /// The raw key bytes.
-    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
-        self.0.as_bytes()
-    }
-
     /// A copy of the raw key bytes.
     pub fn to_bytes(&self) -> [u8; KEY_LEN] {
         self.0.to_bytes()
-    }
-
-    /// A copy of the key in the form boringtun's tunnels take.
-    pub fn to_static_secret(&self) -> x25519::StaticSecret {
-        self.0.clone()
     }
 }
 
@@ -152,11 +142,6 @@ impl PublicKey {
     pub const fn to_bytes(&self) -> [u8; KEY_LEN] {
         self.0
     }
-
-    /// The key in the form boringtun's tunnels take.
-    pub fn to_x25519(&self) -> x25519::PublicKey {
-        x25519::PublicKey::from(self.0)
-    }
 }
 
 impl From<[u8; KEY_LEN]> for PublicKey {
@@ -198,15 +183,6 @@ impl FromStr for PublicKey {
 pub struct PresharedKey([u8; KEY_LEN]);
 
 impl PresharedKey {
-    /// Generates a fresh key from the operating system's random source, like `wg genpsk`.
-    #[cfg(any(test, feature = "os-rng"))]
-    pub fn generate() -> Self {
-        use rand_core::RngCore as _;
-        let mut bytes = [0u8; KEY_LEN];
-        rand_core::OsRng.fill_bytes(&mut bytes);
-        Self(bytes)
-    }
-
     /// Wraps raw key bytes.
     pub const fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         Self(bytes)
@@ -220,11 +196,6 @@ impl PresharedKey {
     /// The key as standard padded base64, the format of `wg genpsk`.
     pub fn to_base64(&self) -> String {
         encode_key(&self.0)
-    }
-
-    /// The raw key bytes.
-    pub const fn as_bytes(&self) -> &[u8; KEY_LEN] {
-        &self.0
     }
 
     /// A copy of the raw key bytes, the form boringtun's tunnels take.
@@ -286,9 +257,9 @@ mod tests {
         assert_eq!(public.to_string(), ALICE_PUBLIC);
         assert_eq!(ALICE_PUBLIC.parse::<PublicKey>().unwrap(), public);
 
-        let psk = PresharedKey::generate();
+        let psk = PresharedKey::from_bytes([0x5a; KEY_LEN]);
         let again = PresharedKey::from_base64(&psk.to_base64()).unwrap();
-        assert_eq!(again.as_bytes(), psk.as_bytes());
+        assert_eq!(again.to_bytes(), psk.to_bytes());
     }
 
     #[test]
@@ -375,11 +346,12 @@ mod tests {
     fn static_secret_for_the_datapath_agrees_with_our_key() {
         let alice = PrivateKey::from_base64(ALICE_PRIVATE).unwrap();
         let bob = PublicKey::from_base64(BOB_PUBLIC).unwrap();
-        let ours = alice.to_static_secret().diffie_hellman(&bob.to_x25519());
-        let theirs = PrivateKey::from_base64(BOB_PRIVATE)
-            .unwrap()
-            .to_static_secret()
-            .diffie_hellman(&alice.public_key().to_x25519());
+        // The datapath builds boringtun's x25519 types from the raw bytes.
+        let ours = x25519::StaticSecret::from(alice.to_bytes())
+            .diffie_hellman(&x25519::PublicKey::from(bob.to_bytes()));
+        let theirs =
+            x25519::StaticSecret::from(PrivateKey::from_base64(BOB_PRIVATE).unwrap().to_bytes())
+                .diffie_hellman(&x25519::PublicKey::from(alice.public_key().to_bytes()));
         assert_eq!(ours.as_bytes(), theirs.as_bytes());
     }
 

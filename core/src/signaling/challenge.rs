@@ -5,7 +5,7 @@
 //! it and send the secret back. Nothing outlives the exchange: the server keeps the secret
 //! in the subscription's own task, so the server stays stateless between connections.
 //!
-//! The sealed plaintext starts with [`CHALLENGE_CONTEXT`], and a client answers only a
+//! The sealed plaintext starts with a fixed context string, and a client answers only a
 //! challenge that does: otherwise a hostile server could pass a peer's signaling
 //! ciphertext off as a challenge and have the client decrypt it.
 
@@ -18,7 +18,7 @@ use wice_proto::signaling as proto;
 use crate::keys::{KEY_LEN, PrivateKey, PublicKey};
 
 /// Prefix of every challenge plaintext; no signaling content can start with it.
-pub const CHALLENGE_CONTEXT: &[u8; 24] = b"wice signal challenge v1";
+const CHALLENGE_CONTEXT: &[u8; 24] = b"wice signal challenge v1";
 /// Length of the random secret.
 pub const SECRET_LEN: usize = 32;
 

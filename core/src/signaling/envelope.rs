@@ -15,7 +15,7 @@
 //!    A→B equals B→A, so an envelope turned around would otherwise open), carry a sealing
 //!    time near our clock (`Stale`, `FromTheFuture`) and a known message kind (`Unusable`);
 //! 5. replay: the counter must be new in the window of the sender's boot
-//!    ([`SenderWindows`]; `Replayed`, `TooOld`). The window moves only after everything
+//!    (one replay window per boot; `Replayed`, `TooOld`). The window moves only after everything
 //!    above passed.
 //!
 //! Time and order are separate on purpose: the counter (1, 2, 3, ... per random boot id)
@@ -44,14 +44,14 @@ use crate::keys::{KEY_LEN, PrivateKey, PublicKey};
 /// Length of a crypto_box nonce.
 pub const NONCE_LEN: usize = 24;
 /// Length of the Poly1305 tag at the front of every ciphertext.
-pub const TAG_LEN: usize = 16;
+const TAG_LEN: usize = 16;
 /// How far a sender's clock (its sealing time) may be from ours, either way, before its
 /// content is refused. Without this bound a receiver that just started (empty replay
 /// windows) would accept a recording of any old envelope.
-pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
 /// Most senders whose replay windows an [`Opener`] keeps with [`SenderPolicy::AnyKey`]; when
 /// full, the sender heard from least recently is forgotten.
-pub const MAX_TRACKED_SENDERS: usize = 4096;
+const MAX_TRACKED_SENDERS: usize = 4096;
 /// Most precomputed shared keys a [`Sealer`] or [`Opener`] caches.
 const MAX_CACHED_BOXES: usize = 1024;
 
@@ -108,7 +108,7 @@ impl Envelope {
     }
 
     /// Checks the field lengths of a decoded envelope.
-    pub fn from_proto(raw: proto::Envelope) -> Result<Self, EnvelopeError> {
+    fn from_proto(raw: proto::Envelope) -> Result<Self, EnvelopeError> {
         let key = |field, bytes: &[u8]| {
             <[u8; KEY_LEN]>::try_from(bytes)
                 .map(PublicKey::from_bytes)
@@ -133,7 +133,7 @@ impl Envelope {
     }
 
     /// The protobuf form.
-    pub fn to_proto(&self) -> proto::Envelope {
+    fn to_proto(&self) -> proto::Envelope {
         proto::Envelope {
             sender: Bytes::copy_from_slice(self.sender.as_bytes()),
             recipient: Bytes::copy_from_slice(self.recipient.as_bytes()),
@@ -154,7 +154,7 @@ impl Envelope {
 }
 
 /// Microseconds since the Unix epoch; 0 for times before it.
-pub fn unix_micros(time: SystemTime) -> u64 {
+fn unix_micros(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -218,11 +218,6 @@ impl Sealer {
             boot_id: None,
             last_counter: 0,
         }
-    }
-
-    /// The key envelopes are sealed from.
-    pub fn public_key(&self) -> PublicKey {
-        self.public
     }
 
     /// Seals `message` to `recipient` with a fresh random nonce from `rng`. The counter is one
@@ -316,13 +311,13 @@ pub enum OpenError {
     /// The sealed keys differ from the envelope's: an envelope turned around or re-addressed.
     #[error("sealed keys do not match the envelope's (reflected or re-addressed)")]
     Reflected,
-    /// The sealing time is more than [`MAX_CLOCK_SKEW`] behind our clock.
+    /// The sealing time is more than ten minutes (the clock skew allowed) behind our clock.
     #[error("sealed at {sealed_at} µs, more than {max:?} behind our clock", max = MAX_CLOCK_SKEW)]
     Stale {
         /// The sender's sealing time (µs since the epoch).
         sealed_at: u64,
     },
-    /// The sealing time is more than [`MAX_CLOCK_SKEW`] ahead of our clock.
+    /// The sealing time is more than ten minutes (the clock skew allowed) ahead of our clock.
     #[error("sealed at {sealed_at} µs, more than {max:?} ahead of our clock", max = MAX_CLOCK_SKEW)]
     FromTheFuture {
         /// The sender's sealing time (µs since the epoch).

@@ -15,9 +15,9 @@ use wice_proto::signaling as proto;
 /// host plus reflexive and relayed ones, few enough to keep the ICE pair matrix small.
 pub const MAX_CANDIDATES: usize = 64;
 /// Longest ICE username fragment or password accepted (RFC 8839 allows up to 256 chars).
-pub const MAX_CREDENTIAL_LEN: usize = 256;
+pub(crate) const MAX_CREDENTIAL_LEN: usize = 256;
 /// Longest candidate foundation accepted (RFC 8839: 1 to 32 ice-chars).
-pub const MAX_FOUNDATION_LEN: usize = 32;
+pub(crate) const MAX_FOUNDATION_LEN: usize = 32;
 
 /// One signaling message, opened and parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,14 +5,14 @@
 //!   and their protobuf codec, with the limits receivers enforce;
 //! - [`envelope`]: sealing ([`Sealer`]) and opening ([`Opener`]) with crypto_box from the
 //!   sender's WireGuard key to the recipient's, and why each refused envelope was refused;
-//! - [`replay`]: the per-sender, per-boot [`ReplayWindow`]s;
+//! - `replay` (crate-internal): the per-sender, per-boot replay windows ([`ReplayError`]);
 //! - [`size_limits`]: the largest envelope and request, computed from the message limits;
 //! - [`challenge`]: the proof a subscriber gives that it holds its key.
 
 pub mod challenge;
 pub mod envelope;
 pub mod message;
-pub mod replay;
+pub(crate) mod replay;
 pub mod size_limits;
 
 #[cfg(test)]
@@ -25,4 +25,4 @@ pub use self::envelope::{
 pub use self::message::{
     Candidate, CandidateKind, MessageError, SessionDescription, SignalingMessage, Transport,
 };
-pub use self::replay::{ReplayError, ReplayWindow, SenderWindows};
+pub use self::replay::ReplayError;

@@ -17,11 +17,11 @@
 use std::collections::BTreeSet;
 
 /// How far below the highest counter seen a reordered counter is still accepted.
-pub const WINDOW_SPAN: u64 = 1024;
+const WINDOW_SPAN: u64 = 1024;
 /// Most counters remembered per window.
-pub const WINDOW_CAPACITY: usize = 1024;
+const WINDOW_CAPACITY: usize = 1024;
 /// Boots of one sender whose windows are kept; the least recently heard is forgotten first.
-pub const MAX_BOOTS_PER_SENDER: usize = 4;
+const MAX_BOOTS_PER_SENDER: usize = 4;
 
 /// Why a counter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum ReplayError {
 
 /// The counters seen from one sender.
 #[derive(Debug, Clone, Default)]
-pub struct ReplayWindow {
+pub(crate) struct ReplayWindow {
     /// Counters at or below this are refused. Starts at 0, which no sender uses.
     floor: u64,
     /// Counters accepted above the floor.
@@ -50,7 +50,7 @@ pub struct ReplayWindow {
 
 impl ReplayWindow {
     /// An empty window: the first counter above 0 is accepted.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -58,7 +58,7 @@ impl ReplayWindow {
     ///
     /// Call it only for content that authenticated; a forged counter must not move the
     /// window.
-    pub fn accept(&mut self, counter: u64) -> Result<(), ReplayError> {
+    pub(crate) fn accept(&mut self, counter: u64) -> Result<(), ReplayError> {
         if counter <= self.floor {
             return Err(ReplayError::TooOld {
                 counter,
@@ -90,30 +90,25 @@ impl ReplayWindow {
     }
 
     /// The highest counter accepted, or 0 before the first.
-    pub fn highest(&self) -> u64 {
+    pub(crate) fn highest(&self) -> u64 {
         self.seen.last().copied().unwrap_or(self.floor)
     }
 }
 
 /// The windows of one sender, one per boot id, least recently heard forgotten first.
 #[derive(Debug, Clone, Default)]
-pub struct SenderWindows {
+pub(crate) struct SenderWindows {
     /// (boot id, its window, when it last accepted a counter in the caller's ticks).
     boots: Vec<(u64, ReplayWindow, u64)>,
     last_heard: u64,
 }
 
 impl SenderWindows {
-    /// No boot heard yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Accepts `counter` of boot `boot` if new in that boot's window. `tick` grows with every
     /// call across all senders (the caller's recency clock, not time).
     ///
     /// Call it only for content that authenticated and is fresh.
-    pub fn accept(&mut self, boot: u64, counter: u64, tick: u64) -> Result<(), ReplayError> {
+    pub(crate) fn accept(&mut self, boot: u64, counter: u64, tick: u64) -> Result<(), ReplayError> {
         let index = match self.boots.iter().position(|(b, _, _)| *b == boot) {
             Some(index) => index,
             None => {
@@ -139,13 +134,8 @@ impl SenderWindows {
     }
 
     /// The tick of the last accepted counter, for forgetting quiet senders first.
-    pub fn last_heard(&self) -> u64 {
+    pub(crate) fn last_heard(&self) -> u64 {
         self.last_heard
-    }
-
-    /// Boots remembered.
-    pub fn boots(&self) -> usize {
-        self.boots.len()
     }
 }
 
@@ -230,23 +220,23 @@ mod tests {
 
     #[test]
     fn a_new_boot_gets_its_own_window_and_the_old_boot_is_still_refused_on_replay() {
-        let mut windows = SenderWindows::new();
+        let mut windows = SenderWindows::default();
         windows.accept(7, 1, 1).unwrap();
         windows.accept(7, 2, 2).unwrap();
         // The sender restarted: counters start again at 1 under a new boot id.
         assert_eq!(windows.accept(8, 1, 3), Ok(()));
         assert_eq!(windows.accept(7, 2, 4), Err(ReplayError::Replayed(2)));
         assert_eq!(windows.accept(8, 1, 5), Err(ReplayError::Replayed(1)));
-        assert_eq!(windows.boots(), 2);
+        assert_eq!(windows.boots.len(), 2);
     }
 
     #[test]
     fn at_most_the_allowed_boots_are_remembered_and_the_quietest_goes_first() {
-        let mut windows = SenderWindows::new();
+        let mut windows = SenderWindows::default();
         for boot in 0..(MAX_BOOTS_PER_SENDER as u64 + 3) {
             windows.accept(boot, 1, boot).unwrap();
         }
-        assert_eq!(windows.boots(), MAX_BOOTS_PER_SENDER);
+        assert_eq!(windows.boots.len(), MAX_BOOTS_PER_SENDER);
         assert_eq!(windows.last_heard(), MAX_BOOTS_PER_SENDER as u64 + 2);
     }
 }

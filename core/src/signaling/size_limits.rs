@@ -69,7 +69,7 @@ const ANNOUNCEMENT: usize = KEY_FIELD
 const _: () = assert!(ANNOUNCEMENT <= SESSION_DESCRIPTION);
 
 /// `SealedContent`: both keys, counter, message, boot id (fixed64), sealing time.
-pub const MAX_SEALED_CONTENT_LEN: usize = 2 * KEY_FIELD
+const MAX_SEALED_CONTENT_LEN: usize = 2 * KEY_FIELD
     + varint_field(u64::MAX)
     + delimited(delimited(SESSION_DESCRIPTION))
     + (1 + 8)
