@@ -183,11 +183,6 @@ impl FromStr for PublicKey {
 pub struct PresharedKey([u8; KEY_LEN]);
 
 impl PresharedKey {
-    /// Wraps raw key bytes.
-    pub const fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        Self(bytes)
-    }
-
     /// Parses standard padded base64, ignoring surrounding whitespace.
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
         decode_key(text).map(Self)
@@ -257,7 +252,7 @@ mod tests {
         assert_eq!(public.to_string(), ALICE_PUBLIC);
         assert_eq!(ALICE_PUBLIC.parse::<PublicKey>().unwrap(), public);
 
-        let psk = PresharedKey::from_bytes([0x5a; KEY_LEN]);
+        let psk = PresharedKey([0x5a; KEY_LEN]);
         let again = PresharedKey::from_base64(&psk.to_base64()).unwrap();
         assert_eq!(again.to_bytes(), psk.to_bytes());
     }
