@@ -3,7 +3,9 @@
 //! proven its key).
 //!
 //! Run: `cargo bench --bench signal_load` (or `-- 1000` for one size, `-- ws 1000` for the
-//! WebSocket transport of `--ws-listen` instead of gRPC). Not run in CI.
+//! WebSocket transport of `--ws-listen` instead of gRPC, `-- nats 1000` for two `wice signal
+//! --nats` front-ends on a three-server `nats-server` cluster: subscribers split over both,
+//! publishers on the first, so half the envelopes cross the NATS bus). Not run in CI.
 //!
 //! For each size it starts a fresh `wice signal` (the release binary), subscribes N keys, and:
 //! 1. memory: the server's RSS after the subscriptions minus its RSS before, over N;
@@ -40,6 +42,103 @@ const PUBLISHERS: usize = 4;
 enum Transport {
     Grpc,
     Ws,
+    /// gRPC clients of two front-ends that share a NATS cluster as their bus.
+    GrpcOverNats,
+}
+
+/// The servers of one run: `wice signal` front-ends (and the NATS cluster behind them).
+struct Servers {
+    /// Each front-end's gRPC port, and its WebSocket port.
+    front_ends: Vec<(u16, u16)>,
+    children: Vec<std::process::Child>,
+}
+
+impl Servers {
+    fn start(transport: Transport) -> Self {
+        let mut children = Vec::new();
+        let mut nats_urls = Vec::new();
+        if transport == Transport::GrpcOverNats {
+            let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+            let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+            for (i, client_port) in client_ports.iter().enumerate() {
+                let routes: Vec<String> = (0..3)
+                    .filter(|j| *j != i)
+                    .map(|j| format!("nats://127.0.0.1:{}", cluster_ports[j]))
+                    .collect();
+                let child = std::process::Command::new("nats-server")
+                    .args(["-a", "127.0.0.1", "-p", &client_port.to_string()])
+                    .args([
+                        "--cluster",
+                        &format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                    ])
+                    .args([
+                        "--cluster_name",
+                        "wice-bench",
+                        "--routes",
+                        &routes.join(","),
+                    ])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("nats-server (Debian package nats-server)");
+                children.push(child);
+            }
+            // Each front-end starts on a different server of the cluster.
+            for first in 0..2 {
+                let order: Vec<String> = (0..3)
+                    .map(|k| format!("127.0.0.1:{}", client_ports[(first + k) % 3]))
+                    .collect();
+                nats_urls.push(format!("nats://{}", order.join(",")));
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let count = if nats_urls.is_empty() { 1 } else { 2 };
+        let mut front_ends = Vec::new();
+        for i in 0..count {
+            let (port, ws_port) = (free_port(), free_port());
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wice"));
+            command.args([
+                "signal",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--ws-listen",
+                &format!("127.0.0.1:{ws_port}"),
+                "--rate-limit",
+                "10000000",
+                "--burst",
+                "10000000",
+                "--max-connections-per-ip",
+                "1000000",
+                "--log-level",
+                "warn",
+            ]);
+            if let Some(url) = nats_urls.get(i) {
+                command.args(["--nats", url]);
+            }
+            children.push(command.spawn().expect("wice signal"));
+            front_ends.push((port, ws_port));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        Self {
+            front_ends,
+            children,
+        }
+    }
+
+    /// The resident memory of every server process, summed.
+    fn rss_kib(&self) -> u64 {
+        self.children.iter().map(|c| rss_kib(c.id())).sum()
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
 }
 
 type WsSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -323,28 +422,9 @@ fn free_port() -> u16 {
 }
 
 async fn run(transport: Transport, n: usize) {
-    let port = free_port();
-    let ws_port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wice"))
-        .args([
-            "signal",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--ws-listen",
-            &format!("127.0.0.1:{ws_port}"),
-            "--rate-limit",
-            "10000000",
-            "--burst",
-            "10000000",
-            "--max-connections-per-ip",
-            "1000000",
-            "--log-level",
-            "warn",
-        ])
-        .spawn()
-        .expect("wice signal");
-    let pid = child.id();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let servers = Servers::start(transport);
+    // Publishers use the first front-end; subscribers take turns over all of them.
+    let (port, ws_port) = servers.front_ends[0];
 
     let shared = Arc::new(Shared {
         start: Instant::now(),
@@ -352,15 +432,16 @@ async fn run(transport: Transport, n: usize) {
         record_latency: AtomicBool::new(false),
         latencies_us: Mutex::new(Vec::new()),
     });
-    let rss_before = rss_kib(pid);
+    let rss_before = servers.rss_kib();
     let keys: Vec<PrivateKey> = (0..n).map(|_| PrivateKey::generate()).collect();
     let public: Vec<[u8; 32]> = keys.iter().map(|k| k.public_key().to_bytes()).collect();
     let (ready_tx, mut ready) = mpsc::channel(n);
     let subscribe_start = Instant::now();
-    for chunk in keys.chunks(200) {
-        for key in chunk {
+    for (c, chunk) in keys.chunks(200).enumerate() {
+        for (i, key) in chunk.iter().enumerate() {
+            let (port, ws_port) = servers.front_ends[(c * 200 + i) % servers.front_ends.len()];
             match transport {
-                Transport::Grpc => tokio::spawn(subscriber(
+                Transport::Grpc | Transport::GrpcOverNats => tokio::spawn(subscriber(
                     connect(port).await,
                     key.clone(),
                     Arc::clone(&shared),
@@ -380,7 +461,7 @@ async fn run(transport: Transport, n: usize) {
     }
     let subscribe_secs = subscribe_start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = rss_kib(pid);
+    let rss_after = servers.rss_kib();
 
     // Throughput.
     let stop = Arc::new(AtomicBool::new(false));
@@ -429,9 +510,7 @@ async fn run(transport: Transport, n: usize) {
     );
     latencies.sort_unstable();
 
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    drop(servers);
 
     println!(
         "| {transport:?} | {n} | {subscribe_secs:.1} s | {:.1} KiB | {throughput:.0} | {:.2} ms | {:.2} ms | {} |",
@@ -449,6 +528,8 @@ fn main() {
         .collect();
     let transport = if std::env::args().any(|a| a == "ws") {
         Transport::Ws
+    } else if std::env::args().any(|a| a == "nats") {
+        Transport::GrpcOverNats
     } else {
         Transport::Grpc
     };

@@ -1,6 +1,7 @@
 //! The send path touches each packet's bytes once: a TUN read leaves the
 //! packet in its batch slot, and it is sealed and sent from there.
 
+use super::relayed::{TURN, exchange_relayed, relayed_pair, through_relay};
 use super::*;
 use crate::endpoint::CHANNEL_DATA_HEADER_LEN;
 use crate::tx::PACKET_OFFSET;
