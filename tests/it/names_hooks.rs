@@ -387,15 +387,38 @@ fn hooks_fire_once_per_event_with_the_right_json_and_a_hung_hook_is_killed_witho
     );
     assert!(a.ping("10.77.0.2", 3, 10), "traffic after the kill");
 
+    // b dies without a word: a's consent checks go unanswered and the peer is disconnected.
+    let killed = Instant::now();
+    node_b.signal(libc::SIGKILL);
+    node_b.wait_exit(&mut b, Duration::from_secs(10));
+    let disconnected = eventually(Duration::from_secs(120), || {
+        // Traffic towards the dead peer keeps a's checks on their active schedule.
+        let _ = a.ping("10.77.0.2", 1, 1);
+        events_of(&recorded(&record)).contains(&"disconnected".to_owned())
+    });
+    assert!(
+        disconnected,
+        "disconnected hook ran; log:\n{}",
+        node_a.log_text()
+    );
+    eprintln!(
+        "{test}: disconnected {:.1} s after the peer was killed",
+        killed.elapsed().as_secs_f64()
+    );
+
     node_a.signal(libc::SIGTERM);
     assert_eq!(node_a.wait_exit(&mut a, Duration::from_secs(15)), Some(0));
-    node_b.signal(libc::SIGTERM);
-    node_b.wait_exit(&mut b, Duration::from_secs(10));
 
     let records = recorded(&record);
     assert_eq!(
         events_of(&records),
-        ["added", "path_changed", "connected", "removed"],
+        [
+            "added",
+            "path_changed",
+            "connected",
+            "disconnected",
+            "removed"
+        ],
         "each event once, in order: {records:?}"
     );
     let peer = keys_b.public.as_str();
@@ -416,7 +439,7 @@ fn hooks_fire_once_per_event_with_the_right_json_and_a_hung_hook_is_killed_witho
         }
         assert_eq!(args, &expected_args);
     }
-    let (added, removed) = (&records[0].1, &records[3].1);
+    let (added, removed) = (&records[0].1, &records[4].1);
     assert_eq!(added["allowed_ips"], serde_json::json!(["10.77.0.2/32"]));
     assert_eq!(removed["allowed_ips"], serde_json::json!(["10.77.0.2/32"]));
     let (path, connected) = (&records[1].1, &records[2].1);
