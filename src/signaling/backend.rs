@@ -516,6 +516,29 @@ impl fmt::Display for BackendUrl {
     }
 }
 
+/// The envelopes a backend without a server-side key proof (NATS, Kubernetes) may publish:
+/// those from keys it subscribed, so it publishes only as keys it holds. The others are
+/// counted in `refused`; with no key subscribed at all the publish is refused.
+#[cfg(any(feature = "nats", feature = "kubernetes"))]
+pub(crate) fn from_subscribed_senders<V>(
+    envelopes: Vec<Envelope>,
+    subscribed: &std::collections::HashMap<PublicKey, V>,
+    kind: BackendKind,
+    refused: &std::sync::atomic::AtomicU64,
+) -> Result<Vec<Envelope>, BackendError> {
+    if subscribed.is_empty() {
+        return Err(BackendError::Refused {
+            kind,
+            reason: "subscribe a key before publishing".to_owned(),
+        });
+    }
+    let (allowed, others): (Vec<_>, Vec<_>) = envelopes
+        .into_iter()
+        .partition(|e| subscribed.contains_key(&e.sender));
+    refused.fetch_add(others.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(allowed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

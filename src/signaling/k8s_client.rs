@@ -46,7 +46,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 
 use super::backend::KubernetesUrl;
-use super::backend::{Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox};
+use super::backend::{
+    Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox, from_subscribed_senders,
+};
 use super::k8s_object::{
     GROUP, KIND, PLURAL, RECIPIENT_LABEL, Rejected, SENDER_LABEL, VERSION, envelope_in,
     envelope_object, expires_of, key_label, object_name,
@@ -319,22 +321,12 @@ impl Backend for K8sBackend {
     fn publish(&self, envelopes: Vec<Envelope>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
             let api = self.api().await?;
-            let allowed: Vec<Envelope> = {
-                let subscribed = self.subscriptions();
-                if subscribed.is_empty() {
-                    return Err(BackendError::Refused {
-                        kind: BackendKind::Kubernetes,
-                        reason: "subscribe a key before publishing".to_owned(),
-                    });
-                }
-                let (allowed, refused): (Vec<_>, Vec<_>) = envelopes
-                    .into_iter()
-                    .partition(|e| subscribed.contains_key(&e.sender));
-                self.counters
-                    .refused_sender
-                    .fetch_add(refused.len() as u64, Ordering::Relaxed);
-                allowed
-            };
+            let allowed = from_subscribed_senders(
+                envelopes,
+                &self.subscriptions(),
+                BackendKind::Kubernetes,
+                &self.counters.refused_sender,
+            )?;
             let expires = unix_now() + self.options.ttl.as_secs();
             let apply = PatchParams::apply(FIELD_MANAGER).force();
             for envelope in &allowed {

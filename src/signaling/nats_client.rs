@@ -32,6 +32,7 @@ use tokio_stream::StreamExt as _;
 
 use super::backend::{
     Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox, NatsAuth, NatsUrl,
+    from_subscribed_senders,
 };
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::signaling::envelope::{Envelope, MAX_ENVELOPE_LEN};
@@ -232,22 +233,12 @@ impl Backend for NatsBackend {
     fn publish(&self, envelopes: Vec<Envelope>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
             let client = self.client().await?;
-            let allowed: Vec<Envelope> = {
-                let subscribed = self.subscriptions();
-                if subscribed.is_empty() {
-                    return Err(BackendError::Refused {
-                        kind: BackendKind::Nats,
-                        reason: "subscribe a key before publishing".to_owned(),
-                    });
-                }
-                let (allowed, refused): (Vec<_>, Vec<_>) = envelopes
-                    .into_iter()
-                    .partition(|e| subscribed.contains_key(&e.sender));
-                self.counters
-                    .refused_sender
-                    .fetch_add(refused.len() as u64, Ordering::Relaxed);
-                allowed
-            };
+            let allowed = from_subscribed_senders(
+                envelopes,
+                &self.subscriptions(),
+                BackendKind::Nats,
+                &self.counters.refused_sender,
+            )?;
             if client.connection_state() != async_nats::connection::State::Connected {
                 return Err(unavailable("not connected to any NATS server"));
             }

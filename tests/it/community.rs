@@ -18,18 +18,6 @@ fn community(passphrase: &str, extra: &str) -> String {
     format!("passphrase = \"{passphrase}\"\n{KNOBS}{extra}")
 }
 
-/// Waits until `check` holds, polling; the time it took, or `None` after `timeout`.
-fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 fn peer_count(lab: &Lab, i: usize) -> usize {
     lab.status(i)
         .and_then(|s| s["peers"].as_array().map(Vec::len))

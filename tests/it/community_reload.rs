@@ -44,17 +44,6 @@ fn reload_with(lab: &Lab, i: usize, config: &str) -> String {
     text
 }
 
-fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 fn community_counter(lab: &Lab, i: usize, pointer: &str) -> u64 {
     lab.status(i)
         .and_then(|s| s["community"].pointer(pointer).and_then(|v| v.as_u64()))

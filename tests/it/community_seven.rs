@@ -160,18 +160,6 @@ impl Seven {
     }
 }
 
-/// Waits until `check` holds, polling; the time it took, or `None` after `timeout`.
-fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 /// The body of `GET /metrics` on node `i`'s [`METRICS`].
 fn metrics(lab: &Lab, i: usize) -> String {
     let address: SocketAddr = METRICS.parse().expect("valid");

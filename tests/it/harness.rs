@@ -377,3 +377,16 @@ pub fn tcp_transfer(client_ns: &Netns, server_ns: &Netns, server_addr: SocketAdd
         "bytes and checksum at the far end match what was sent"
     );
 }
+
+/// Waits until `check` holds, polling every 100 ms; the time it took, or `None` after
+/// `timeout`.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
