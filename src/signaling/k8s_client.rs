@@ -24,7 +24,8 @@
 //! delivered; a backend publishes only as keys it subscribed.
 //!
 //! Trust: the API server and every other node that may write envelopes are untrusted. What is
-//! read is bounded (the object size before decoding, the objects per re-list), malformed or
+//! read is bounded (a response's bytes without a newline, [`super::k8s_line_limit`]; the object
+//! size before decoding; the objects per re-list), malformed or
 //! misaddressed objects are dropped and counted, and the envelope's sealing authenticates its
 //! sender end to end. RBAC cannot limit a node to its own mailbox (rules do not see labels):
 //! a node may read, overwrite or delete others' envelopes, which is dropping or delaying,
@@ -35,12 +36,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kube::Config;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
     WatchEvent, WatchParams,
 };
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
@@ -49,12 +51,16 @@ use super::backend::KubernetesUrl;
 use super::backend::{
     Backend, BackendError, BackendFuture, BackendKind, BackendUrl, Inbox, from_subscribed_senders,
 };
+use super::k8s_line_limit::LimitLinesLayer;
 use super::k8s_object::{
     GROUP, KIND, PLURAL, RECIPIENT_LABEL, Rejected, SENDER_LABEL, VERSION, envelope_in,
     envelope_object, expires_of, key_label, object_name,
 };
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::signaling::envelope::Envelope;
+
+/// How many envelopes of one batch are applied at once.
+const PUBLISH_CONCURRENCY: usize = 16;
 
 /// The field manager of wice's server-side applies.
 const FIELD_MANAGER: &str = "wice";
@@ -262,7 +268,10 @@ async fn connect(
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| setup("client", &e))?;
+    let client = ClientBuilder::try_from(config)
+        .map_err(|e| setup("client", &e))?
+        .with_layer(&LimitLinesLayer)
+        .build();
     let resource = ApiResource {
         group: GROUP.to_owned(),
         version: VERSION.to_owned(),
@@ -328,15 +337,29 @@ impl Backend for K8sBackend {
                 &self.counters.refused_sender,
             )?;
             let expires = unix_now() + self.options.ttl.as_secs();
-            let apply = PatchParams::apply(FIELD_MANAGER).force();
-            for envelope in &allowed {
-                let name = object_name(&envelope.sender, &envelope.recipient);
-                let object = envelope_object(envelope, expires, self.owner.as_ref());
-                within(
-                    self.options.request_timeout,
-                    api.patch(&name, &apply, &Patch::Apply(&object)),
-                )
-                .await?;
+            // A batch (one envelope per peer, e.g. a new candidate for every session) goes out
+            // as up to PUBLISH_CONCURRENCY requests at once over the client's HTTP/2
+            // connection, not one round trip after another.
+            let mut pending = allowed.into_iter();
+            let mut in_flight = tokio::task::JoinSet::new();
+            loop {
+                while in_flight.len() < PUBLISH_CONCURRENCY {
+                    let Some(envelope) = pending.next() else {
+                        break;
+                    };
+                    let (api, timeout) = (api.clone(), self.options.request_timeout);
+                    let name = object_name(&envelope.sender, &envelope.recipient);
+                    let object = envelope_object(&envelope, expires, self.owner.as_ref());
+                    in_flight.spawn(async move {
+                        let apply = PatchParams::apply(FIELD_MANAGER).force();
+                        within(timeout, api.patch(&name, &apply, &Patch::Apply(&object))).await
+                    });
+                }
+                let Some(done) = in_flight.join_next().await else {
+                    break;
+                };
+                // The first failure fails the batch; dropping the set aborts the rest.
+                done.map_err(unavailable)??;
             }
             Ok(())
         })

@@ -17,6 +17,8 @@ pub mod inprocess;
 #[cfg(feature = "kubernetes")]
 pub mod k8s_client;
 #[cfg(feature = "kubernetes")]
+mod k8s_line_limit;
+#[cfg(feature = "kubernetes")]
 pub mod k8s_object;
 pub mod multiplexer;
 #[cfg(feature = "nats")]
