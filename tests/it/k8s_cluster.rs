@@ -224,6 +224,18 @@ impl K8sCluster {
     }
 
     /// Kills the API server (SIGKILL) and starts it again on the same port and etcd.
+    /// The PIDs of kube-apiserver and etcd, while they run (for the load bench's RSS).
+    #[allow(
+        dead_code,
+        reason = "benches/k8s_load.rs includes this file and uses it"
+    )]
+    pub(crate) fn pids(&self) -> (Option<u32>, Option<u32>) {
+        (
+            self.apiserver.as_ref().map(Child::id),
+            self.etcd.as_ref().map(Child::id),
+        )
+    }
+
     pub(crate) fn restart_apiserver(&mut self, down_for: Duration) {
         self.stop_apiserver();
         std::thread::sleep(down_for);
