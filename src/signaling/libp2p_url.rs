@@ -100,7 +100,11 @@ pub(super) fn parse_multiaddr(text: &str) -> Result<Libp2pAddr, String> {
             .parse::<std::net::Ipv6Addr>()
             .map_err(|_| format!("`{ip_text}` is not an IPv6 address"))?
             .into(),
-        other => return Err(format!("`/{other}`: use /ip4/ or /ip6/")),
+        other => {
+            return Err(format!(
+                "`/{other}/`: use /ip4/ or /ip6/ with an address (no DNS names)"
+            ));
+        }
     };
     let port = port
         .parse::<u16>()

@@ -167,7 +167,7 @@ fn a_libp2p_backend_is_read_and_a_bad_multiaddr_refused_with_its_place() {
         &with_interface("[signaling]\nbackends = [\"libp2p:/dns4/seed.example/tcp/4001\"]\n"),
         Some(4),
         "signaling.backends[0]",
-        "not a TCP multiaddr like /ip4/10.0.0.1/tcp/4001",
+        "`/dns4/`: use /ip4/ or /ip6/ with an address (no DNS names)",
     );
     assert!(matches!(
         err.reason,
