@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::signaling::envelope::Envelope;
 
-pub use super::libp2p_url::{Libp2pAddr, Libp2pUrl};
 use super::libp2p_url::parse_libp2p;
+pub use super::libp2p_url::{Libp2pAddr, Libp2pUrl};
 
 /// A backend's future: boxed so that backends of different types can sit in one list.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;

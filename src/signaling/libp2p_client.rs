@@ -341,8 +341,14 @@ mod tests {
     #[test]
     fn the_libp2p_identity_is_stable_per_key_and_not_the_wireguard_key() {
         let key = PrivateKey::from_bytes([7; 32]);
-        assert_eq!(peer_id_of(&key), peer_id_of(&PrivateKey::from_bytes([7; 32])));
-        assert_ne!(peer_id_of(&key), peer_id_of(&PrivateKey::from_bytes([8; 32])));
+        assert_eq!(
+            peer_id_of(&key),
+            peer_id_of(&PrivateKey::from_bytes([7; 32]))
+        );
+        assert_ne!(
+            peer_id_of(&key),
+            peer_id_of(&PrivateKey::from_bytes([8; 32]))
+        );
         let Some(ed25519) = libp2p_keypair(&key).public().try_into_ed25519().ok() else {
             panic!("an ed25519 key");
         };

@@ -8,7 +8,6 @@
 //! [`super::libp2p_client`] for the design.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +19,7 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore as _};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, connection_limits, identify, kad, noise, request_response, tcp,
-    yamux,
+    Multiaddr, PeerId, Swarm, connection_limits, identify, kad, noise, request_response, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -119,7 +117,6 @@ pub(super) struct Node {
     reannounce_at: Option<Instant>,
     logs: LogLimits,
 }
-
 
 impl Node {
     /// Builds the swarm and starts listening.
@@ -635,9 +632,10 @@ impl Node {
         match event {
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request {
-                    request, channel, ..
-                },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => {
                 let _ = self
@@ -654,10 +652,6 @@ impl Node {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                if matches!(&error, request_response::InboundFailure::Io(e) if e.kind() == io::ErrorKind::InvalidData)
-                {
-                    Counters::add(&self.counters.malformed, 1);
-                }
                 if let Some(suppressed) = self.logs.inbound_failed.allow(now) {
                     tracing::debug!(%peer, %error, suppressed, "libp2p envelope stream failed");
                 }

@@ -50,7 +50,9 @@ pub(super) fn parse_libp2p(text: &str, rest: &str) -> Result<Libp2pUrl, BackendU
     let bootstraps = bootstraps
         .split(',')
         .filter(|part| !part.is_empty())
-        .map(|part| parse_multiaddr(part).map_err(|reason| bad(text, format!("`{part}`: {reason}"))))
+        .map(|part| {
+            parse_multiaddr(part).map_err(|reason| bad(text, format!("`{part}`: {reason}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(zero) = bootstraps.iter().find(|b| b.port == 0) {
         return Err(bad(text, format!("bootstrap {zero} has port 0")));
@@ -193,14 +195,20 @@ mod tests {
     fn bad_libp2p_urls_say_what_is_wrong() {
         for (text, says) in [
             ("libp2p:/dns4/example.org/tcp/4001", "no DNS names"),
-            ("libp2p:/ip4/10.0.0.1/udp/4001/quic-v1", "not a TCP multiaddr"),
+            (
+                "libp2p:/ip4/10.0.0.1/udp/4001/quic-v1",
+                "not a TCP multiaddr",
+            ),
             ("libp2p:/ip4/10.0.0.300/tcp/4001", "not an IPv4 address"),
             ("libp2p:/ip6/10.0.0.1/tcp/4001", "not an IPv6 address"),
             ("libp2p:/ip4/10.0.0.1/tcp/70000", "not a TCP port"),
             ("libp2p:/ip4/10.0.0.1/tcp/0", "port 0"),
             ("libp2p:/ip4/10.0.0.1/tcp/4001/p2p/0OIl", "not a peer id"),
             ("libp2p:10.0.0.1:4001", "not a TCP multiaddr"),
-            ("libp2p:?listen=/ip4/0.0.0.0/tcp/1&listen=/ip4/0.0.0.0/tcp/2", "one listen"),
+            (
+                "libp2p:?listen=/ip4/0.0.0.0/tcp/1&listen=/ip4/0.0.0.0/tcp/2",
+                "one listen",
+            ),
             ("libp2p:?port=4001", "unknown option `port=4001`"),
             (
                 &format!("libp2p:?listen=/ip4/0.0.0.0/tcp/1/p2p/{PEER}"),

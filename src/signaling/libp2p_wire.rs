@@ -1,5 +1,6 @@
 //! What the libp2p backend puts on the wire and reads from it: its protocol names, the
-//! envelope codec (one envelope per stream, cut off past [`MAX_ENVELOPE_LEN`]), and the
+//! envelope codec (one envelope per stream, read no further than one byte past
+//! [`MAX_ENVELOPE_LEN`]), and the
 //! TCP multiaddrs it dials and accepts from peers.
 
 use std::io;
@@ -31,16 +32,12 @@ impl request_response::Codec for EnvelopeCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
+        // One byte past the limit is enough to know it is over (the node counts that as
+        // malformed: an error here would reach nobody, libp2p only logs it).
         let mut bytes = Vec::new();
         io.take(MAX_ENVELOPE_LEN as u64 + 1)
             .read_to_end(&mut bytes)
             .await?;
-        if bytes.len() > MAX_ENVELOPE_LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "envelope over the size limit",
-            ));
-        }
         Ok(bytes)
     }
 
@@ -118,4 +115,3 @@ pub(super) fn tcp_part(addr: &Multiaddr) -> Option<(IpAddr, Multiaddr)> {
         .with(Protocol::Tcp(port));
     Some((ip, tcp))
 }
-
