@@ -221,8 +221,7 @@ impl Libp2pBackend {
     pub async fn listen_addrs(&self, wait: Duration) -> Vec<Multiaddr> {
         let mut listening = self.listening.clone();
         let _ = tokio::time::timeout(wait, listening.wait_for(|addrs| !addrs.is_empty())).await;
-        let addrs = listening.borrow().clone();
-        addrs
+        listening.borrow().clone()
     }
 
     /// What this backend has seen so far.

@@ -401,9 +401,11 @@ impl Node {
                 .push(envelope);
         }
         for (recipient, envelopes) in by_recipient {
-            let delivered_locally = envelopes
-                .iter()
-                .fold(false, |any, e| self.deliver_locally(e) || any);
+            // Every envelope, not only until the first that is delivered.
+            let mut delivered_locally = false;
+            for envelope in &envelopes {
+                delivered_locally |= self.deliver_locally(envelope);
+            }
             if self.lookups.len() >= self.options.max_pending_lookups {
                 Counters::add(&self.counters.dropped_busy, envelopes.len() as u64);
                 continue;
@@ -449,23 +451,7 @@ impl Node {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if info.protocols.contains(&KAD_PROTOCOL) {
-                    let usable: Vec<Multiaddr> = info
-                        .listen_addrs
-                        .iter()
-                        .filter_map(tcp_part)
-                        .filter(|(ip, _)| {
-                            !ip.is_unspecified() && (self.loopback_ok || !ip.is_loopback())
-                        })
-                        .map(|(_, addr)| addr)
-                        .take(MAX_ADDRS_PER_PEER)
-                        .collect();
-                    for addr in usable {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
-                }
-            }
+            })) => self.handle_identify(peer_id, &info),
             SwarmEvent::Behaviour(BehaviourEvent::Envelopes(event)) => {
                 self.handle_envelope_event(event);
             }
@@ -486,24 +472,13 @@ impl Node {
                         // mailboxes are.
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                        if self.reannounce_at.is_none() {
-                            self.reannounce_at = Some(Instant::now() + REANNOUNCE_DEBOUNCE);
-                        }
+                        self.reannounce_at
+                            .get_or_insert(Instant::now() + REANNOUNCE_DEBOUNCE);
                     }
                 }
             }
-            SwarmEvent::ConnectionClosed { .. } => {
-                if self.swarm.connected_peers().next().is_none() && !self.bootstraps.is_empty() {
-                    self.redial_at = Some(Instant::now() + self.redial_backoff);
-                }
-            }
-            SwarmEvent::OutgoingConnectionError { .. } => {
-                if self.swarm.connected_peers().next().is_none()
-                    && !self.bootstraps.is_empty()
-                    && self.redial_at.is_none()
-                {
-                    self.redial_at = Some(Instant::now() + self.redial_backoff);
-                }
+            SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. } => {
+                self.redial_if_alone();
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 if let Some((ip, _)) = tcp_part(&address)
@@ -514,6 +489,33 @@ impl Node {
                 self.listening_tx.send_modify(|addrs| addrs.push(address));
             }
             _ => {}
+        }
+    }
+
+    /// With no connection left, dials the bootstraps again after the current backoff.
+    fn redial_if_alone(&mut self) {
+        if self.swarm.connected_peers().next().is_none() && !self.bootstraps.is_empty() {
+            let at = Instant::now() + self.redial_backoff;
+            self.redial_at.get_or_insert(at);
+        }
+    }
+
+    /// A peer told us its listen addresses: those we can use go into the routing table,
+    /// if it speaks our DHT.
+    fn handle_identify(&mut self, peer: PeerId, info: &identify::Info) {
+        if !info.protocols.contains(&KAD_PROTOCOL) {
+            return;
+        }
+        let usable: Vec<Multiaddr> = info
+            .listen_addrs
+            .iter()
+            .filter_map(tcp_part)
+            .filter(|(ip, _)| !ip.is_unspecified() && (self.loopback_ok || !ip.is_loopback()))
+            .map(|(_, addr)| addr)
+            .take(MAX_ADDRS_PER_PEER)
+            .collect();
+        for addr in usable {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
         }
     }
 
@@ -546,9 +548,8 @@ impl Node {
             kad::Event::RoutingUpdated {
                 is_new_peer: true, ..
             } => {
-                if self.reannounce_at.is_none() {
-                    self.reannounce_at = Some(Instant::now() + REANNOUNCE_DEBOUNCE);
-                }
+                self.reannounce_at
+                    .get_or_insert(Instant::now() + REANNOUNCE_DEBOUNCE);
             }
             kad::Event::InboundRequest {
                 request:

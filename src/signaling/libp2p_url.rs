@@ -165,7 +165,6 @@ impl fmt::Display for Libp2pUrl {
 #[cfg(test)]
 mod tests {
     use super::super::backend::BackendUrl;
-    use super::*;
 
     const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
 
