@@ -312,14 +312,17 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 /// The caps are there because a stranger's datagrams can make these crates log: `is` warns
 /// once per odd STUN attribute (a 1400-byte datagram can cost hundreds of lines); boringtun
 /// logs routine session expiry at ERROR; the TURN/STUN crates log every request at INFO and
-/// routine refusals at ERROR. Ask for them by name (`RUST_LOG=is=debug`) to see them.
+/// routine refusals at ERROR; libp2p's crates warn about what remote peers do. Ask for them by name (`RUST_LOG=is=debug`) to see them.
 fn log_filter(level: &str, rust_log: Option<&str>) -> String {
     let quiet = !matches!(level, "debug" | "trace");
     let boringtun = if quiet { "off" } else { level };
     let turn = if level == "trace" { "trace" } else { "off" };
+    // libp2p's crates (`libp2p_kad`, `libp2p_swarm`, …) log what peers do at WARN and below.
+    let libp2p = if quiet { "error" } else { level };
     let base = format!(
         "{level},is=error,str0m=error,str0m_proto=error,boringtun={boringtun},\
-         turn_client_proto={turn},turn_types={turn},stun_proto={turn},stun_types={turn}"
+         turn_client_proto={turn},turn_types={turn},stun_proto={turn},stun_types={turn},\
+         libp2p={libp2p},yamux={libp2p},multistream_select={libp2p}"
     );
     match rust_log {
         Some(spec) if !spec.is_empty() => format!("{base},{spec}"),

@@ -576,6 +576,7 @@ pub(super) async fn start_signaling(
 ) -> Result<(Signaling, mpsc::Receiver<crate::signaling::Received>), UpError> {
     let backends = backends_from_urls(
         &config.signaling.backends,
+        &config.interface.private_key,
         config.signaling.tls_ca.as_ref().map(|ca| ca.pem.as_slice()),
         socket_mark,
     )?;

@@ -30,6 +30,9 @@ use tokio::sync::mpsc;
 use wice_core::keys::{PrivateKey, PublicKey};
 use wice_core::signaling::envelope::Envelope;
 
+use super::libp2p_url::parse_libp2p;
+pub use super::libp2p_url::{Libp2pAddr, Libp2pUrl};
+
 /// A backend's future: boxed so that backends of different types can sit in one list.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
 
@@ -46,6 +49,8 @@ pub enum BackendKind {
     WebSocket,
     /// A Kubernetes API server.
     Kubernetes,
+    /// A libp2p network (no server).
+    Libp2p,
 }
 
 impl fmt::Display for BackendKind {
@@ -56,6 +61,7 @@ impl fmt::Display for BackendKind {
             Self::Nats => "nats",
             Self::WebSocket => "ws",
             Self::Kubernetes => "kubernetes",
+            Self::Libp2p => "libp2p",
         })
     }
 }
@@ -215,6 +221,9 @@ pub enum BackendUrl {
     /// finds its configuration as kubectl does (`$KUBECONFIG`, `~/.kube/config`), or the
     /// pod's service account in a cluster.
     Kubernetes(KubernetesUrl),
+    /// `libp2p:[BOOTSTRAP[,BOOTSTRAP…]][?listen=MULTIADDR]`: a serverless libp2p network
+    /// joined through the bootstrap multiaddrs (see [`Libp2pUrl`]).
+    Libp2p(Libp2pUrl),
 }
 
 /// Where a Kubernetes backend keeps its objects, and how it reaches the API server.
@@ -254,9 +263,9 @@ pub enum NatsAuth {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendUrlError {
     /// Not `inprocess`, `grpc://`, `grpcs://`, `nats://`, `tls://`, `ws://`, `wss://`,
-    /// `k8s://` or `kubernetes:`.
+    /// `k8s://`, `kubernetes:` or `libp2p:`.
     #[error(
-        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\", \"nats://host:port\", \"tls://host:port\", \"ws://host:port\", \"wss://host[:port]\", \"k8s://[namespace]\" or \"inprocess\""
+        "`{0}` is not a backend; use \"grpc://host:port\", \"grpcs://host:port\", \"nats://host:port\", \"tls://host:port\", \"ws://host:port\", \"wss://host[:port]\", \"k8s://[namespace]\", \"libp2p:[bootstrap multiaddrs]\" or \"inprocess\""
     )]
     UnknownScheme(String),
     /// No host between `://` and the port.
@@ -282,6 +291,12 @@ pub enum BackendUrlError {
         "`{0}`: a Kubernetes URL is k8s://[NAMESPACE][?kubeconfig=PATH], like k8s://wice or k8s://wice?kubeconfig=/etc/wice/kubeconfig (a namespace is lowercase letters, digits and '-', at most 63)"
     )]
     BadKubernetes(String),
+    /// A `libp2p:` URL that is not `libp2p:[BOOTSTRAP,…][?listen=MULTIADDR]`; the second
+    /// field says which part is wrong.
+    #[error(
+        "`{0}`: {1}; a libp2p URL is libp2p:[BOOTSTRAP,…][?listen=MULTIADDR] with TCP multiaddrs like /ip4/10.0.0.1/tcp/4001[/p2p/PEER-ID]"
+    )]
+    BadLibp2p(String, String),
 }
 
 /// The port a NATS URL means when it names none.
@@ -298,6 +313,9 @@ impl BackendUrl {
         }
         if let Some(rest) = text.strip_prefix("tls://") {
             return parse_nats(text, rest, true);
+        }
+        if let Some(rest) = text.strip_prefix("libp2p:") {
+            return parse_libp2p(text, rest).map(Self::Libp2p);
         }
         if let Some(rest) = text
             .strip_prefix("k8s://")
@@ -338,6 +356,7 @@ impl BackendUrl {
             Self::Nats(_) => BackendKind::Nats,
             Self::WebSocket { .. } => BackendKind::WebSocket,
             Self::Kubernetes(_) => BackendKind::Kubernetes,
+            Self::Libp2p(_) => BackendKind::Libp2p,
         }
     }
 }
@@ -479,6 +498,7 @@ impl fmt::Display for BackendUrl {
                 let scheme = if *tls { "wss" } else { "ws" };
                 write!(f, "{scheme}://{}", bracketed(host, *port))
             }
+            Self::Libp2p(url) => write!(f, "{url}"),
             Self::Kubernetes(url) => {
                 write!(f, "k8s://{}", url.namespace.as_deref().unwrap_or(""))?;
                 if let Some(path) = &url.kubeconfig {
@@ -516,10 +536,10 @@ impl fmt::Display for BackendUrl {
     }
 }
 
-/// The envelopes a backend without a server-side key proof (NATS, Kubernetes) may publish:
+/// The envelopes a backend without a server-side key proof (NATS, Kubernetes, libp2p) may publish:
 /// those from keys it subscribed, so it publishes only as keys it holds. The others are
 /// counted in `refused`; with no key subscribed at all the publish is refused.
-#[cfg(any(feature = "nats", feature = "kubernetes"))]
+#[cfg(any(feature = "nats", feature = "kubernetes", feature = "libp2p"))]
 pub(crate) fn from_subscribed_senders<V>(
     envelopes: Vec<Envelope>,
     subscribed: &std::collections::HashMap<PublicKey, V>,

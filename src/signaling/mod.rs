@@ -6,7 +6,8 @@
 //! - [`backend`]: the [`Backend`] trait and its semantics; backends: [`inprocess`],
 //!   [`grpc_client`], [`ws_client`] (frames in [`ws_frame`], proxies in [`ws_proxy`]) and
 //!   (feature `nats`) `nats_client`; (feature `kubernetes`) `k8s_client` (objects in
-//!   `k8s_object`);
+//!   `k8s_object`); (feature `libp2p`) `libp2p_client` (the swarm in `libp2p_node`), its
+//!   URL in [`libp2p_url`];
 //! - [`Signaling`] ([`multiplexer`]): a node's signaling over all configured backends;
 //!   the API the ICE layer uses;
 //! - [`server`]: `wice signal`, the gRPC server (and its WebSocket/HTTP listener).
@@ -20,6 +21,13 @@ pub mod k8s_client;
 mod k8s_line_limit;
 #[cfg(feature = "kubernetes")]
 pub mod k8s_object;
+#[cfg(feature = "libp2p")]
+pub mod libp2p_client;
+#[cfg(feature = "libp2p")]
+mod libp2p_node;
+pub mod libp2p_url;
+#[cfg(feature = "libp2p")]
+mod libp2p_wire;
 pub mod multiplexer;
 #[cfg(feature = "nats")]
 pub mod nats_client;
@@ -34,12 +42,14 @@ use std::sync::Arc;
 
 pub use self::backend::{
     Backend, BackendError, BackendKind, BackendUrl, BackendUrlError, Delivery, Inbox,
-    KubernetesUrl, NatsAuth, NatsUrl,
+    KubernetesUrl, Libp2pAddr, Libp2pUrl, NatsAuth, NatsUrl,
 };
 pub use self::grpc_client::{GrpcBackend, GrpcOptions};
 pub use self::inprocess::{InProcessBackend, InProcessHub};
 #[cfg(feature = "kubernetes")]
 pub use self::k8s_client::{K8sBackend, K8sCounters, K8sOptions};
+#[cfg(feature = "libp2p")]
+pub use self::libp2p_client::{Libp2pBackend, Libp2pCounters, Libp2pOptions};
 pub use self::multiplexer::{PublishError, Received, Signaling, SignalingCounters};
 #[cfg(feature = "nats")]
 pub use self::nats_client::{NatsBackend, NatsOptions};
@@ -50,7 +60,8 @@ pub use self::ws_proxy::ProxyUrl;
 /// Builds the backends a config names: `inprocess` is the process-wide hub, gRPC URLs get a
 /// [`GrpcBackend`] trusting `ca_certificate_pem` in addition to the public roots, NATS URLs
 /// a `NatsBackend` (an error when built without the `nats` feature), Kubernetes URLs a
-/// `K8sBackend` (likewise, feature `kubernetes`), WebSocket URLs a
+/// `K8sBackend` (likewise, feature `kubernetes`), libp2p URLs a `Libp2pBackend` whose
+/// libp2p identity derives from `node_key` (likewise, feature `libp2p`), WebSocket URLs a
 /// [`WsBackend`] trusting the same CA and tunnelling through the HTTP proxy that
 /// `https_proxy`/`http_proxy` name (see [`ProxyUrl::from_env`]). Must be called inside a
 /// tokio runtime.
@@ -59,6 +70,7 @@ pub use self::ws_proxy::ProxyUrl;
 /// is in place, so signaling keeps to the underlay.
 pub fn backends_from_urls(
     urls: &[BackendUrl],
+    node_key: &wice_core::keys::PrivateKey,
     ca_certificate_pem: Option<&[u8]>,
     socket_mark: Option<u32>,
 ) -> Result<Vec<Arc<dyn Backend>>, BackendError> {
@@ -98,6 +110,19 @@ pub fn backends_from_urls(
                 BackendUrl::Kubernetes(_) => Err(BackendError::Setup(format!(
                     "{url}: this wice was built without the `kubernetes` feature"
                 ))),
+                #[cfg(feature = "libp2p")]
+                BackendUrl::Libp2p(_) => Ok(Arc::new(Libp2pBackend::new(
+                    url,
+                    node_key,
+                    Libp2pOptions::default(),
+                )?)),
+                #[cfg(not(feature = "libp2p"))]
+                BackendUrl::Libp2p(_) => {
+                    let _ = node_key;
+                    Err(BackendError::Setup(format!(
+                        "{url}: this wice was built without the `libp2p` feature"
+                    )))
+                }
             }
         })
         .collect()

@@ -35,6 +35,11 @@
 //!   (`k8s_cluster` runs them; built by `scripts/k8s-test-tools`): the watch resuming after an
 //!   API server restart, `deploy/kubernetes/` applied, the ServiceAccount's RBAC (no root;
 //!   cargo feature `kubernetes`).
+//! - `p2p`: the libp2p backend's network for the conformance suite, a node rejoining a
+//!   restarted bootstrap, a stranger sending what is no envelope (loopback, no root; cargo
+//!   feature `libp2p`).
+//! - `p2p_lab`: five `wice up` nodes with no signaling server, each bootstrapped from one
+//!   other over libp2p, connect every pair (root).
 //!
 //! Root tests build their own namespaces with unique names, send traffic only
 //! inside them, and clean up by PID and name even when they fail. Without root
@@ -71,6 +76,10 @@ mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_lab;
 mod netcheck;
+#[cfg(feature = "libp2p")]
+mod p2p;
+#[cfg(feature = "libp2p")]
+mod p2p_lab;
 mod ping;
 mod reload;
 mod routes;

@@ -155,6 +155,27 @@ fn an_invalid_backend_url_is_refused_with_its_place_and_the_fix() {
 }
 
 #[test]
+fn a_libp2p_backend_is_read_and_a_bad_multiaddr_refused_with_its_place() {
+    let config = parse_ok(&with_interface(
+        "[signaling]\nbackends = [\"libp2p:/ip4/10.0.0.1/tcp/4001?listen=/ip4/0.0.0.0/tcp/4001\"]\n",
+    ));
+    assert_eq!(
+        config.signaling.backends[0].to_string(),
+        "libp2p:/ip4/10.0.0.1/tcp/4001?listen=/ip4/0.0.0.0/tcp/4001"
+    );
+    let err = assert_error(
+        &with_interface("[signaling]\nbackends = [\"libp2p:/dns4/seed.example/tcp/4001\"]\n"),
+        Some(4),
+        "signaling.backends[0]",
+        "`/dns4/`: use /ip4/ or /ip6/ with an address (no DNS names)",
+    );
+    assert!(matches!(
+        err.reason,
+        ConfigErrorKind::InvalidBackend(BackendUrlError::BadLibp2p(..))
+    ));
+}
+
+#[test]
 fn the_same_backend_listed_twice_is_refused() {
     let text = with_interface(
         "[signaling]\nbackends = [\"grpc://198.51.100.1:8443\",\n  \"grpc://198.51.100.1:8443\"]\n",

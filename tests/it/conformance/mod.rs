@@ -43,6 +43,10 @@ pub(crate) enum Kind {
     /// A kube-apiserver with etcd (`k8s_cluster`); cargo feature `kubernetes`.
     #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     Kubernetes,
+    /// A libp2p network on loopback: a bootstrap node and one node per client (`p2p`);
+    /// cargo feature `libp2p`.
+    #[cfg_attr(not(feature = "libp2p"), allow(dead_code))]
+    Libp2p,
 }
 
 /// False (and the test says it skips) when `kind`'s server cannot be run here.
@@ -90,6 +94,8 @@ pub(crate) struct World {
     server: Option<RunningServer>,
     nats: Option<NatsCluster>,
     k8s: Option<K8sCluster>,
+    #[cfg(feature = "libp2p")]
+    libp2p: Option<crate::p2p::Libp2pNet>,
     tls: Option<TlsIdentity>,
     url: Option<BackendUrl>,
 }
@@ -99,7 +105,7 @@ impl World {
         let tls = matches!(kind, Kind::Grpcs | Kind::Wss).then(test_certificate);
         let ws = matches!(kind, Kind::Ws | Kind::Wss);
         let server = match kind {
-            Kind::InProcess | Kind::Nats | Kind::Kubernetes => None,
+            Kind::InProcess | Kind::Nats | Kind::Kubernetes | Kind::Libp2p => None,
             Kind::Grpc | Kind::Grpcs | Kind::Ws | Kind::Wss => Some(
                 RunningServer::start(ServerConfig {
                     tls: tls.clone(),
@@ -129,12 +135,19 @@ impl World {
             })
             .or_else(|| nats.as_ref().map(|n| n.url(0)))
             .or_else(|| k8s.as_ref().map(|k| k.url(None)));
+        #[cfg(feature = "libp2p")]
+        let libp2p = match kind {
+            Kind::Libp2p => Some(crate::p2p::Libp2pNet::start().await),
+            _ => None,
+        };
         Self {
             kind,
             hub: InProcessHub::new(),
             server,
             nats,
             k8s,
+            #[cfg(feature = "libp2p")]
+            libp2p,
             tls,
             url,
         }
@@ -142,6 +155,10 @@ impl World {
 
     /// A new client of this deployment (its own connection, where the backend has one).
     pub(crate) fn backend(&self) -> Arc<dyn Backend> {
+        #[cfg(feature = "libp2p")]
+        if let Some(net) = &self.libp2p {
+            return net.backend();
+        }
         match &self.url {
             None => Arc::new(self.hub.backend()),
             #[cfg(feature = "nats")]
@@ -192,6 +209,12 @@ impl World {
 
     /// Waits until the server side has dropped an envelope for want of a subscriber.
     pub(crate) async fn wait_until_dropped(&self) {
+        #[cfg(feature = "libp2p")]
+        if let Some(net) = &self.libp2p {
+            // The publish returned once the lookup started; it drops when no peer
+            // provides the recipient's mailbox.
+            return net.wait_until_dropped().await;
+        }
         let dropped = || match &self.server {
             Some(server) => server.counters.snapshot().dropped_no_subscriber,
             None => self.hub.counters().dropped_no_subscriber,
@@ -227,6 +250,12 @@ impl World {
         }
         if let Some(k8s) = &mut self.k8s {
             k8s.restart_apiserver(std::time::Duration::from_millis(300));
+            return;
+        }
+        #[cfg(feature = "libp2p")]
+        if let Some(net) = &mut self.libp2p {
+            net.restart_bootstrap(std::time::Duration::from_millis(300))
+                .await;
             return;
         }
         let server = self.server.take().expect("a server");
@@ -310,3 +339,5 @@ every_scenario!(over_wss, super::Kind::Wss);
 every_scenario!(over_nats, super::Kind::Nats);
 #[cfg(feature = "kubernetes")]
 every_scenario!(over_kubernetes, super::Kind::Kubernetes);
+#[cfg(feature = "libp2p")]
+every_scenario!(over_libp2p, super::Kind::Libp2p);
