@@ -17,6 +17,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore as _};
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, connection_limits, identify, kad, noise, request_response, tcp, yamux,
@@ -29,6 +30,7 @@ use wice_core::signaling::envelope::Envelope;
 
 use super::backend::{BackendError, Inbox};
 use super::libp2p_client::{Counters, Libp2pOptions, mailbox_key};
+use super::libp2p_records::ForeignRecords;
 use super::libp2p_url::{Libp2pAddr, Libp2pUrl};
 use super::libp2p_wire::{
     ENVELOPE_PROTOCOL, EnvelopeCodec, KAD_PROTOCOL, setup, tcp_part, to_multiaddr,
@@ -42,6 +44,13 @@ const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
 const PROVIDER_REPUBLISH: Duration = Duration::from_secs(5 * 60);
 /// New routing-table peers within this long cause one re-announcement.
 const REANNOUNCE_DEBOUNCE: Duration = Duration::from_millis(300);
+/// ...and new peers cause at most one re-announcement this often: peer ids cost nothing, so
+/// a stranger connecting as ever new peers must not make us announce every mailbox each time.
+const REANNOUNCE_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Keys of the provider store kept free of other peers' records, for our own mailboxes.
+const OWN_RECORDS_RESERVED: usize = 64;
+/// Provider records one other peer may keep at this node.
+const RECORDS_PER_PROVIDER: usize = 8;
 /// A connection with no stream open for this long is closed.
 const IDLE_CONNECTION: Duration = Duration::from_secs(60);
 
@@ -93,6 +102,7 @@ struct WaitingSubscribe {
 
 /// Rate limits of the log lines peers can trigger.
 struct LogLimits {
+    announce_failed: LogLimit,
     malformed: LogLimit,
     send_failed: LogLimit,
     inbound_failed: LogLimit,
@@ -115,6 +125,10 @@ pub(super) struct Node {
     redial_at: Option<Instant>,
     redial_backoff: Duration,
     reannounce_at: Option<Instant>,
+    /// When every mailbox was last announced again.
+    reannounced_at: Option<Instant>,
+    /// Provider records other peers keep here, bounded and swept.
+    foreign_records: ForeignRecords,
     logs: LogLimits,
 }
 
@@ -130,6 +144,8 @@ impl Node {
         let local_peer = keypair.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(options.max_connections))
+            // Strangers dialing in cannot take the connections our own dials need.
+            .with_max_established_incoming(Some(options.max_connections * 3 / 4))
             .with_max_established_per_peer(Some(2))
             .with_max_pending_incoming(Some(64))
             .with_max_pending_outgoing(Some(64));
@@ -216,7 +232,15 @@ impl Node {
             redial_at: Some(Instant::now()),
             redial_backoff,
             reannounce_at: None,
+            reannounced_at: None,
+            foreign_records: ForeignRecords::new(
+                options.max_provider_keys,
+                OWN_RECORDS_RESERVED,
+                RECORDS_PER_PROVIDER,
+                PROVIDER_TTL,
+            ),
             logs: LogLimits {
+                announce_failed: LogLimit::per_second(1),
                 malformed: LogLimit::per_second(2),
                 send_failed: LogLimit::per_second(2),
                 inbound_failed: LogLimit::per_second(2),
@@ -255,6 +279,7 @@ impl Node {
         [
             self.redial_at,
             self.reannounce_at,
+            self.foreign_records.sweep_at(),
             self.waiting.iter().map(|w| w.give_up_at).min(),
             self.announcing.values().map(|(_, at)| *at).min(),
         ]
@@ -275,7 +300,12 @@ impl Node {
         }
         if self.reannounce_at.is_some_and(|at| at <= now) {
             self.reannounce_at = None;
+            self.reannounced_at = Some(now);
             self.announce_all();
+        }
+        for (key, provider) in self.foreign_records.take_expired(now) {
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            store.remove_provider(&key, &provider);
         }
         let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
@@ -359,7 +389,10 @@ impl Node {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot announce a libp2p mailbox");
+                let now = Instant::now().into_std();
+                if let Some(suppressed) = self.logs.announce_failed.allow(now) {
+                    tracing::warn!(%error, suppressed, "cannot announce a libp2p mailbox");
+                }
                 if let Some(done) = done {
                     let _ = done.send(false);
                 }
@@ -506,17 +539,40 @@ impl Node {
         if !info.protocols.contains(&KAD_PROTOCOL) {
             return;
         }
-        let usable: Vec<Multiaddr> = info
-            .listen_addrs
+        // kad keeps every address it is given for a peer in its table, and identify pushes
+        // can come again and again: add only while the peer has fewer than the limit.
+        let known = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbucket(peer)
+            .and_then(|bucket| {
+                bucket
+                    .iter()
+                    .find(|entry| *entry.node.key.preimage() == peer)
+                    .map(|entry| entry.node.value.len())
+            })
+            .unwrap_or(0);
+        let room = MAX_ADDRS_PER_PEER.saturating_sub(known);
+        for addr in self
+            .usable_addresses(&info.listen_addrs)
+            .into_iter()
+            .take(room)
+        {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        }
+    }
+
+    /// The TCP addresses of `addrs` this node may dial, at most [`MAX_ADDRS_PER_PEER`]: never
+    /// an unspecified address, and loopback only when we listen on loopback ourselves.
+    fn usable_addresses(&self, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+        addrs
             .iter()
             .filter_map(tcp_part)
             .filter(|(ip, _)| !ip.is_unspecified() && (self.loopback_ok || !ip.is_loopback()))
             .map(|(_, addr)| addr)
             .take(MAX_ADDRS_PER_PEER)
-            .collect();
-        for addr in usable {
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
-        }
+            .collect()
     }
 
     fn handle_kad_event(&mut self, event: kad::Event) {
@@ -548,8 +604,11 @@ impl Node {
             kad::Event::RoutingUpdated {
                 is_new_peer: true, ..
             } => {
-                self.reannounce_at
-                    .get_or_insert(Instant::now() + REANNOUNCE_DEBOUNCE);
+                let soonest = Instant::now() + REANNOUNCE_DEBOUNCE;
+                let allowed = self.reannounced_at.map_or(soonest, |last| {
+                    (last + REANNOUNCE_MIN_INTERVAL).max(soonest)
+                });
+                self.reannounce_at.get_or_insert(allowed);
             }
             kad::Event::InboundRequest {
                 request:
@@ -557,15 +616,12 @@ impl Node {
                         record: Some(mut record),
                     },
             } => {
-                record.addresses = record
-                    .addresses
-                    .iter()
-                    .filter_map(tcp_part)
-                    .map(|(_, addr)| addr)
-                    .take(MAX_ADDRS_PER_PEER)
-                    .collect();
+                record.addresses = self.usable_addresses(&record.addresses);
                 let ours = record.key.as_ref().len() == 32;
                 if !ours
+                    || !self
+                        .foreign_records
+                        .admit(&record.key, record.provider, Instant::now())
                     || self
                         .swarm
                         .behaviour_mut()
@@ -606,6 +662,14 @@ impl Node {
                     self.swarm.add_peer_address(peer, addr.clone());
                 }
             }
+            // Dial now, while the lookup still holds the addresses the provider came with:
+            // kad keeps them only on the running query, which ends with its last step, before
+            // request-response would ask for them.
+            let _ = self.swarm.dial(
+                DialOpts::peer_id(peer)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+            );
             for envelope in &envelopes {
                 self.swarm
                     .behaviour_mut()

@@ -25,6 +25,8 @@ pub mod k8s_object;
 pub mod libp2p_client;
 #[cfg(feature = "libp2p")]
 mod libp2p_node;
+#[cfg(feature = "libp2p")]
+mod libp2p_records;
 pub mod libp2p_url;
 #[cfg(feature = "libp2p")]
 mod libp2p_wire;
