@@ -25,6 +25,10 @@ mod harness;
 #[allow(dead_code, unreachable_pub, clippy::duplicated_attributes)]
 mod k8s_cluster;
 
+#[path = "support/rss.rs"]
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+mod rss;
+
 #[cfg(feature = "kubernetes")]
 fn main() {
     load::main();
@@ -89,16 +93,9 @@ mod load {
         p99: f64,
     }
 
+    /// RSS of `pid` in KiB, NaN when the process is not running.
     fn rss_kib(pid: Option<u32>) -> f64 {
-        let Some(pid) = pid else { return f64::NAN };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(f64::NAN)
+        pid.map_or(f64::NAN, |pid| crate::rss::rss_kib(pid) as f64)
     }
 
     fn options() -> K8sOptions {

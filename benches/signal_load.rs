@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+#[path = "support/rss.rs"]
+mod rss;
+
 use prost::Message as _;
 use prost::bytes::Bytes;
 use tokio::sync::mpsc;
@@ -32,6 +35,8 @@ use wice_core::keys::PrivateKey;
 use wice_core::signaling::challenge;
 use wice_proto::signaling as proto;
 use wice_proto::signaling::signaling_client::SignalingClient;
+
+use crate::rss::rss_kib;
 
 const ENVELOPE_PAYLOAD: usize = 300;
 const BATCH: usize = 100;
@@ -255,17 +260,6 @@ struct Shared {
     received: AtomicU64,
     record_latency: AtomicBool,
     latencies_us: Mutex<Vec<u32>>,
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 async fn connect(port: u16) -> Channel {
